@@ -1,0 +1,165 @@
+"""Link events of one namespace as a plain netlink socket the agent can ``select()`` on.
+
+Events are only *triggers*: after one, the agent drains whatever else is
+queued and reads the whole state with a fresh RTM_GETLINK dump, so it never
+acts on a stale or partial message (ifupdown2's ``nlcache`` documents
+duplicate RTM_NEWLINKs and stale IFLA_MASTER in notifications). A plain
+socket rather than pyroute2's IPRoute because pyroute2's buffered reader can
+hold messages that ``select()`` then no longer reports (see ``nswait``).
+
+The socket is created inside the namespace by pyroute2's
+``netns.create_socket`` with ``flags=0``: a namespace that does not exist is
+an error, never created. The socket holds a reference on the namespace, so
+``ip netns del`` only removes its name; ``NetnsWatch`` (inotify on
+``/run/netns``) tells the agent when that happened so it can let go.
+
+Overrun: the kernel reports ENOBUFS on the next ``recv`` when it had to
+drop notifications; ``drain()`` returns that as ``lost=True`` and the agent
+does a full resync (dump rules and state, reconcile everything).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import List, Optional, Set
+
+from pyroute2 import netns as pr_netns
+
+from testbed.errors import AgentError
+
+RTMGRP_LINK = 0x1
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
+IFLA_IFNAME = 3
+RCVBUF = 4 << 20  # bytes; SO_RCVBUFFORCE as root, else capped by net.core.rmem_max
+SO_RCVBUFFORCE = 33
+NETNS_DIR = "/run/netns"
+
+
+@dataclass
+class Batch:
+    """What one drain of the socket brought."""
+
+    messages: int = 0
+    lost: bool = False  # ENOBUFS: notifications were dropped
+    names: Set[str] = field(default_factory=set)  # interfaces mentioned
+    deleted: Set[str] = field(default_factory=set)  # RTM_DELLINK
+
+
+def _ifname(data: bytes, off: int, end: int) -> Optional[str]:
+    pos = off + NLMSG_HDR.size + IFINFO.size
+    while pos + 4 <= end:
+        alen, atype = struct.unpack_from("=HH", data, pos)
+        if alen < 4:
+            break
+        if atype & 0x3FFF == IFLA_IFNAME:
+            return data[pos + 4:pos + alen].split(b"\0", 1)[0].decode(errors="replace")
+        pos += (alen + 3) & ~3
+    return None
+
+
+def parse(data: bytes, batch: Batch) -> None:
+    """Add the link messages in one datagram to ``batch`` (pure; unit-tested)."""
+    off = 0
+    while off + NLMSG_HDR.size <= len(data):
+        length, mtype, _flags, _seq, _pid = NLMSG_HDR.unpack_from(data, off)
+        if length < NLMSG_HDR.size:
+            break
+        end = min(off + length, len(data))
+        if mtype in (RTM_NEWLINK, RTM_DELLINK):
+            batch.messages += 1
+            name = _ifname(data, off, end)
+            if name:
+                batch.names.add(name)
+                if mtype == RTM_DELLINK:
+                    batch.deleted.add(name)
+        off += (length + 3) & ~3
+
+
+class LinkEvents:
+    """RTMGRP_LINK subscription in namespace ``netns``; ``fileno()`` for select."""
+
+    def __init__(self, netns: str) -> None:
+        self.netns = netns
+        if not os.path.exists(os.path.join(NETNS_DIR, netns)):
+            raise AgentError(f"network namespace {netns!r} does not exist", fix="is the lab up? see `testbed list`")
+        try:
+            self.sock = pr_netns.create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE,
+                                               flags=0)
+        except OSError as exc:
+            raise AgentError(f"{netns}: cannot open a netlink socket inside: {exc}") from None
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        self.sock.bind((0, RTMGRP_LINK))
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self) -> Batch:
+        """Read everything queued now (never blocks)."""
+        batch = Batch()
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except BlockingIOError:
+                return batch
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    batch.lost = True
+                    continue
+                raise AgentError(f"{self.netns}: reading link events failed: {exc}") from None
+            parse(data, batch)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --- namespace removal ---------------------------------------------------------
+
+IN_DELETE = 0x00000200
+IN_MOVED_FROM = 0x00000040
+IN_NONBLOCK = 0o4000
+IN_CLOEXEC = 0o2000000
+INOTIFY_EVENT = struct.Struct("=iIII")  # wd, mask, cookie, len
+
+
+class NetnsWatch:
+    """Tells when a name under /run/netns disappears (``ip netns del``, ``testbed down``)."""
+
+    def __init__(self, names: List[str]) -> None:
+        self.names = set(names)
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if self.fd < 0:
+            raise AgentError(f"inotify_init1 failed: {os.strerror(ctypes.get_errno())}")
+        wd = libc.inotify_add_watch(self.fd, NETNS_DIR.encode(), IN_DELETE | IN_MOVED_FROM)
+        if wd < 0:
+            err = ctypes.get_errno()
+            os.close(self.fd)
+            raise AgentError(f"cannot watch {NETNS_DIR}: {os.strerror(err)}")
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def missing(self) -> List[str]:
+        """Drain inotify and return the watched namespaces that no longer exist."""
+        while True:
+            try:
+                if not os.read(self.fd, 1 << 14):
+                    break
+            except BlockingIOError:
+                break
+        return sorted(n for n in self.names if not os.path.exists(os.path.join(NETNS_DIR, n)))
+
+    def close(self) -> None:
+        os.close(self.fd)

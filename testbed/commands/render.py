@@ -1,0 +1,50 @@
+"""Human-readable rendering of ``testbed status`` data."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+
+def _port_line(p: Dict[str, Any], active: Any) -> str:
+    if not p.get("present"):
+        return f"    {p['name']:6} MISSING"
+    flag = "*" if p["name"] == active else " "
+    line = (f"  {flag} {p['name']:6} carrier={'up' if p.get('carrier') else 'DOWN':4} "
+            f"bond={p.get('bond_state', '-'):7} mii={p.get('mii_status', '-')}")
+    if "lacp_actor" in p:
+        line += f" lacp={','.join(p['lacp_actor']) or '-'}"
+    return line
+
+
+def render_status(data: Dict[str, Any]) -> str:
+    out: List[str] = [f"lab {data['lab']} ({data['state']}) from {data['file']}"]
+    agent = data.get("agent") or {}
+    tables = agent.get("nics", {}) if isinstance(agent, dict) else {}
+    for h in data["hosts"]:
+        if "bond" not in h:
+            i = h["interface"]
+            addrs = " ".join(i.get("addresses", []))
+            out.append(f"host {h['name']} [{h['netns']}]: {i['name']} {i.get('mac')} {addrs}")
+            continue
+        b = h["bond"]
+        out.append(f"host {h['name']} [{h['netns']}]: {b['name']} {b.get('mode')} {b['address']} "
+                   f"active={b.get('active_port') or '-'} offload={h['offload']['mode']}")
+        out += [_port_line(p, b.get("active_port")) for p in b["ports"]]
+        for f in h["vfs"] + ([h["rdma"]] if h.get("rdma") else []):
+            out.append(f"    {f['kind']:4} {f['name']:6} [{f['netns']}] {f.get('mac')} "
+                       f"{' '.join(f.get('addresses', []))} rep={f['representor']}")
+        table = tables.get(h["name"]) if isinstance(tables, dict) else None
+        if table and table.get("mapping"):
+            out.append("    mapping (bucket -> port): " + " ".join(f"{i}:{p}" for i, p in
+                                                                    enumerate(table["mapping"])))
+        if h.get("rules"):
+            out.append("    rules:")
+            for r in h["rules"]:
+                out.append(f"      {r['dev']:10} {r['hook']:7} prio {r['prio']:<5} handle {r['handle']:<5} "
+                           f"{r['packets']:>8} pkts  {r['label']}")
+    reactions = agent.get("reactions", []) if isinstance(agent, dict) else []
+    if reactions:
+        out.append("agent: last reactions")
+        for r in reactions[-5:]:
+            out.append(f"  {r.get('time', '')} {r.get('text', r)}" if isinstance(r, dict) else f"  {r}")
+    return "\n".join(out)

@@ -1,0 +1,98 @@
+"""``testbed vm``: run a command inside a guest whose kernel can run the lab."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from testbed.errors import UsageError
+
+DESCRIPTION = """\
+Run COMMAND inside a virtme-ng guest that boots an installed distro kernel over
+this machine's own root filesystem, for hosts whose kernel lacks what the lab
+needs (bonding, cls_flower, act_mirred) -- containers, locked-down CI, or a
+kernel built without them.
+
+The guest sees the host's files read-only (with throw-away writable overlays on
+/etc, /home, /lib, /opt, /srv, /tmp, /usr and /var, and a tmpfs /run); the
+directories given with --rwdir (by default the current directory) are writable
+and shared with the host.  The working directory is kept.  Before COMMAND runs,
+the guest loads bonding (max_bonds=0, so no stray bond0), cls_flower,
+act_mirred, act_gact, sch_ingress, veth and act_skbedit when present; it runs
+as root with this Python first on PATH, this testbed on PYTHONPATH,
+TESTBED_IN_VM=1 set, and the host's CI and TESTBED_* variables copied.
+COMMAND's output streams through live and its exit status becomes testbed's.
+
+The kernel is the newest /boot/vmlinuz-VERSION whose /lib/modules/VERSION
+holds bonding, cls_flower and act_mirred, unless --kernel names one.  KVM is
+used when a short probe boot shows it works, TCG (about 10x slower) when it
+does not; the verdict is cached in /var/cache/testbed or ~/.cache/testbed.
+
+Needs: qemu-system-x86_64 (apt-get install -y qemu-system-x86), vng
+(pip install virtme-ng), a static busybox (apt-get install -y busybox-static)
+and a distro kernel (apt-get install -y linux-image-amd64).
+"""
+
+EPILOG = """\
+exit status:
+  COMMAND's own status; 125 when the guest could not load the modules,
+  126/127 when COMMAND cannot be executed or is not found, 255 when the guest
+  died without reporting a status (kernel panic); testbed's VMError status
+  (9) when no guest could be booted or --timeout expired.
+
+examples:
+  run the integration tests where the host kernel has no bonding:
+    sudo testbed vm -- python -m pytest -m integration tests/integration
+
+  a bounded CI run with more memory and a second writable directory:
+    testbed vm --timeout 1800 --memory 4G --rwdir . --rwdir /srv/results -- \\
+        python -m pytest -m integration tests/integration
+
+  try another installed kernel, without KVM:
+    testbed vm --kernel /boot/vmlinuz-6.12.12-amd64 --accel tcg -- uname -r
+
+  look around the guest's kernel:
+    testbed vm -- sh -c 'lsmod | grep -E "bonding|cls_flower"'
+"""
+
+
+def register(subparsers: Any, name: str = "vm") -> None:
+    """Add the ``vm`` subcommand (``name`` lets ``python -m testbed.vm`` call it ``run``)."""
+    p = subparsers.add_parser(
+        name, help="run a command in a VM whose kernel has bonding and flower",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s [OPTIONS] -- COMMAND [ARG...]",
+    )
+    p.add_argument("--kernel", metavar="PATH",
+                   help="kernel image to boot (default: newest suitable /boot/vmlinuz-*)")
+    p.add_argument("--memory", default="2G", metavar="SIZE", help="guest memory (default: 2G)")
+    p.add_argument("--cpus", type=int, default=2, metavar="N", help="guest CPUs (default: 2)")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                   help="kvm, tcg, or auto: KVM when a probe boot shows it works (default)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="kill the guest and fail after this long (default: no limit)")
+    p.add_argument("--rwdir", action="append", metavar="DIR",
+                   help="directory the guest may write, repeatable (default: the current one)")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
+                   help="the command and its arguments, after --")
+    p.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Boot the guest, run the command, return its exit status."""
+    from testbed.vm import run_in_vm
+
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise UsageError("testbed vm: no command given",
+                         fix="testbed vm [OPTIONS] -- COMMAND [ARG...]")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"testbed vm: bad --timeout {args.timeout:g}",
+                         fix="a positive number of seconds")
+    rwdirs = [os.path.abspath(d) for d in args.rwdir] if args.rwdir else None
+    return run_in_vm(command, kernel=args.kernel, memory=args.memory, cpus=args.cpus,
+                     rwdirs=rwdirs, timeout=args.timeout, accel=args.accel)

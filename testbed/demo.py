@@ -1,0 +1,121 @@
+"""The main job: bring up a lab, fail the active port, show that the bond *and* the offload followed.
+
+Used by ``testbed demo`` (and through it by ``tools/demo``). Everything it
+builds is removed at the end, also on error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from testbed import labstore, realize, status, teardown, wire
+from testbed.nl import wait_until
+from testbed.topology import Host, Topology
+
+Progress = Callable[[str], None]
+
+
+def ping(ns: str, addr: str, count: int = 3) -> Dict[str, Any]:
+    """Ping from namespace ``ns``; the received count is parsed from ping's own summary."""
+    argv = ["ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "2", addr]
+    res = subprocess.run(argv, capture_output=True, text=True, check=False)
+    received = 0
+    for line in res.stdout.splitlines():
+        if "received" in line:
+            received = int(line.split(",")[1].split()[0])
+    return {"from": ns, "to": addr, "sent": count, "received": received}
+
+
+def _nic_host(topo: Topology) -> Host:
+    return next(h for h in topo.hosts if h.nic)
+
+
+def _client(topo: Topology) -> Host:
+    return next(h for h in topo.hosts if not h.nic)
+
+
+def _snapshot(topo: Topology, host: Host) -> Dict[str, Any]:
+    st = status.lab_status(topo.name)
+    h = next(x for x in st["hosts"] if x["name"] == host.name)
+    agent = (st.get("agent") or {}).get("nics", {}).get(host.name, {})
+    rules = {f"{r['dev']}/{r['label']}": r["packets"] for r in h.get("rules", [])}
+    return {"active_port": h["bond"].get("active_port"),
+            "ports": {p["name"]: p.get("carrier") for p in h["bond"]["ports"]},
+            "offload_usable": agent.get("usable"), "offload_mapping": agent.get("mapping"),
+            "rule_packets": rules}
+
+
+def run(topo: Topology, *, agent: bool = True, keep: bool = False, progress: Progress) -> Dict[str, Any]:
+    host, client = _nic_host(topo), _client(topo)
+    nic = host.nic
+    vf = nic.vfs[0] if nic.vfs else None
+    result: Dict[str, Any] = {"lab": topo.name, "file": topo.file, "host": host.name, "steps": []}
+    t0 = time.monotonic()
+    realize.up(topo, progress=progress)
+    try:
+        if agent:
+            from testbed.agent import launcher
+
+            progress("starting the offload agent")
+            launcher.start(topo.name, timeout=120.0)
+        targets = [("bond", str(nic.address.ip))] + ([(vf.name, str(vf.address.ip))] if vf else [])
+        result["up_s"] = round(time.monotonic() - t0, 2)
+        before = _snapshot(topo, host)
+        before["ping"] = {name: ping(client.netns, addr) for name, addr in targets}
+        result["before"] = before
+        victim = before["active_port"] or nic.ports[0]
+        survivor = next(p for p in nic.ports if p != victim)
+        progress(f"fail {host.name}:{victim} (switch side of the wire goes down)")
+        t_fail = time.monotonic()
+        wire.set_wire(topo.name, host.name, victim, up=False)
+        wait_until(lambda: _snapshot(topo, host)["active_port"] == survivor or nic.bond.mode != "active-backup",
+                   30, f"the bond to move to {survivor}")
+        result["bond_moved_ms"] = round((time.monotonic() - t_fail) * 1000, 1)
+        if agent:
+            wait_until(lambda: victim not in (_snapshot(topo, host)["offload_usable"] or [victim]), 30,
+                       f"the agent to stop using {victim}")
+            result["offload_moved_ms"] = round((time.monotonic() - t_fail) * 1000, 1)
+        after = _snapshot(topo, host)
+        after["ping"] = {name: ping(client.netns, addr) for name, addr in targets}
+        result["after"] = after
+        result["failed_port"], result["survivor"] = victim, survivor
+        ok = after["active_port"] == survivor if nic.bond.mode == "active-backup" else True
+        ok = ok and all(p["received"] > 0 for p in after["ping"].values())
+        if agent:
+            ok = ok and victim not in (after["offload_usable"] or []) and survivor in (after["offload_usable"] or [])
+        result["verdict"] = "PASS" if ok else "FAIL"
+        agent_state = status.agent_status(topo.name) or {}
+        result["agent_reactions"] = [r.get("text") for r in agent_state.get("reactions", [])][-3:]
+        return result
+    finally:
+        if not keep:
+            progress(f"removing lab {topo.name}")
+            teardown.down(topo.name)
+        else:
+            progress(f"lab {topo.name} kept; remove it with `testbed down {topo.name}`")
+        assert keep or labstore.try_read(topo.name) is None
+
+
+def render(result: Dict[str, Any]) -> str:
+    b, a = result.get("before", {}), result.get("after", {})
+    lines: List[str] = [f"lab {result['lab']} ({result['file']}), host {result['host']}: up in {result.get('up_s')} s"]
+    lines.append(f"{'':22}{'before':>18}{'after':>18}")
+
+    def row(name: str, x: Optional[Any], y: Optional[Any]) -> None:
+        lines.append(f"{name:22}{str(x):>18}{str(y):>18}")
+
+    row("bond active port", b.get("active_port"), a.get("active_port"))
+    for port in b.get("ports", {}):
+        row(f"{port} carrier", "up" if b["ports"][port] else "down", "up" if a.get("ports", {}).get(port) else "down")
+    row("offload uses", ",".join(b.get("offload_usable") or []) or "-", ",".join(a.get("offload_usable") or []) or "-")
+    for name in b.get("ping", {}):
+        pb, pa = b["ping"][name], a.get("ping", {}).get(name, {})
+        row(f"ping client->{name}", f"{pb['received']}/{pb['sent']}", f"{pa.get('received')}/{pa.get('sent')}")
+    lines.append(f"failed {result.get('failed_port')}: bond moved after {result.get('bond_moved_ms')} ms, "
+                 f"offload rules after {result.get('offload_moved_ms', '-')} ms")
+    for text in result.get("agent_reactions", []):
+        lines.append(f"  agent: {text}")
+    lines.append(f"verdict: {result.get('verdict')}")
+    return "\n".join(lines)

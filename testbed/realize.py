@@ -1,0 +1,285 @@
+"""Realize a validated ``Topology``: namespaces, veth wires, the real bond, VFs, the RDMA function.
+
+Order: the lab record is written first; each namespace is recorded *before*
+it is created; every other object lives inside a lab namespace, so deleting
+the namespaces removes it all. A failing step unwinds what was built (in
+reverse) and raises ``BuildError`` naming the step.
+
+::
+
+    switch ns: br0 ─┬─ <host>-eth0 ═══ eth0 (plain host)
+                    └─ <host>-pfN ═══ pfN ─ bond0 (NIC host; via <host>-lag for balance-xor/802.3ad)
+    NIC host ns: <fn>-rep ═══ <fn> (VF / RDMA namespace)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, List, Optional
+
+from pyroute2 import IPRoute
+
+from testbed import labstore, naming, nsfs
+from testbed.errors import BuildError, ConflictError, TestbedError
+from testbed.nl import netlink_op, netns_exists, open_ns, wait_until
+from testbed.topology import Bond, Host, Nic, Topology
+
+BOND_MODE = {"active-backup": 1, "balance-xor": 2, "802.3ad": 4}
+XMIT_HASH = {"layer2": 0, "layer3+4": 1, "layer2+3": 2, "encap2+3": 3, "encap3+4": 4}
+PRIMARY_RESELECT = {"always": 0, "better": 1, "failure": 2}
+LACP_RATE = {"slow": 0, "fast": 1}
+NUD_PERMANENT = 0x80
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def bond_options(bond: Bond) -> Dict[str, int]:
+    """IFLA_BOND_* attributes for pyroute2 ``link('add', kind='bond', ...)``."""
+    opts = {"bond_mode": BOND_MODE[bond.mode], "bond_miimon": bond.miimon,
+            "bond_updelay": bond.updelay, "bond_downdelay": bond.downdelay}
+    if bond.primary_reselect:
+        opts["bond_primary_reselect"] = PRIMARY_RESELECT[bond.primary_reselect]
+    if bond.xmit_hash_policy:
+        opts["bond_xmit_hash_policy"] = XMIT_HASH[bond.xmit_hash_policy]
+    if bond.lacp_rate:
+        opts["bond_ad_lacp_rate"] = LACP_RATE[bond.lacp_rate]
+    if bond.min_links is not None:
+        opts["bond_min_links"] = bond.min_links
+    return opts
+
+
+def partner_options(bond: Bond) -> Optional[Dict[str, int]]:
+    """The switch side of a LAG: a static (balance-xor) or LACP (802.3ad) partner; none for active-backup."""
+    if bond.mode == "active-backup":
+        return None
+    opts = {"bond_mode": BOND_MODE[bond.mode], "bond_miimon": bond.miimon or 100,
+            "bond_xmit_hash_policy": XMIT_HASH["layer3+4"]}
+    if bond.mode == "802.3ad":
+        opts["bond_ad_lacp_rate"] = LACP_RATE[bond.lacp_rate or "fast"]
+    return opts
+
+
+def check_conflicts(topo: Topology) -> None:
+    """Refuse before any change if a name the lab needs is taken."""
+    if labstore.try_read(topo.name) is not None:
+        raise ConflictError(f"lab {topo.name!r} already exists on this machine",
+                            fix=f"`testbed down {topo.name}` first, or pick another name with --name")
+    for name in topo.netns_names:
+        if netns_exists(name):
+            raise ConflictError(f"network namespace {name!r} already exists and is not part of a recorded lab",
+                                fix=f"remove it (`ip netns del {name}`) if it is a leftover of ours "
+                                    "(`testbed clean` does that for marked ones), or rename the lab with --name")
+
+
+class Builder:
+    def __init__(self, topo: Topology, progress: Progress = _quiet) -> None:
+        self.topo = topo
+        self.progress = progress
+        self.rec = labstore.LabRecord(name=topo.name, file=topo.file, topology=topo.raw, pid=os.getpid())
+        self.handles: Dict[str, IPRoute] = {}
+        self.step = "start"
+        self.bond_timeout = 60.0
+
+    # -- namespaces -------------------------------------------------------
+    def ns(self, name: str) -> IPRoute:
+        if name not in self.handles:
+            self.handles[name] = open_ns(name)
+        return self.handles[name]
+
+    def close(self) -> None:
+        for ipr in self.handles.values():
+            ipr.close()
+        self.handles.clear()
+
+    def create_netns(self, name: str) -> None:
+        self.rec.netns.append(name)
+        labstore.write(self.rec)  # recorded before it exists: a crash now is still cleanable
+        nsfs.create_marked_netns(name, naming.mark(self.topo.name))
+        nsfs.write_in_netns(name, nsfs.quiet_ipv6_writes())
+
+    # -- links ------------------------------------------------------------
+    def veth(self, ns_a: str, name_a: str, ns_b: str, name_b: str, mac_a: Optional[str] = None) -> None:
+        ipr = self.ns(ns_a)
+        fd = os.open(os.path.join("/run/netns", ns_b), os.O_RDONLY)
+        try:
+            with netlink_op(f"{ns_a}: veth {name_a} <-> {ns_b}: {name_b}"):
+                ipr.link("add", ifname=name_a, kind="veth", peer={"ifname": name_b, "net_ns_fd": fd})
+        finally:
+            os.close(fd)
+        mark = naming.mark(self.topo.name)
+        with netlink_op(f"{ns_a}: {name_a}"):
+            idx = ipr.link_lookup(ifname=name_a)[0]
+            attrs = {"ifalias": mark}
+            if mac_a:
+                attrs["address"] = mac_a
+            ipr.link("set", index=idx, **attrs)
+        ipr_b = self.ns(ns_b)
+        with netlink_op(f"{ns_b}: {name_b}"):
+            ipr_b.link("set", index=ipr_b.link_lookup(ifname=name_b)[0], ifalias=mark)
+
+    def link_set(self, ns: str, ifname: str, **attrs: object) -> int:
+        ipr = self.ns(ns)
+        with netlink_op(f"{ns}: {ifname}: set {', '.join(attrs)}"):
+            idx = ipr.link_lookup(ifname=ifname)
+            if not idx:
+                raise BuildError(f"{ns}: {ifname}: vanished while building")
+            ipr.link("set", index=idx[0], **attrs)
+        return idx[0]
+
+    def addr(self, ns: str, ifname: str, address) -> None:
+        ipr = self.ns(ns)
+        with netlink_op(f"{ns}: {ifname}: address {address}"):
+            ipr.addr("add", index=ipr.link_lookup(ifname=ifname)[0], address=str(address.ip),
+                     prefixlen=address.network.prefixlen)
+
+    def clsact(self, ns: str, ifname: str) -> None:
+        ipr = self.ns(ns)
+        with netlink_op(f"{ns}: {ifname}: clsact qdisc"):
+            ipr.tc("add", "clsact", index=ipr.link_lookup(ifname=ifname)[0])
+
+    def bond(self, ns: str, name: str, opts: Dict[str, int], mac: str, slaves: List[str]) -> None:
+        ipr = self.ns(ns)
+        with netlink_op(f"{ns}: {name}: create bond ({', '.join(f'{k}={v}' for k, v in opts.items())})"):
+            ipr.link("add", ifname=name, kind="bond", address=mac, ifalias=naming.mark(self.topo.name), **opts)
+        master = ipr.link_lookup(ifname=name)[0]
+        for slave in slaves:
+            with netlink_op(f"{ns}: {name}: cannot enslave {slave}"):
+                ipr.link("set", index=ipr.link_lookup(ifname=slave)[0], master=master)
+
+    # -- the lab ------------------------------------------------------------
+    def run(self) -> labstore.LabRecord:
+        topo = self.topo
+        labstore.write(self.rec)
+        sw = topo.switch_netns
+        for name in topo.netns_names:
+            self.step = f"create namespace {name}"
+            self.progress(self.step)
+            self.create_netns(name)
+        self.step = f"{sw}: bridge {naming.BRIDGE}"
+        ipr = self.ns(sw)
+        with netlink_op(self.step):
+            ipr.link("add", ifname=naming.BRIDGE, kind="bridge", ifalias=naming.mark(topo.name))
+            self.link_set(sw, naming.BRIDGE, state="up")
+        for host in topo.hosts:
+            self.progress(f"host {host.name}")
+            if host.nic:
+                self.nic_host(host, host.nic)
+            else:
+                self.plain_host(host)
+        self.step = "wait for the bonds"
+        self.progress(self.step)
+        self.wait_bonds(self.bond_timeout)
+        self.rec.state = "up"
+        labstore.write(self.rec)
+        return self.rec
+
+    def plain_host(self, host: Host) -> None:
+        sw, swp = self.topo.switch_netns, naming.switch_port(host.name, naming.HOST_IF)
+        self.step = f"{host.netns}: wire {naming.HOST_IF} <-> {sw}: {swp}"
+        self.veth(host.netns, naming.HOST_IF, sw, swp, mac_a=host.mac)
+        self.link_set(sw, swp, master=self.ns(sw).link_lookup(ifname=naming.BRIDGE)[0], state="up")
+        self.addr(host.netns, naming.HOST_IF, host.address)
+        self.link_set(host.netns, naming.HOST_IF, state="up")
+
+    def nic_host(self, host: Host, nic: Nic) -> None:
+        sw, ns = self.topo.switch_netns, host.netns
+        br = self.ns(sw).link_lookup(ifname=naming.BRIDGE)[0]
+        for port in nic.ports:
+            self.step = f"{ns}: wire {port} <-> {sw}: {naming.switch_port(host.name, port)}"
+            self.veth(ns, port, sw, naming.switch_port(host.name, port))
+        swports = [naming.switch_port(host.name, p) for p in nic.ports]
+        popts = partner_options(nic.bond)
+        if popts is not None:
+            lag = naming.partner_bond(host.name)
+            self.step = f"{sw}: partner bond {lag}"
+            self.bond(sw, lag, popts, naming.stable_mac(self.topo.name, host.name, "partner"), swports)
+            for p in swports:
+                self.link_set(sw, p, state="up")
+            self.link_set(sw, lag, master=br, state="up")
+        else:
+            for p in swports:
+                self.link_set(sw, p, master=br, state="up")
+        self.step = f"{ns}: {nic.bond.name}"
+        self.bond(ns, nic.bond.name, bond_options(nic.bond), nic.mac, list(nic.ports))
+        if nic.bond.primary:
+            self.link_set(ns, nic.bond.name, kind="bond",
+                          bond_primary=self.ns(ns).link_lookup(ifname=nic.bond.primary)[0])
+        for port in nic.ports:
+            self.link_set(ns, port, state="up")
+        self.addr(ns, nic.bond.name, nic.address)
+        self.link_set(ns, nic.bond.name, state="up")
+        for fn in nic.functions:
+            self.step = f"{ns}: {fn.kind} {fn.name} ({fn.netns})"
+            self.veth(fn.netns, fn.name, ns, fn.rep, mac_a=fn.mac)
+            if fn.address:
+                self.addr(fn.netns, fn.name, fn.address)
+            self.link_set(fn.netns, fn.name, state="up")
+            self.link_set(ns, fn.rep, state="up")
+            if fn.kind == "rdma":
+                self.rdma_neighbours(fn.netns, fn.name)
+        self.step = f"{ns}: clsact on ports and representors"
+        devs = list(nic.ports) + [fn.rep for fn in nic.functions]
+        for dev in devs:
+            self.clsact(ns, dev)
+        self.step = f"{ns}: RPS on ports and representors"
+        nsfs.write_in_netns(ns, nsfs.rps_writes(devs))
+
+    def wait_bonds(self, timeout: float) -> None:
+        """Until every bond is usable: a chosen active port, slaves up, or LACP collecting+distributing."""
+        from testbed.status import read_bond
+
+        for host in self.topo.hosts:
+            if not host.nic:
+                continue
+            nic, ipr = host.nic, self.ns(host.netns)
+
+            def ready(nic: Nic = nic, ipr: IPRoute = ipr) -> bool:
+                b = read_bond(ipr, nic)
+                if nic.bond.mode == "active-backup":
+                    return bool(b.get("active_port"))
+                if nic.bond.mode == "802.3ad":
+                    return all({"collecting", "distributing"} <= set(p.get("lacp_actor", [])) for p in b["ports"])
+                return all(p.get("mii_status") == "up" for p in b["ports"])
+
+            what = f"{host.netns}: {nic.bond.name} ({nic.bond.mode}) to become usable"
+            wait_until(ready, timeout, what, interval=0.05,
+                       fix="check `testbed status` for the ports' carrier and LACP state")
+
+    def rdma_neighbours(self, ns: str, ifname: str) -> None:
+        """The RDMA function shares the bond's MAC, so ARP replies go to the bond: pin its peers statically."""
+        ipr = self.ns(ns)
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        for h in self.topo.hosts:
+            peers = [(h.address, h.mac)] if not h.nic else [(f.address, f.mac) for f in h.nic.vfs]
+            for addr, mac in peers:
+                if addr is None:
+                    continue
+                with netlink_op(f"{ns}: neighbour {addr.ip}"):
+                    ipr.neigh("add", dst=str(addr.ip), lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
+
+
+def up(topo: Topology, *, progress: Progress = _quiet) -> labstore.LabRecord:
+    """Build the lab; on any failure remove what was built and raise BuildError."""
+    check_conflicts(topo)
+    builder = Builder(topo, progress)
+    try:
+        rec = builder.run()
+    except BaseException as exc:
+        builder.close()
+        from testbed.teardown import remove_lab
+
+        try:
+            remove_lab(builder.rec, progress=_quiet)
+        except TestbedError as cleanup_exc:
+            progress(f"cleanup after failure also failed: {cleanup_exc}")
+        if isinstance(exc, TestbedError):
+            raise BuildError(f"lab {topo.name}: step '{builder.step}' failed: {exc.message}", fix=exc.fix) from exc
+        if isinstance(exc, OSError):
+            raise BuildError(f"lab {topo.name}: step '{builder.step}' failed: {exc}") from exc
+        raise
+    builder.close()
+    return rec

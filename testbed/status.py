@@ -1,0 +1,93 @@
+"""``testbed status``: what the kernel holds for a lab, read back over netlink (not what the file asked for)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional
+
+from testbed import labstore, naming
+from testbed.agent import bondnl
+from testbed.agent.state import read_state
+from testbed.nl import open_ns
+from testbed.topology import Host, Nic, Topology
+
+
+def read_bond(ipr: Any, nic: Nic) -> Dict[str, Any]:
+    """Mode, active port and per-port state of a NIC's bond, as the bonding driver reports it."""
+    st = read_state(ipr, nic)
+    out: Dict[str, Any] = {"name": st.bond, "present": st.present, "ports": []}
+    if not st.present:
+        return out
+    out.update(mode=st.mode, active_port=st.active, admin_up=st.admin_up)
+    for p in st.ports:
+        entry: Dict[str, Any] = {"name": p.name, "present": p.present}
+        if p.present:
+            entry.update(carrier=p.carrier, operstate=p.operstate, enslaved=p.enslaved,
+                         bond_state=p.slave_state, mii_status=p.mii)
+            if st.mode == "802.3ad":
+                entry["lacp_actor"] = bondnl.ad_state_names(p.ad_actor)
+                entry["lacp_partner"] = bondnl.ad_state_names(p.ad_partner)
+        out["ports"].append(entry)
+    return out
+
+
+def _iface(ipr: Any, ifname: str) -> Dict[str, Any]:
+    idx = ipr.link_lookup(ifname=ifname)
+    if not idx:
+        return {"name": ifname, "present": False}
+    link = ipr.get_links(idx[0])[0]
+    addrs = [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(index=idx[0], family=2)]
+    return {"name": ifname, "present": True, "mac": link.get_attr("IFLA_ADDRESS"),
+            "operstate": link.get_attr("IFLA_OPERSTATE"), "addresses": addrs}
+
+
+def _rules(ipr: Any, devs: List[str]) -> List[Dict[str, Any]]:
+    try:
+        from testbed.tc import ops
+    except ImportError:  # the tc layer is not installed in this tree
+        return []
+    out = []
+    for inst in ops.dump(ipr, devs):
+        r = inst.rule
+        out.append({"dev": r.dev, "hook": r.hook, "prio": r.prio, "handle": r.handle, "label": r.label,
+                    "packets": inst.packets, "bytes": inst.bytes})
+    return out
+
+
+def host_status(topo: Topology, host: Host) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"name": host.name, "netns": host.netns}
+    if host.nic is None:
+        with open_ns(host.netns) as ipr:
+            out["interface"] = _iface(ipr, naming.HOST_IF)
+        return out
+    nic = host.nic
+    with open_ns(host.netns) as ipr:
+        out["bond"] = read_bond(ipr, nic)
+        out["bond"]["address"] = str(nic.address)
+        out["offload"] = {"mode": nic.offload.mode, "buckets": nic.offload.buckets}
+        out["rules"] = _rules(ipr, list(nic.ports) + [fn.rep for fn in nic.functions])
+    fns = []
+    for fn in nic.functions:
+        with open_ns(fn.netns) as ipr:
+            entry = {"kind": fn.kind, "name": fn.name, "netns": fn.netns, "representor": fn.rep}
+            entry.update({k: v for k, v in _iface(ipr, fn.name).items() if k != "name"})
+        fns.append(entry)
+    out["vfs"] = [f for f in fns if f["kind"] == "vf"]
+    rdma = [f for f in fns if f["kind"] == "rdma"]
+    out["rdma"] = rdma[0] if rdma else None
+    return out
+
+
+def agent_status(lab: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(labstore.lab_file(lab, "agent.json")) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def lab_status(lab: str) -> Dict[str, Any]:
+    rec = labstore.read(lab)
+    topo = rec.model()
+    return {"lab": lab, "file": rec.file, "state": rec.state, "netns": rec.netns,
+            "hosts": [host_status(topo, h) for h in topo.hosts], "agent": agent_status(lab)}

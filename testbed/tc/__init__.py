@@ -1,0 +1,1 @@
+"""tc on clsact: flower rules as data (rule.py), their netlink encoding (flower.py), and batch ops."""

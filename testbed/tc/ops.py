@@ -1,0 +1,271 @@
+"""Install, read back and reconcile flower rules in one namespace.
+
+Every function takes an open pyroute2 ``IPRoute``; the caller opens it in the
+namespace the interfaces live in.  Interface names are resolved there (one
+link dump per call).  Requests are pipelined (nlpipe.py): many per sendmsg,
+acks matched afterwards, which is what makes ``apply()`` faster than
+``tc -batch``.  For bulk work prefer ``IPRoute(groups=0)``: a default IPRoute
+also hears a notification for every filter it changes.
+
+What ``dump()`` returns for rules testbed did not write: they are *not*
+dropped and do not raise; each comes back as a Rule labelled
+``rule.FOREIGN`` with ``InstalledRule.foreign`` naming what was not
+understood.  Such a Rule never equals a desired one, so ``diff()`` removes
+or rewrites it (by delete + add, since it may be another classifier kind).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+from testbed.errors import ConflictError, NetlinkOpError
+from testbed.tc import codec, flower, nlpipe
+from testbed.tc.rule import FOREIGN, InstalledRule, Rule
+
+RTM_NEWQDISC = 36
+RTM_GETQDISC = 38
+RTM_NEWTFILTER = 44
+RTM_DELTFILTER = 45
+RTM_GETTFILTER = 46
+TCA_KIND = 1
+_TCMSG = struct.Struct("=BxxxiIII")
+
+ADD_FLAGS = nlpipe.NLM_F_CREATE | nlpipe.NLM_F_EXCL
+REPLACE_FLAGS = nlpipe.NLM_F_CREATE | nlpipe.NLM_F_REPLACE
+WINDOW = 64  # requests per sendmsg; see benchmarks/bench_tc.py
+
+
+def _links(ipr) -> Dict[str, int]:
+    return nlpipe.link_index(ipr)
+
+
+def _index(links: Dict[str, int], name: Optional[str], what: str) -> int:
+    try:
+        return links[name]  # type: ignore[index]
+    except KeyError:
+        raise NetlinkOpError(
+            f"{what}: no interface {name!r} in this namespace",
+            errno=errno.ENODEV,
+            fix="create it first, or open the IPRoute in the namespace that holds it",
+        ) from None
+
+
+def _kind_of(msg: bytes) -> Tuple[int, int, Optional[str]]:
+    """(ifindex, handle, TCA_KIND) of a raw tc message."""
+    _, index, handle, _, _ = _TCMSG.unpack_from(msg, nlpipe.HDR.size)
+    offset = nlpipe.HDR.size + _TCMSG.size
+    while offset + 4 <= len(msg):
+        nla_len, nla_type = struct.unpack_from("=HH", msg, offset)
+        if nla_len < 4:
+            break
+        if nla_type == TCA_KIND:
+            return index, handle, bytes(msg[offset + 4 : offset + nla_len]).rstrip(b"\0").decode()
+        offset += (nla_len + 3) & ~3
+    return index, handle, None
+
+
+# --- clsact -----------------------------------------------------------------
+
+
+def ensure_clsact(ipr, ifname: str) -> None:
+    """Give ``ifname`` a clsact qdisc unless it has one (idempotent).
+
+    Raises ConflictError if another qdisc (e.g. ``ingress``) holds ffff:.
+    """
+    index = _index(_links(ipr), ifname, "ensure_clsact")
+    body = _TCMSG.pack(socket.AF_UNSPEC, index, flower.CLSACT_HANDLE, flower.TC_H_CLSACT, 0)
+    body += struct.pack("=HH", 11, TCA_KIND) + b"clsact\0\0"
+    (reply,) = nlpipe.transact(ipr, [(RTM_NEWQDISC, ADD_FLAGS, body)])
+    if reply.errno == 0:
+        return
+    if reply.errno == errno.EEXIST:
+        query = _TCMSG.pack(socket.AF_UNSPEC, index, 0, 0, 0)
+        for msg in nlpipe.dump(ipr, RTM_GETQDISC, query, f"qdiscs of {ifname}"):
+            q_index, handle, kind = _kind_of(msg)
+            if q_index == index and handle == flower.CLSACT_HANDLE:
+                if kind == "clsact":
+                    return
+                raise ConflictError(
+                    f"{ifname}: qdisc ffff: is {kind!r}, not clsact",
+                    fix=f"tc qdisc del dev {ifname} handle ffff: (if nothing else needs it)",
+                )
+    raise _op_error(f"{ifname}: add clsact qdisc", reply, _qdisc_fix(reply.errno))
+
+
+def _qdisc_fix(code: int) -> Optional[str]:
+    return {
+        errno.ENOENT: "modprobe sch_ingress (it provides clsact)",
+        errno.EPERM: "run as root (CAP_NET_ADMIN in the namespace)",
+    }.get(code)
+
+
+# --- apply ------------------------------------------------------------------
+
+
+def _filter_fix(op: str, code: int) -> Optional[str]:
+    if code == errno.ENOENT and op == "delete":
+        return "the rule is already gone: dump() again and re-diff"
+    return {
+        errno.ENOENT: "modprobe cls_flower act_mirred act_gact",
+        errno.EEXIST: "a filter holds this prio/handle, or another one in this prio has the "
+        "same match: replace it, or delete it first",
+        errno.EINVAL: "check the dev has clsact (ensure_clsact) and that the prio holds only "
+        "flower filters of protocol all"
+        + ("; flower replaces in place only with the same keys and masks: delete and add "
+           "instead (diff() does)" if op == "replace" else ""),
+        errno.EPERM: "run as root (CAP_NET_ADMIN in the namespace)",
+        errno.EOPNOTSUPP: "the device cannot offload: keep skip_hw=True",
+        errno.ENOSPC: "too many filters/actions for the kernel's limits",
+    }.get(code)
+
+
+def _op_error(what: str, reply: nlpipe.Reply, fix: Optional[str]) -> NetlinkOpError:
+    text = f": {reply.message}" if reply.message else ""
+    return NetlinkOpError(
+        f"{what}: {nlpipe.errno_name(reply.errno)}{text}", errno=reply.errno, fix=fix
+    )
+
+
+def apply(
+    ipr,
+    add: Iterable[Rule] = (),
+    replace: Iterable[Rule] = (),
+    delete: Iterable[Rule] = (),
+    window: int = WINDOW,
+    ack_each: bool = False,
+) -> None:
+    """Delete, then replace, then add rules, pipelined ``window`` requests per sendmsg.
+
+    Only the last request of a window asks for an ack (``ack_each=True``:
+    all); failures are reported either way (see nlpipe.transact).
+
+    Every rule is checked (and every interface resolved) before anything is
+    sent, so a bad rule changes nothing (rules are then packed window by
+    window as they are sent).  Kernel failures do not stop the
+    batch; afterwards one NetlinkOpError reports them all, carrying the first
+    one's errno.  Replace creates a rule that is missing (tc's ``replace``).
+    """
+    links = _links(ipr)
+
+    def ifindex(name: str) -> int:
+        return _index(links, name, "mirred target")
+
+    jobs: List[Tuple[str, Rule, int]] = []  # (op, rule, dev ifindex), in sending order
+    for op, rules in (("delete", delete), ("replace", replace), ("add", add)):
+        for rule in rules:
+            dev = _index(links, rule.dev, codec.where(rule))
+            if op != "delete":
+                codec.check(rule)
+                for action in rule.actions:
+                    if action.dev is not None:
+                        _index(links, action.dev, f"{codec.where(rule)}: mirred target")
+            jobs.append((op, rule, dev))
+    if not jobs:
+        return
+
+    def requests() -> Iterator[nlpipe.Request]:
+        for op, rule, dev in jobs:
+            if op == "delete":
+                yield RTM_DELTFILTER, 0, codec.pack_delete(rule, dev)
+            else:
+                flags = REPLACE_FLAGS if op == "replace" else ADD_FLAGS
+                yield RTM_NEWTFILTER, flags, codec.pack(rule, dev, ifindex, checked=True)
+
+    replies = nlpipe.transact(ipr, requests(), window=window, ack_each=ack_each)
+    failed = [(op, rule, r) for (op, rule, _), r in zip(jobs, replies) if r.errno]
+    if not failed:
+        return
+    op, rule, reply = failed[0]
+    err = _op_error(f"{codec.where(rule)}: {op}", reply, _filter_fix(op, reply.errno))
+    if len(failed) > 1:
+        more = "; ".join(
+            f"{codec.where(r)}: {o}: {nlpipe.errno_name(x.errno)}" for o, r, x in failed[1:4]
+        )
+        tail = f" and {len(failed) - 4} more" if len(failed) > 4 else ""
+        err = NetlinkOpError(
+            f"{err.message} (also failed: {more}{tail})", errno=err.errno, fix=err.fix
+        )
+    raise err
+
+
+# --- dump -------------------------------------------------------------------
+
+
+def dump(ipr, ifnames: Iterable[str]) -> List[InstalledRule]:
+    """Every filter on the clsact ingress and egress hooks of ``ifnames``, with counters.
+
+    Interfaces without clsact have no rules.  Order: by interface as given,
+    ingress before egress, then as the kernel lists them (chain, prio, handle).
+    A classifier of another kind (u32, bpf, ...) comes back as one foreign
+    rule with handle 0 per prio; deleting that rule removes it whole.
+    """
+    links = _links(ipr)
+    names = {index: name for name, index in links.items()}
+    out: List[InstalledRule] = []
+    for ifname in ifnames:
+        index = _index(links, ifname, "dump")
+        for hook, parent in codec.HOOKS.items():
+            query = _TCMSG.pack(socket.AF_UNSPEC, index, 0, parent, 0)
+            for raw in nlpipe.dump(ipr, RTM_GETTFILTER, query, f"{ifname} {hook} filters"):
+                # The kernel lists each (prio, protocol) classifier instance
+                # first with handle 0, then its filters.  For flower we keep
+                # the filters; another kind is kept as that one entry.
+                _, handle, kind = _kind_of(raw)
+                if (handle == 0) == (kind == "flower"):
+                    continue
+                out.append(codec.unpack(raw, names))
+    return out
+
+
+# --- diff -------------------------------------------------------------------
+
+Installed = Union[InstalledRule, Rule]
+
+
+def diff(
+    desired: Iterable[Rule], installed: Iterable[Installed]
+) -> Tuple[List[Rule], List[Rule], List[Rule]]:
+    """(add, replace, delete) that turn ``installed`` into ``desired``; pure.
+
+    Rules are matched by ``Rule.key`` and compared in canonical form (the
+    kernel reports defaults back, e.g. a full MAC mask).  Everything
+    installed that is not desired is deleted: pass only the interfaces you
+    own.  A changed rule is replaced in place (atomic: no packet sees the
+    key without a rule) when flower allows it, i.e. when its keys and masks
+    keep their shape (codec.mask_shape) -- a new action, MAC or bucket
+    value.  Otherwise, and for foreign rules (maybe another classifier or
+    protocol), it is deleted and added again.  Lists are sorted by key.
+    """
+    want: Dict[tuple, Rule] = {}
+    for rule in desired:
+        if rule.key in want:
+            raise ConflictError(
+                f"{codec.where(rule)}: two desired rules share this key",
+                fix="give each rule its own prio/handle",
+            )
+        want[rule.key] = rule
+    have: Dict[tuple, Rule] = {}
+    for item in installed:
+        rule = item.rule if isinstance(item, InstalledRule) else item
+        have[rule.key] = rule
+    add: List[Rule] = []
+    replace: List[Rule] = []
+    delete: List[Rule] = []
+    for key in sorted(want.keys() | have.keys()):
+        new, old = want.get(key), have.get(key)
+        if old is None:
+            add.append(new)  # type: ignore[arg-type]
+        elif new is None:
+            delete.append(old)
+        elif codec.canonical(new) != codec.canonical(old):
+            if old.label == FOREIGN or codec.mask_shape(new.match) != codec.mask_shape(
+                old.match
+            ):
+                delete.append(old)
+                add.append(new)
+            else:
+                replace.append(new)
+    return add, replace, delete

@@ -1,0 +1,152 @@
+"""Remove what a lab owns — exactly that, idempotently — and wait until the kernel has let go of it.
+
+A namespace is deleted only if it is recorded by the lab *and* carries the
+lab's mark (the ifalias of its ``lo``), so a namespace of the same name made
+by someone else is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Callable, List, Optional
+
+from pyroute2 import netns
+
+from testbed import labstore, naming
+from testbed.errors import WaitTimeout
+from testbed.nl import NETNS_DIR, netns_exists, open_ns, wait_until
+from testbed.nswait import NetnsDeletion
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def netns_mark(name: str) -> Optional[str]:
+    """The lab mark on ``lo`` inside namespace ``name``, or None if unmarked/unreadable."""
+    try:
+        with open_ns(name) as ipr:
+            links = ipr.get_links(*ipr.link_lookup(ifname="lo"))
+            return links[0].get("ifalias") if links else None
+    except Exception:  # noqa: BLE001 - an unreadable namespace is simply not ours
+        return None
+
+
+def stop_agent(lab: str, timeout: float = 10.0) -> None:
+    path = labstore.lab_file(lab, "agent.pid")
+    try:
+        with open(path) as fh:
+            pid = int(fh.read().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return
+    if pid <= 0:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # a zombie child of ours counts as gone once reaped
+        try:
+            return os.waitpid(pid, os.WNOHANG)[0] == pid
+        except ChildProcessError:
+            return False
+
+    try:
+        wait_until(gone, timeout, f"agent of lab {lab} (pid {pid}) to exit")
+    except WaitTimeout:
+        os.kill(pid, signal.SIGKILL)
+
+
+def remove_lab(rec: labstore.LabRecord, *, progress: Progress = _quiet, timeout: float = 15.0) -> List[str]:
+    """Delete the lab's marked namespaces (reverse order), wait for their destruction, drop the record."""
+    mark = naming.mark(rec.name)
+    rec.state = "removing"
+    if os.path.isdir(labstore.lab_dir(rec.name)):
+        labstore.write(rec)
+    stop_agent(rec.name)
+    ours = [n for n in reversed(rec.netns) if netns_exists(n) and netns_mark(n) == mark]
+    skipped = [n for n in rec.netns if netns_exists(n) and n not in ours]
+    for n in skipped:
+        progress(f"leaving namespace {n}: it does not carry the mark {mark!r}, so it is not ours")
+    removed: List[str] = []
+    with NetnsDeletion() as waiter:
+        waiter.arm(os.path.join(NETNS_DIR, n) for n in ours)
+        for n in ours:
+            progress(f"delete namespace {n}")
+            netns.remove(n)
+            removed.append(n)
+        waited = waiter.wait(timeout)
+    progress(f"{len(removed)} namespaces destroyed ({waited * 1000:.0f} ms after removal)")
+    labstore.remove(rec.name)
+    return removed
+
+
+def down(lab: str, *, progress: Progress = _quiet) -> List[str]:
+    """Tear a lab down; a lab that is not there is not an error (idempotent)."""
+    rec = labstore.try_read(lab)
+    if rec is None:
+        progress(f"lab {lab}: nothing to remove")
+        return []
+    return remove_lab(rec, progress=progress)
+
+
+def orphans() -> List[str]:
+    """Marked namespaces with no lab record (a crash between create and record cannot happen, but a lost
+    /run/testbed can)."""
+    known = {n for lab in labstore.names() for n in (labstore.try_read(lab) or labstore.LabRecord("", "", {})).netns}
+    out = []
+    for n in netns.listnetns():
+        if n in known:
+            continue
+        m = netns_mark(n)
+        if m and m.startswith(naming.MARK_PREFIX):
+            out.append(n)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean(*, all_labs: bool = False, lab: Optional[str] = None, progress: Progress = _quiet) -> List[str]:
+    """Remove what crashed runs left: labs whose build never finished (builder gone), labs being removed,
+    and marked namespaces without a record. ``all_labs`` also removes healthy labs."""
+    removed: List[str] = []
+    for name in labstore.names():
+        if lab and name != lab:
+            continue
+        rec = labstore.try_read(name)
+        if rec is None:
+            continue
+        crashed = rec.state == "removing" or (rec.state == "building" and not _alive(rec.pid))
+        if all_labs or crashed or lab:
+            progress(f"lab {name}: removing ({rec.state})")
+            removed += remove_lab(rec, progress=progress)
+    if not lab:
+        stray = orphans()
+        if stray:
+            with NetnsDeletion() as waiter:
+                waiter.arm(os.path.join(NETNS_DIR, n) for n in stray)
+                for n in stray:
+                    progress(f"delete unrecorded marked namespace {n}")
+                    netns.remove(n)
+                    removed.append(n)
+                waiter.wait()
+    return removed

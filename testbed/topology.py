@@ -1,0 +1,122 @@
+"""The validated topology model: plain data, no kernel calls.
+
+``testbed.loader`` turns a YAML file into these objects; ``testbed.realize``
+turns them into namespaces, links and bonds. Every derived name (namespace,
+representor, switch port) is a property here so all layers agree on it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Tuple
+
+from testbed import naming
+
+BOND_MODES = ("active-backup", "balance-xor", "802.3ad")
+OFFLOAD_MODES = ("active-backup", "hash", "vf-split")
+
+
+@dataclass(frozen=True)
+class Bond:
+    mode: str
+    miimon: int = 100
+    updelay: int = 0
+    downdelay: int = 0
+    primary: str | None = None
+    primary_reselect: str | None = None
+    xmit_hash_policy: str | None = None
+    lacp_rate: str | None = None
+    min_links: int | None = None
+    name: str = naming.BOND
+
+
+@dataclass(frozen=True)
+class Function:
+    """A VF or the RDMA function: a netdev in its own namespace with a representor."""
+
+    name: str
+    mac: str
+    address: ipaddress.IPv4Interface | None
+    netns: str
+    kind: str = "vf"  # "vf" or "rdma"
+
+    @property
+    def rep(self) -> str:
+        return naming.representor(self.name)
+
+
+@dataclass(frozen=True)
+class Offload:
+    mode: str
+    buckets: int = 16
+
+
+@dataclass(frozen=True)
+class Nic:
+    ports: Tuple[str, ...]
+    bond: Bond
+    address: ipaddress.IPv4Interface
+    mac: str
+    offload: Offload
+    vfs: Tuple[Function, ...] = ()
+    rdma: Function | None = None
+
+    @property
+    def functions(self) -> Tuple[Function, ...]:
+        return self.vfs + ((self.rdma,) if self.rdma else ())
+
+    @property
+    def primary(self) -> str:
+        """The port the bond prefers: ``primary`` if set, else the first enslaved (ice's rule)."""
+        return self.bond.primary or self.ports[0]
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    netns: str
+    address: ipaddress.IPv4Interface
+    mac: str
+    nic: Nic | None = None
+
+    @property
+    def uplinks(self) -> Tuple[str, ...]:
+        """The host-side interfaces that have a wire to the switch."""
+        return self.nic.ports if self.nic else (naming.HOST_IF,)
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    file: str
+    subnet: ipaddress.IPv4Network
+    hosts: Tuple[Host, ...]
+    description: str = ""
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def switch_netns(self) -> str:
+        return naming.switch_netns(self.name)
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    @property
+    def netns_names(self) -> Tuple[str, ...]:
+        """Every namespace the lab creates, in creation order."""
+        names = [self.switch_netns]
+        for h in self.hosts:
+            names.append(h.netns)
+            if h.nic:
+                names.extend(f.netns for f in h.nic.functions)
+        return tuple(names)
+
+    def with_name(self, name: str) -> Topology:
+        """The same topology under another lab name (for parallel test labs)."""
+        from testbed.loader import build_model
+
+        return build_model(self.raw, self.file, lab_name=name)

@@ -1,0 +1,99 @@
+"""The agent's pure plumbing: the event-path diff, reactions, agent.json / agent.log, the CLI entry."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from test_agent_rules import bond_state, make_nic, port  # a sibling module (pytest puts tests/unit on sys.path)
+
+from testbed import labstore
+from testbed.agent import launcher, rules
+from testbed.agent.reconcile import Reaction, fast_diff
+from testbed.agent.report import Reporter, read_status
+from testbed.cli import build_parser
+from testbed.tc import ops
+
+
+def _sorted(d):
+    return tuple(sorted(x, key=lambda r: r.key) for x in d)
+
+
+@pytest.mark.parametrize("bond_mode,offload", [("active-backup", None), ("balance-xor", "hash"),
+                                               ("802.3ad", "vf-split")])
+def test_fast_diff_equals_ops_diff_on_every_transition(bond_mode, offload):
+    nic = make_nic(bond_mode, offload, vfs=3)
+    good = {"active-backup": "up", "balance-xor": "up", "802.3ad": "cd"}[bond_mode]
+    plans = []
+    for a in (good, "down"):
+        for b in (good, "down"):
+            active = "pf0" if a == good else ("pf1" if b == good else None)
+            ps = [port("pf0", a, active=active == "pf0"), port("pf1", b, active=active == "pf1")]
+            plans.append(rules.plan(nic, bond_state(nic, ps, active=active)))
+    for before in plans:
+        for after in plans:
+            have = {r.key: r for r in before.rules}
+            assert _sorted(fast_diff(after.rules, have)) == _sorted(ops.diff(after.rules, before.rules))
+
+
+def test_fast_diff_deletes_and_adds_when_the_mask_changes():
+    nic = make_nic("balance-xor", "hash", vfs=1)
+    plan = rules.plan(nic, bond_state(nic, [port("pf0", "up"), port("pf1", "up")]))
+    tx = next(r for r in plan.rules if r.prio == rules.PRIO_TX)
+    other = type(tx)(dev=tx.dev, prio=tx.prio, handle=tx.handle, match=type(tx.match)(dst_mac="02:00:00:00:00:09"),
+                     actions=tx.actions, label=tx.label)
+    add, replace, delete = fast_diff((tx,), {tx.key: other})
+    assert (add, replace, delete) == ([tx], [], [other])
+
+
+def test_reaction_text_and_dict():
+    r = Reaction(host="server", trigger="pf0,bond0", full=False, mapping="usable pf1; table 1xpf1",
+                 usable=("pf1",), added=1, replaced=5, deleted=1, latency_ms=3.25, apply_ms=2.5)
+    assert r.text() == ("server: event (pf0,bond0): usable pf1; table 1xpf1: +1 ~5 -1 rules, "
+                        "event->applied 3.2 ms (apply 2.5 ms)")
+    d = r.as_dict()
+    assert d["usable"] == ["pf1"] and d["latency_ms"] == 3.25 and d["text"] == r.text()
+    json.dumps(d)
+    nothing = Reaction(host="server", trigger="start", full=True, mapping="m")
+    assert "rules already right" in nothing.text()
+    failed = Reaction(host="server", trigger="start", full=True, error="boom")
+    assert failed.text() == "server: resync (start): FAILED: boom"
+
+
+def test_reporter_writes_log_and_status(tmp_path, monkeypatch):
+    monkeypatch.setattr(labstore, "RUN_DIR", str(tmp_path))
+    rep = Reporter("lab1", json_log=False)
+    for i in range(25):
+        rep.reaction(Reaction(host="server", trigger=f"e{i}", full=False, mapping="m", replaced=1))
+    rep.ready = True
+    rep.write_status([])
+    rep.line("agent stopping")
+    rep.close()
+    data = read_status("lab1")
+    assert data["ready"] and data["running"] and data["error"] is None and data["pid"] == os.getpid()
+    assert len(data["reactions"]) == 20 and data["reactions"][-1]["trigger"] == "e24"
+    lines = (tmp_path / "lab1" / "agent.log").read_text().splitlines()
+    assert len(lines) == 26 and "server: event (e0)" in lines[0] and lines[-1].endswith("agent stopping")
+    rep = Reporter("lab1", json_log=True)
+    rep.reaction(Reaction(host="server", trigger="x", full=True, mapping="m"))
+    rep.close()
+    last = json.loads((tmp_path / "lab1" / "agent.log").read_text().splitlines()[-1])
+    assert last["trigger"] == "x" and last["full"] is True
+
+
+def test_cli_parses_agent_options():
+    args = build_parser().parse_args(["agent", "ab", "--daemon", "--timeout", "5", "--json-log"])
+    assert (args.lab, args.daemon, args.foreground, args.timeout, args.json_log) == ("ab", True, False, 5.0, True)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["agent", "ab", "--daemon", "--foreground"])
+
+
+def test_launcher_argv_and_no_agent_running(tmp_path, monkeypatch):
+    monkeypatch.setattr(labstore, "RUN_DIR", str(tmp_path))
+    argv = launcher.agent_argv("ab", 7)
+    assert argv[1:] == ["-m", "testbed", "agent", "ab", "--foreground", "--ready-fd", "7"]
+    assert launcher.running("ab") is None
+    os.makedirs(tmp_path / "ab")
+    (tmp_path / "ab" / "agent.pid").write_text(f"{os.getpid()}\n")
+    assert launcher.running("ab") is None  # ourselves: not another agent

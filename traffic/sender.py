@@ -1,0 +1,292 @@
+"""``RawSender``: prebuilt frames out of an AF_PACKET socket opened in a namespace.
+
+The socket is created on a thread that entered the namespace (see ``netns``)
+and bound to one interface there with protocol 0, so it never receives.
+Packet ``i`` of a send is ``templates[i % len(templates)]`` stamped with
+``seq = first_seq + i`` and the current CLOCK_REALTIME; frames go out in that
+order.  With ``rate_pps`` the loop is deadline-paced: packet ``i`` is due at
+``start + i / rate``; the loop sleeps while the deadline is far, spins for the
+last stretch (the only polling in the engine), and when it falls behind it
+sends at once to catch up -- the schedule, not the previous send, sets the
+rate.
+
+A frame the device refuses (ENOBUFS: a bond with no usable port drops it
+so; ENETDOWN: the interface is admin down) is not retried -- it was sent at its time and lost there, exactly what a
+NIC would do; ``SendResult.refused`` counts them, ``sent`` includes them.
+
+Public API:
+    SendResult(sent, first_seq, start_ns, first_ns, last_ns, elapsed_s, rate_pps, max_late_us,
+               refused)
+        .to_dict() -> dict
+    RawSender(netns: str | None, ifname: str)            -- context manager
+    RawSender.send(templates, *, count=None, duration_s=None, rate_pps=None, first_seq=0,
+        start_mono_ns=None) -> SendResult        (exactly one of count / duration_s)
+    RawSender.send_frames(frames: Sequence[bytes], *, count=None, duration_s=None,
+        rate_pps=None, start_mono_ns=None) -> SendResult       (fixed bytes, no stamping)
+
+``start_mono_ns`` (CLOCK_MONOTONIC, ``time.monotonic_ns()``) sets the origin
+of the schedule, so that another thread can act at known offsets from it
+(``run.run_stream`` does); by default the schedule starts at the call.
+    RawSender.close() -> None
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import math
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+
+from testbed.errors import TestbedError, UsageError
+from traffic.netns import run_in_netns
+
+if TYPE_CHECKING:  # scapy-free at run time
+    from traffic.packets import FrameTemplate
+
+SPIN_NS = 80_000  # spin (rather than sleep) for the last 80 us before a deadline
+_REFUSED = (errno.ENOBUFS, errno.EAGAIN, errno.ENETDOWN)  # counted as refused, not raised
+PR_SET_TIMERSLACK = 29
+PR_GET_TIMERSLACK = 30
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    sent: int
+    first_seq: int
+    start_ns: int  # CLOCK_REALTIME origin of the schedule: frame i is due at start + i / rate
+    first_ns: int  # CLOCK_REALTIME stamp of the first frame (its tx_ns)
+    last_ns: int  # ... of the last frame
+    elapsed_s: float
+    rate_pps: float  # achieved: (sent - 1) / (last - first)
+    max_late_us: float  # worst lateness against the pacing schedule (0 unpaced)
+    refused: int  # frames the device refused (ENOBUFS), e.g. a bond with no usable port
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def _open_tx_socket(ifname: str) -> socket.socket:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        sock.bind((ifname, 0))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.ENODEV:
+            raise UsageError(f"no interface {ifname} here", fix="check the interface name") from None
+        raise
+    return sock
+
+
+class RawSender:
+    def __init__(self, netns: Optional[str], ifname: str) -> None:
+        self.netns = netns
+        self.ifname = ifname
+        where = f"netns {netns}" if netns else "this namespace"
+        try:
+            self.sock = run_in_netns(netns, _open_tx_socket, ifname)
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc.message}", fix=exc.fix) from None
+        except PermissionError:
+            raise TestbedError(f"{where}: {ifname}: raw socket refused", fix="run as root") from None
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawSender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(
+        self,
+        templates: Sequence[FrameTemplate],
+        *,
+        count: Optional[int] = None,
+        duration_s: Optional[float] = None,
+        rate_pps: Optional[float] = None,
+        first_seq: int = 0,
+        start_mono_ns: Optional[int] = None,
+    ) -> SendResult:
+        if not templates:
+            raise UsageError(f"{self.ifname}: nothing to send", fix="pass at least one template")
+        stamps = [t.stamp for t in templates]
+        return self._run(stamps, count, duration_s, rate_pps, first_seq, start_mono_ns)
+
+    def send_frames(
+        self,
+        frames: Sequence[bytes],
+        *,
+        count: Optional[int] = None,
+        duration_s: Optional[float] = None,
+        rate_pps: Optional[float] = None,
+        start_mono_ns: Optional[int] = None,
+    ) -> SendResult:
+        if not frames:
+            raise UsageError(f"{self.ifname}: nothing to send", fix="pass at least one frame")
+        stamps = [_fixed(f) for f in frames]
+        if count is None and duration_s is None:
+            count = len(frames)
+        return self._run(stamps, count, duration_s, rate_pps, 0, start_mono_ns)
+
+    # -- the loops -----------------------------------------------------------
+
+    def _run(
+        self,
+        stamps: List[Callable[[int, int], Any]],
+        count: Optional[int],
+        duration_s: Optional[float],
+        rate_pps: Optional[float],
+        first_seq: int,
+        start_mono_ns: Optional[int],
+    ) -> SendResult:
+        if (count is None) == (duration_s is None):
+            raise UsageError(f"{self.ifname}: give exactly one of count and duration_s")
+        if (count is not None and count < 1) or (duration_s is not None and duration_s <= 0):
+            raise UsageError(f"{self.ifname}: count/duration must be positive")
+        if rate_pps is not None and rate_pps <= 0:
+            raise UsageError(f"{self.ifname}: rate_pps {rate_pps} must be positive")
+        if rate_pps is not None:
+            if count is None:
+                count = max(1, math.ceil(rate_pps * duration_s))
+            return self._paced(stamps, count, rate_pps, first_seq, start_mono_ns)
+        if start_mono_ns is not None:
+            wait = start_mono_ns - time.monotonic_ns()
+            if wait > 0:
+                time.sleep(wait / 1e9)  # a deadline: the caller's chosen start, not a fixed delay
+        return self._unpaced(stamps, count, duration_s, first_seq)
+
+    def _unpaced(
+        self,
+        stamps: List[Callable[[int, int], Any]],
+        count: Optional[int],
+        duration_s: Optional[float],
+        first_seq: int,
+    ) -> SendResult:
+        send = self.sock.send
+        mono = time.monotonic_ns
+        n = len(stamps)
+        refused = 0
+        off = realtime_offset_ns()
+        start = mono()
+        end = start + int(duration_s * 1e9) if duration_s is not None else None
+        first_ns = last_ns = start + off
+        i = 0
+        while True:
+            if count is not None:
+                if i >= count:
+                    break
+            elif mono() >= end:  # type: ignore[operator]
+                break
+            last_ns = mono() + off
+            buf = stamps[i % n](first_seq + i, last_ns)
+            try:
+                send(buf)
+            except OSError as exc:
+                if exc.errno not in _REFUSED:
+                    raise
+                refused += 1
+            if i == 0:
+                first_ns = last_ns
+            i += 1
+        elapsed = (mono() - start) / 1e9
+        return _result(i, first_seq, start + off, first_ns, last_ns, elapsed, 0, refused)
+
+    def _paced(
+        self,
+        stamps: List[Callable[[int, int], Any]],
+        count: int,
+        rate_pps: float,
+        first_seq: int,
+        start_mono_ns: Optional[int],
+    ) -> SendResult:
+        send = self.sock.send
+        mono = time.monotonic_ns
+        sleep = time.sleep
+        n = len(stamps)
+        interval = 1e9 / rate_pps
+        refused = 0
+        max_late = 0
+        old_slack = _libc.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0)
+        _libc.prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)  # 1 us: sleeps end close to asked
+        try:
+            off = realtime_offset_ns()
+            start = mono() if start_mono_ns is None else start_mono_ns
+            first_ns = last_ns = start + off
+            for i in range(count):
+                target = start + int(i * interval)
+                now = mono()
+                if now < target:
+                    if target - now > SPIN_NS:
+                        sleep((target - now - SPIN_NS) / 1e9)  # poll: pacing loop
+                        now = mono()
+                    while now < target:  # poll: spin to the deadline
+                        sleep(0)  # lets other threads take the GIL (e.g. an event injector)
+                        now = mono()
+                if now - target > max_late:
+                    max_late = now - target
+                last_ns = now + off
+                buf = stamps[i % n](first_seq + i, last_ns)
+                try:
+                    send(buf)
+                except OSError as exc:
+                    if exc.errno not in _REFUSED:
+                        raise
+                    refused += 1
+                if i == 0:
+                    first_ns = last_ns
+            elapsed = (mono() - start) / 1e9
+        finally:
+            if old_slack > 0:
+                _libc.prctl(PR_SET_TIMERSLACK, old_slack, 0, 0, 0)
+        return _result(count, first_seq, start + off, first_ns, last_ns, elapsed, max_late, refused)
+
+
+def realtime_offset_ns(tries: int = 5) -> int:
+    """CLOCK_REALTIME - CLOCK_MONOTONIC, from the tightest of a few bracketed readings
+    (a thread preempted between two clock reads would otherwise skew every stamp)."""
+    best = None
+    for _ in range(tries):
+        m1 = time.monotonic_ns()
+        rt = time.time_ns()
+        m2 = time.monotonic_ns()
+        if best is None or m2 - m1 < best[0]:
+            best = (m2 - m1, rt - (m1 + m2) // 2)
+    return best[1]
+
+
+def _fixed(frame: bytes) -> Callable[[int, int], bytes]:
+    def stamp(seq: int, tx_ns: int) -> bytes:
+        return frame
+
+    return stamp
+
+
+def _result(
+    sent: int,
+    first_seq: int,
+    start_ns: int,
+    first_ns: int,
+    last_ns: int,
+    elapsed: float,
+    max_late_ns: int,
+    refused: int,
+) -> SendResult:
+    span = (last_ns - first_ns) / 1e9
+    rate = (sent - 1) / span if sent > 1 and span > 0 else 0.0
+    return SendResult(
+        sent=sent,
+        first_seq=first_seq,
+        start_ns=start_ns,
+        first_ns=first_ns,
+        last_ns=last_ns,
+        elapsed_s=elapsed,
+        rate_pps=rate,
+        max_late_us=max_late_ns / 1000,
+        refused=refused,
+    )
