@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -38,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pyroute2 import IPRoute, netns  # noqa: E402
 
-from testbed.tc import codec, flower, nlpipe, ops  # noqa: E402
+from testbed.tc import codec, flower, nlpipe, ops, readback  # noqa: E402
 from testbed.tc.rule import Action, Match, Rule  # noqa: E402
 
 MODULES = ("cls_flower", "act_mirred", "act_gact", "sch_ingress", "dummy")
@@ -84,14 +86,17 @@ def tc_batch_lines(ports: list, vfs: int, buckets: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+TCMSG = struct.Struct("=BxxxiIII")  # family, ifindex, handle, parent, info
+
+
 def count(ipr, ports: list) -> int:
     """Filters the kernel holds on the ports' ingress (raw dump, no decoding)."""
     links = nlpipe.link_index(ipr)
     total = 0
     for port in ports:
-        query = ops._TCMSG.pack(0, links[port], 0, flower.INGRESS_PARENT, 0)
+        query = TCMSG.pack(0, links[port], 0, flower.INGRESS_PARENT, 0)
         for raw in nlpipe.dump(ipr, ops.RTM_GETTFILTER, query, "count"):
-            total += ops._TCMSG.unpack_from(raw, nlpipe.HDR.size)[2] != 0
+            total += TCMSG.unpack_from(raw, nlpipe.HDR.size)[2] != 0  # handle 0: prio entry
     return total
 
 
@@ -144,7 +149,7 @@ def main() -> int:
                     ack_each=ack_each,
                 )
 
-            # what the Python side costs alone: building the rules and packing them
+            # what the Python side costs alone: packing the messages
             want = rules(["p0r0", "p1r0"], args.vfs, args.buckets)
             t = time.perf_counter()
             for r in want:
@@ -157,8 +162,34 @@ def main() -> int:
                 ports = run("apply() window=64", ours(ipr, 64))
             run("apply() window=64, ack each", ours(ipr, 64, ack_each=True))
             run("apply() window=1 (one ack each)", ours(ipr, 1))
-            run("apply() window=256", ours(ipr, 256))
+            cap = ipr.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // nlpipe.BYTES_PER_REQUEST
+            run(f"apply() window=256 (capped: {min(256, cap)})", ours(ipr, 256))
             run("apply() window=64, default groups", ours(ipr_groups, 64))
+
+            # for scale: pyroute2's own path, flower.py classes and one request per rule
+            sample = 256
+            port = fresh_ports()[0]
+            links = nlpipe.link_index(ipr)
+            t = time.perf_counter()
+            for r in rules([port], args.vfs, args.buckets)[:sample]:
+                msg = codec.encode(r, links[port], links.__getitem__)
+                msg["header"]["type"] = ops.RTM_NEWTFILTER
+                msg["header"]["flags"] = nlpipe.NLM_F_REQUEST | nlpipe.NLM_F_ACK | ops.ADD_FLAGS
+                ipr.nlm_request_batch([msg])  # one request, wait for its ack
+            dt = time.perf_counter() - t
+            assert count(ipr, [port]) == sample
+            print(f"{'pyroute2 encode() + one request each':34s} {dt:7.3f} s "
+                  f"{sample / dt:7.0f} rules/s  ({sample} rules)")
+            t = time.perf_counter()
+            query = TCMSG.pack(0, links[port], 0, flower.INGRESS_PARENT, 0)
+            slow = []
+            for raw in nlpipe.dump(ipr, ops.RTM_GETTFILTER, query, "classes"):
+                msg = flower.tcmsg(raw)
+                msg.decode()
+                slow.append(readback.decode(msg, {i: n for n, i in links.items()}))
+            dt = time.perf_counter() - t
+            print(f"{'dump + decode() via flower classes':34s} {dt:7.3f} s "
+                  f"{sample / dt:7.0f} rules/s  ({sample} rules)")
 
             moved = rules(ports, args.vfs, args.buckets, shift=1)
             t = time.perf_counter()

@@ -7,6 +7,7 @@ place that loads a module, and only one the kernel ships as a loadable file.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import platform
@@ -14,6 +15,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from testbed.errors import CapabilityError
@@ -33,6 +35,7 @@ CONFIG = {"veth": "CONFIG_VETH", "bonding": "CONFIG_BONDING", "cls_flower": "CON
           "sch_ingress": "CONFIG_NET_SCH_INGRESS"}
 
 
+@functools.lru_cache(maxsize=8)
 def kernel_config(release: Optional[str] = None, root: str = "/") -> Dict[str, str]:
     """The running kernel's config (/proc/config.gz, else /boot/config-RELEASE); {} if neither exists."""
     text = ""
@@ -78,6 +81,11 @@ def module_state(module: str, release: Optional[str] = None, root: str = "/") ->
                     return state
         except OSError:
             continue
+    if not os.path.exists(os.path.join(moddir, "modules.dep")) and os.path.isdir(moddir):
+        from testbed.vmkernel import module_names  # no depmod index: look at the files themselves
+
+        if module in module_names(Path(moddir)):
+            return "loadable"
     return "missing"
 
 

@@ -10,21 +10,15 @@ Every function takes the filesystem root as a parameter, so tests build a fake
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple
+from typing import List, Optional, Set, Tuple
 
 from testbed.errors import VMError
 
 LAB_MODULES = ("bonding", "cls_flower", "act_mirred")
-LAB_CONFIG = {
-    "bonding": "CONFIG_BONDING",
-    "cls_flower": "CONFIG_NET_CLS_FLOWER",
-    "act_mirred": "CONFIG_NET_ACT_MIRRED",
-}
 INSTALL_KERNEL = "apt-get install -y linux-image-amd64"
 _KO = re.compile(r"^(.+)\.ko(?:\.(?:xz|zst|gz))?$")
 
@@ -98,30 +92,12 @@ def kernel_version(path: str) -> str:
     return name
 
 
-def _kernel_config(root: Path, release: str) -> Dict[str, str]:
-    """The running kernel's config: /proc/config.gz, else /boot/config-<release>."""
-    for path in (root / "proc" / "config.gz", root / "boot" / f"config-{release}"):
-        try:
-            opener = gzip.open if path.suffix == ".gz" else open
-            with opener(path, "rt") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            continue
-        return dict(ln.split("=", 1) for ln in lines if ln.startswith("CONFIG_") and "=" in ln)
-    return {}
-
-
 def host_can_run_lab(
     root: str | Path = "/", release: Optional[str] = None
 ) -> Tuple[bool, List[str]]:
     """Whether the running kernel has bonding, cls_flower and act_mirred -- loaded,
-    built in, or as a module file -- and which of them it lacks."""
-    root = Path(root)
-    release = release or os.uname().release
-    config = _kernel_config(root, release)
-    moddir = root / "lib" / "modules" / release
-    have = module_names(moddir) if moddir.is_dir() else set()
-    missing = [m for m in LAB_MODULES
-               if not (root / "sys" / "module" / m).is_dir()
-               and config.get(LAB_CONFIG[m]) != "y" and m not in have]
+    built in, or as a module file -- and which of them it lacks (``testbed.caps`` decides)."""
+    from testbed.caps import module_state
+
+    missing = [m for m in LAB_MODULES if module_state(m, release or os.uname().release, str(root)) == "missing"]
     return not missing, missing

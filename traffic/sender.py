@@ -23,11 +23,12 @@ Public API:
         start_mono_ns=None) -> SendResult        (exactly one of count / duration_s)
     RawSender.send_frames(frames: Sequence[bytes], *, count=None, duration_s=None,
         rate_pps=None, start_mono_ns=None) -> SendResult       (fixed bytes, no stamping)
+    RawSender.close() -> None
+    realtime_offset_ns() -> int       CLOCK_REALTIME - CLOCK_MONOTONIC, read tightly
 
 ``start_mono_ns`` (CLOCK_MONOTONIC, ``time.monotonic_ns()``) sets the origin
 of the schedule, so that another thread can act at known offsets from it
 (``run.run_stream`` does); by default the schedule starts at the call.
-    RawSender.close() -> None
 """
 
 from __future__ import annotations

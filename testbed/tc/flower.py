@@ -6,7 +6,8 @@ module only declares formats, in the style of pyroute2's
 ``netlink/rtnl/ifinfmsg/plugins/bond.py``: ``nla_map`` tables whose numbers
 come from the kernel's uapi headers (``include/uapi/linux/pkt_cls.h``,
 ``gen_stats.h``, ``rtnetlink.h``).  Which attributes a Rule becomes lives in
-``codec.py``; talking to the kernel lives in ``ops.py``.
+``codec.py`` (and back: ``readback.py``); talking to the kernel lives in
+``nlpipe.py`` and ``ops.py``.
 
 Every table is numbered explicitly, so an attribute the kernel adds later
 decodes as ``UNKNOWN`` instead of shifting its neighbours.

@@ -22,7 +22,7 @@ import struct
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from testbed.errors import ConflictError, NetlinkOpError
-from testbed.tc import codec, flower, nlpipe
+from testbed.tc import codec, flower, nlpipe, readback
 from testbed.tc.rule import FOREIGN, InstalledRule, Rule
 
 RTM_NEWQDISC = 36
@@ -216,7 +216,7 @@ def dump(ipr, ifnames: Iterable[str]) -> List[InstalledRule]:
                 _, handle, kind = _kind_of(raw)
                 if (handle == 0) == (kind == "flower"):
                     continue
-                out.append(codec.unpack(raw, names))
+                out.append(readback.unpack(raw, names))
     return out
 
 

@@ -15,7 +15,7 @@ import struct
 import pytest
 
 from testbed.errors import ConflictError, NetlinkOpError
-from testbed.tc import codec, flower, nlpipe, ops
+from testbed.tc import codec, flower, nlpipe, ops, readback
 from testbed.tc.rule import (
     ETH_P_ALL,
     ETH_P_ARP,
@@ -195,21 +195,22 @@ def test_round_trip(rule: Rule) -> None:
     raw = whole(rule)
     msg = flower.tcmsg(raw)
     msg.decode()
-    via_classes = codec.decode(msg, NAMES)
+    via_classes = readback.decode(msg, NAMES)
     assert via_classes == InstalledRule(codec.canonical(rule))
-    assert codec.unpack(raw, NAMES) == via_classes
+    assert readback.unpack(raw, NAMES) == via_classes
 
 
 def test_canonical_form_is_what_the_kernel_reports() -> None:
     raw = Rule(
         "pf0", 1, 1,
         Match(dst_mac="2:0:0:0:0:A", dst_mac_mask="FF:FF:FF:FF:FF:FF", src_ip="198.18.0.1/32",
-              dst_ip="198.18.0.0/0", hash=5, hash_mask=0xFFFFFFFF, eth_type=ETH_P_ALL),
+              hash=5, hash_mask=0xFFFFFFFF, eth_type=ETH_P_ALL),
         (Action("pass"),),
     )
     assert codec.canonical(raw).match == Match(
         dst_mac="02:00:00:00:00:0a", src_ip="198.18.0.1", hash=5
     )
+    assert codec.canonical_match(Match(dst_ip="198.18.0.0/0")) == Match()
     assert codec.canonical_match(Match(hash_mask=3)) == Match(hash=0, hash_mask=3)
     assert codec.canonical_match(Match(hash=3, hash_mask=0)) == Match()
     assert codec.canonical_match(Match(src_mac_mask="ff:00:00:00:00:00")) == Match(
@@ -220,7 +221,7 @@ def test_canonical_form_is_what_the_kernel_reports() -> None:
     # the kernel's default masks decode to the same canonical rule
     full = Rule("pf0", 1, 1, Match(dst_mac="02:00:00:00:00:0a", src_ip="198.18.0.1", hash=5),
                 (Action("pass"),))
-    assert codec.unpack(whole(raw), NAMES).rule == codec.canonical(full)
+    assert readback.unpack(whole(raw), NAMES).rule == codec.canonical(full)
 
 
 # --- validation ---------------------------------------------------------------------
@@ -234,6 +235,9 @@ BAD = {
     "port without ip_proto": Rule("pf0", 1, 1, Match(eth_type=ETH_P_IP, dst_port=1), ()),
     "port with ICMP": Rule("pf0", 1, 1, Match(eth_type=ETH_P_IP, ip_proto=1, dst_port=1), ()),
     "v6 address, v4 eth_type": Rule("pf0", 1, 1, Match(eth_type=ETH_P_IP, src_ip="::1"), ()),
+    "mixed families": Rule("pf0", 1, 1, Match(src_ip="198.18.0.1", dst_ip="::1"), ()),
+    "prefix /0": Rule("pf0", 1, 1, Match(eth_type=ETH_P_IP, dst_ip="198.18.0.0/0"), ()),
+    "ip_proto 256": Rule("pf0", 1, 1, Match(eth_type=ETH_P_IP, ip_proto=256), ()),
     "bad MAC": Rule("pf0", 1, 1, Match(dst_mac="02:00:00:00:01"), ()),
     "bad IP": Rule("pf0", 1, 1, Match(dst_ip="198.18.0.256"), ()),
     "VLAN ethertype": Rule("pf0", 1, 1, Match(eth_type=0x8100), ()),
@@ -370,8 +374,8 @@ def test_decode_kernel_dump(name: str) -> None:
     raw = bytes.fromhex(hexdump)
     msg = flower.tcmsg(raw)
     msg.decode()
-    assert codec.decode(msg, KERNEL_NAMES) == expected
-    assert codec.unpack(raw, KERNEL_NAMES) == expected
+    assert readback.decode(msg, KERNEL_NAMES) == expected
+    assert readback.unpack(raw, KERNEL_NAMES) == expected
 
 
 def test_kernel_stats_attributes_decode_with_flower_classes() -> None:
@@ -409,7 +413,7 @@ def test_counters_use_pkt64_when_present() -> None:
     raw = _with_action(rule, [("TCA_ACT_STATS", stats)])
     msg = flower.tcmsg(raw)
     msg.decode()
-    for got in (codec.decode(msg, NAMES), codec.unpack(raw, NAMES)):
+    for got in (readback.decode(msg, NAMES), readback.unpack(raw, NAMES)):
         assert (got.packets, got.bytes) == ((1 << 33) + 7, 1 << 40)
         assert got.rule == rule and not got.foreign
 
@@ -421,19 +425,19 @@ def test_foreign_kinds_keys_and_cookies() -> None:
     u32["attrs"] = [("TCA_KIND", "u32"), ("TCA_CHAIN", 0)]
     u32["header"]["type"] = ops.RTM_NEWTFILTER
     u32.encode()
-    got = codec.unpack(bytes(u32.data), NAMES)
+    got = readback.unpack(bytes(u32.data), NAMES)
     assert got.rule.label == FOREIGN and got.foreign == ("kind u32",)
     assert got.rule.key == ("pf0", "ingress", 0, 3, 0x800)
 
     msg = codec.encode(Rule("pf0", 1, 1, Match(), (Action("pass"),)), 5, IFINDEX.__getitem__)
     dict(msg["attrs"])["TCA_OPTIONS"]["attrs"].append(("TCA_FLOWER_KEY_IP_TTL", "40"))
     msg.encode()
-    got = codec.unpack(bytes(msg.data), NAMES)
+    got = readback.unpack(bytes(msg.data), NAMES)
     assert got.foreign == ("TCA_FLOWER_KEY_IP_TTL",) and got.rule.label == FOREIGN
 
     raw = _with_action(Rule("pf0", 1, 1, Match(), (Action("pass"),)),
                        [("TCA_ACT_COOKIE", b"\xff\xfe")])
-    assert codec.unpack(raw, NAMES).foreign == ("cookie fffe",)
+    assert readback.unpack(raw, NAMES).foreign == ("cookie fffe",)
 
     # gact with a random verdict (TCA_GACT_PROB) is not a plain pass
     msg = codec.encode(Rule("pf0", 1, 1, Match(), (Action("pass"),)), 5, IFINDEX.__getitem__)
@@ -441,13 +445,13 @@ def test_foreign_kinds_keys_and_cookies() -> None:
     act = dict(dict(options)["TCA_FLOWER_ACT"]["attrs"])["TCA_ACT_PRIO_1"]["attrs"]
     dict(act)["TCA_ACT_OPTIONS"]["attrs"].append(("TCA_GACT_PROB", "0100"))
     msg.encode()
-    got = codec.unpack(bytes(msg.data), NAMES)
+    got = readback.unpack(bytes(msg.data), NAMES)
     assert got.foreign == ("action gact",) and got.rule.actions == ()
 
 
 def test_vanished_mirred_target_reads_back_without_dev() -> None:
     rule = Rule("pf0", 1, 1, Match(), (Action("redirect", "vf0-rep"),), label="x")
-    got = codec.unpack(whole(rule), {5: "pf0"})  # vf0-rep (7) is gone
+    got = readback.unpack(whole(rule), {5: "pf0"})  # vf0-rep (7) is gone
     assert got.rule.actions == (Action("redirect", None),)
     assert not got.foreign and got.rule != rule
 
@@ -469,7 +473,7 @@ def test_diff_ignores_what_the_kernel_fills_in() -> None:
     desired = [Rule("pf0", 10, 1, Match(dst_mac="02:00:00:00:00:01".upper(),
                                         dst_mac_mask="ff:ff:ff:ff:ff:ff"),
                     R1.actions, label="rx:vf0")]
-    installed = [codec.unpack(whole(desired[0]), NAMES)]
+    installed = [readback.unpack(whole(desired[0]), NAMES)]
     assert ops.diff(desired, installed) == ([], [], [])
 
 
