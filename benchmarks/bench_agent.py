@@ -153,36 +153,49 @@ def failover(host: Host, lab: str, rounds: int) -> Dict[str, List[float]]:
     pid = launcher.start(lab, timeout=300)
     print(f"agent (pid {pid}) up and adopted the rules in {time.perf_counter() - t:.1f} s "
           "(process start + imports + full resync)", flush=True)
+    with open(labstore.lab_file(lab, "agent.log")) as fh:
+        print("  " + "  ".join(fh.readlines()[-2:]), end="")
     out: Dict[str, List[float]] = {"event->applied": [], "wire->applied": [], "apply": [], "changed": []}
 
-    def changed_reactions() -> List[dict]:
+    def changed_since(t_set: float) -> List[dict]:
+        """Reactions that changed rules and finished after ``t_set`` (agent.json keeps the last 20)."""
         try:
             with open(labstore.lab_file(lab, "agent.json")) as fh:
                 data = json.load(fh)
         except (OSError, ValueError):
             return []
-        return [r for r in data["nics"]["server"]["reactions"] if r["added"] + r["replaced"] + r["deleted"]]
+        return [r for r in data["nics"]["server"]["reactions"]
+                if r["added"] + r["replaced"] + r["deleted"] and wall(r["time"]) > t_set]
 
     try:
         with IPRoute(netns=host.netns, flags=0) as ipr:
             swp1 = ipr.link_lookup(ifname="swp1")[0]
             for i in range(2 * rounds):
                 state = "down" if i % 2 == 0 else "up"
-                before = len(changed_reactions())
                 t_set = time.time()
                 ipr.link("set", index=swp1, state=state)
-                wait_until(lambda b=before: len(changed_reactions()) > b, 30, f"the agent to react to swp1 {state}",
-                           interval=0.05)
-                r = changed_reactions()[-1]
-                wall = time.mktime(time.strptime(r["time"][:19], "%Y-%m-%dT%H:%M:%S")) + int(r["time"][20:]) / 1000
+                wait_until(lambda t=t_set: changed_since(t), 120, f"the agent to react to swp1 {state}",
+                           interval=0.05)  # poll
+                r = changed_since(t_set)[0]
                 out["event->applied"].append(r["latency_ms"])
-                out["wire->applied"].append((wall - t_set) * 1000)
+                out["wire->applied"].append((wall(r["time"]) - t_set) * 1000)
                 out["apply"].append(r["apply_ms"])
                 out["changed"].append(r["added"] + r["replaced"] + r["deleted"])
+                print(f"  swp1 {state:4s}: {r['text']} [read {r['read_ms']:.0f} ms, plan+diff {r['plan_ms']:.0f} ms]",
+                      flush=True)
+    except BaseException:
+        with open(labstore.lab_file(lab, "agent.log")) as fh:
+            print("agent.log:\n" + "".join(fh.readlines()[-15:]))
+        raise
     finally:
         teardown.stop_agent(lab)
         labstore.remove(lab)
     return out
+
+
+def wall(stamp: str) -> float:
+    """agent.json's local ``YYYY-mm-ddTHH:MM:SS.mmm`` as epoch seconds."""
+    return time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) + int(stamp[20:23]) / 1000
 
 
 TOPO = ""

@@ -5,22 +5,31 @@
     @pytest.mark.topology("topologies/active-backup.yaml")
     def test_vf_survives(lab):
         result = lab.traffic.failover(target="server:vf0", fail="server:pf0")
-        assert result.lost == 0
+        assert result.lost == 0          # nothing lost beyond the bond's own failover window
+        assert result.passed, result.verdict
 
 Fixtures
 --------
 ``lab`` (function scope)
-    Builds the topology named by the test's ``@pytest.mark.topology(path, agent=True)`` marker under a unique lab
-    name (``t<pid><n>``, so tests may run in parallel), starts the offload agent, yields a ``testbed.lab.Lab``,
-    and removes the lab afterwards — also when the test failed or errored. Teardown tolerates a lab that is
-    already gone. Verification results the test produced through ``lab.traffic`` are attached to the test
-    report as user properties (``testbed.<kind>``: JSON), which JUnit XML output (``--junitxml``) includes.
+    Builds the topology named by the test's ``@pytest.mark.topology(path, agent=True)`` marker under a
+    unique lab name (``t<pid><n>``, so tests -- and pytest-xdist workers -- run in parallel), starts the
+    offload agent (unless ``agent=False``), yields a ``testbed.lab.Lab``, and removes the lab afterwards
+    -- also when the test failed or errored; teardown tolerates a lab that is already gone.  ``path`` is
+    taken as given, else relative to the test file's directory, else to the rootdir.
 ``lab_factory`` (function scope)
-    ``lab_factory(path, agent=True) -> Lab``: several labs in one test; all removed at teardown.
+    ``lab_factory(path, agent=True) -> Lab``: several labs in one test; all removed at teardown, the last
+    built first.
 
-Missing kernel features or root make the test **fail** with the fix (run it in the VM lane); with
-``--testbed-skip-unsupported`` they skip instead (an explicit opt-in). ``--testbed-keep`` keeps labs after
-failing tests for inspection (remove with ``testbed down``/``testbed clean``).
+Order of checks: the marker, then the topology file (validated completely, so a bad file is reported
+on any machine), then the machine: missing root or kernel features make the test **fail** with the fix
+(run it in the VM lane: ``sudo testbed vm -- python -m pytest ...``); with
+``--testbed-skip-unsupported`` they skip instead (an explicit opt-in).  ``--testbed-keep`` keeps the
+labs of failed tests for inspection (remove them with ``testbed down``/``testbed clean``).
+
+Results: every verification run through ``lab.traffic`` appends its ``to_dict()`` to ``lab.results``;
+the plugin attaches each to the test's report as a user property ``testbed.<kind>`` (JSON), which
+``--junitxml`` writes as ``<property name="testbed.failover" value="{...}"/>``.  ``track(request, lab)``
+registers a lab built some other way for the same teardown and reporting.
 """
 
 from __future__ import annotations
@@ -28,11 +37,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from typing import Any, List
+from typing import Any, List, Optional
 
 import pytest
 
 _counter = itertools.count()
+LABS = pytest.StashKey[List[Any]]()
+FAILED = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: Any) -> None:
@@ -47,7 +58,18 @@ def pytest_configure(config: Any) -> None:
 
 
 def unique_name() -> str:
+    """A lab name no other test of this machine uses now: ``t`` + pid + counter in hex (<= 12 chars)."""
     return f"t{os.getpid():x}{next(_counter):x}"[:12]
+
+
+def resolve_path(path: str, test_file: Optional[str], rootdir: Optional[str]) -> str:
+    """``path`` as given if it exists, else relative to the test file's directory, else to the rootdir."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    for base in (os.path.dirname(test_file) if test_file else None, rootdir):
+        if base and os.path.exists(os.path.join(base, path)):
+            return os.path.join(base, path)
+    return path  # the loader reports the missing file
 
 
 def _unsupported(config: Any) -> None:
@@ -65,43 +87,76 @@ def _unsupported(config: Any) -> None:
     caps.ensure_modules()
 
 
+def track(request: Any, lab: Any) -> Any:
+    """Register ``lab`` with the test: removed at its teardown (the last registered first, also when the
+    test failed), its ``results`` attached to the report."""
+    labs = request.node.stash.get(LABS, None)
+    if labs is None:
+        labs = request.node.stash[LABS] = []
+        request.addfinalizer(lambda: _remove(request, labs))
+    labs.append(lab)
+    return lab
+
+
+def _remove(request: Any, labs: List[Any]) -> None:
+    keep = request.config.getoption("--testbed-keep") and request.node.stash.get(FAILED, False)
+    errors: List[BaseException] = []
+    while labs:
+        lab = labs.pop()
+        if keep:
+            print(f"testbed: keeping lab {lab.name} of failed test {request.node.nodeid}")
+            continue
+        try:
+            lab.down()  # idempotent: a lab already gone is fine
+        except Exception as exc:  # remove the others anyway, then report
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def attach_results(item: Any, labs: List[Any]) -> None:
+    """Every result of every lab as a user property ``testbed.<kind>`` = JSON on the test item: the call
+    and teardown reports carry it, and JUnit XML writes it (from the teardown report)."""
+    for lab in labs:
+        for res in getattr(lab, "results", []):
+            item.user_properties.append((f"testbed.{res.get('kind', 'result')}", json.dumps(res, default=str)))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: Any, call: Any):
+    if call.when == "call":
+        attach_results(item, item.stash.get(LABS, []))  # before the reports copy item.user_properties
     outcome = yield
     report = outcome.get_result()
     if report.when == "call":
-        item._testbed_failed = report.failed  # noqa: SLF001 - read by the fixture teardown
-        for lab in getattr(item, "_testbed_labs", []):
-            for res in lab.results:
-                report.user_properties.append((f"testbed.{res.get('kind', 'result')}", json.dumps(res)))
+        item.stash[FAILED] = report.failed
 
 
 @pytest.fixture
 def lab_factory(request: Any):
-    """Build labs from topology files; every one is removed at teardown."""
+    """Build labs from topology files; every one is removed at teardown (also when the test failed)."""
+    from testbed import loader
     from testbed.lab import Lab
 
-    _unsupported(request.config)
-    labs: List[Any] = []
-    request.node._testbed_labs = labs  # noqa: SLF001
+    checked: List[bool] = []
+    test_file = str(getattr(request.node, "fspath", "") or "") or None
+    rootdir = str(request.config.rootpath)
 
     def make(path: str, agent: bool = True) -> Any:
-        lab = Lab.up(path, name=unique_name(), agent=agent)
-        labs.append(lab)
-        return lab
+        path = resolve_path(path, test_file, rootdir)
+        name = unique_name()
+        loader.load(path, lab_name=name)  # a bad file fails here, on any machine, before anything is built
+        if not checked:
+            _unsupported(request.config)
+            checked.append(True)
+        return track(request, Lab.up(path, name=name, agent=agent))
 
-    yield make
-    keep = request.config.getoption("--testbed-keep") and getattr(request.node, "_testbed_failed", False)
-    for lab in reversed(labs):
-        if keep:
-            print(f"testbed: keeping lab {lab.name} of failed test {request.node.nodeid}")
-            continue
-        lab.down()  # idempotent: a lab already gone is fine
+    return make
 
 
 @pytest.fixture
 def lab(request: Any, lab_factory: Any):
-    """The lab of the test's ``@pytest.mark.topology(path)``."""
+    """The lab of the test's ``@pytest.mark.topology(path, agent=True)``."""
     marker = request.node.get_closest_marker("topology")
     if marker is None or not marker.args:
         pytest.fail("the `lab` fixture needs @pytest.mark.topology('path/to/topology.yaml')", pytrace=False)

@@ -76,10 +76,21 @@ def check_conflicts(topo: Topology) -> None:
 
 
 class Builder:
-    def __init__(self, topo: Topology, progress: Progress = _quiet) -> None:
+    """Builds a lab's objects through netlink; ``run()`` builds the whole lab.
+
+    The parts that go into namespaces someone else created (the Mininet front
+    end creates the hosts, the switch and the wires) are separate methods:
+    ``switch_side(host, bridge)`` attaches a host's wires on the switch and
+    ``nic(host)`` builds the NIC inside a host namespace whose ports exist.
+    ``rec`` lets such a caller share its own lab record.
+    """
+
+    def __init__(self, topo: Topology, progress: Progress = _quiet,
+                 rec: Optional[labstore.LabRecord] = None) -> None:
         self.topo = topo
         self.progress = progress
-        self.rec = labstore.LabRecord(name=topo.name, file=topo.file, topology=topo.raw, pid=os.getpid())
+        self.rec = rec if rec is not None else labstore.LabRecord(name=topo.name, file=topo.file,
+                                                                  topology=topo.raw, pid=os.getpid())
         self.handles: Dict[str, IPRoute] = {}
         self.step = "start"
         self.bond_timeout = 60.0
@@ -181,16 +192,27 @@ class Builder:
         sw, swp = self.topo.switch_netns, naming.switch_port(host.name, naming.HOST_IF)
         self.step = f"{host.netns}: wire {naming.HOST_IF} <-> {sw}: {swp}"
         self.veth(host.netns, naming.HOST_IF, sw, swp, mac_a=host.mac)
-        self.link_set(sw, swp, master=self.ns(sw).link_lookup(ifname=naming.BRIDGE)[0], state="up")
+        self.switch_side(host)
         self.addr(host.netns, naming.HOST_IF, host.address)
         self.link_set(host.netns, naming.HOST_IF, state="up")
 
     def nic_host(self, host: Host, nic: Nic) -> None:
         sw, ns = self.topo.switch_netns, host.netns
-        br = self.ns(sw).link_lookup(ifname=naming.BRIDGE)[0]
         for port in nic.ports:
             self.step = f"{ns}: wire {port} <-> {sw}: {naming.switch_port(host.name, port)}"
             self.veth(ns, port, sw, naming.switch_port(host.name, port))
+        self.switch_side(host)
+        self.nic(host)
+
+    def switch_side(self, host: Host, bridge: str = naming.BRIDGE) -> None:
+        """Attach a host's wires (``<host>-eth0`` / ``<host>-pfN``, already in the switch namespace) to
+        ``bridge``: directly, or through the partner bond ``<host>-lag`` for balance-xor/802.3ad."""
+        sw = self.topo.switch_netns
+        br = self.ns(sw).link_lookup(ifname=bridge)[0]
+        if host.nic is None:
+            self.link_set(sw, naming.switch_port(host.name, naming.HOST_IF), master=br, state="up")
+            return
+        nic = host.nic
         swports = [naming.switch_port(host.name, p) for p in nic.ports]
         popts = partner_options(nic.bond)
         if popts is not None:
@@ -203,6 +225,13 @@ class Builder:
         else:
             for p in swports:
                 self.link_set(sw, p, master=br, state="up")
+
+    def nic(self, host: Host) -> None:
+        """The NIC inside ``host.netns``, whose ports (down, not enslaved) already exist: the bond with the
+        file's options and address, the VFs and the RDMA function with their representors and namespaces,
+        clsact and RPS on ports and representors."""
+        nic, ns = host.nic, host.netns
+        assert nic is not None, f"{host.name} has no NIC"
         self.step = f"{ns}: {nic.bond.name}"
         self.bond(ns, nic.bond.name, bond_options(nic.bond), nic.mac, list(nic.ports))
         if nic.bond.primary:

@@ -105,10 +105,10 @@ class LinkEvents:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def drain(self) -> Batch:
-        """Read everything queued now (never blocks)."""
+    def drain(self, limit: int = 1000) -> Batch:
+        """Read what is queued now (never blocks; at most ``limit`` datagrams, the rest wakes select again)."""
         batch = Batch()
-        while True:
+        for _ in range(limit):
             try:
                 data = self.sock.recv(1 << 16)
             except BlockingIOError:
@@ -119,6 +119,7 @@ class LinkEvents:
                     continue
                 raise AgentError(f"{self.netns}: reading link events failed: {exc}") from None
             parse(data, batch)
+        return batch
 
     def close(self) -> None:
         self.sock.close()

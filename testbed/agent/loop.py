@@ -46,6 +46,18 @@ def open_ipr(netns: str) -> IPRoute:
     return IPRoute(netns=netns, flags=0, groups=0)
 
 
+def process_age() -> float:
+    """Seconds since this process started (/proc), to see what start-up costs beyond the reconcile."""
+    try:
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 class NicWatch:
     """A NIC host: its link-event socket and its reconciler."""
 
@@ -115,6 +127,7 @@ class Agent:
         """Run until SIGTERM/SIGINT (returns 0) or an unrecoverable error (raises AgentError)."""
         old = self._install_signals()
         watch: Optional[NetnsWatch] = None
+        t0 = time.monotonic()
         try:
             watch = NetnsWatch([h.netns for h in self.hosts])
             for host in self.hosts:
@@ -126,7 +139,9 @@ class Agent:
                 self._record(reaction)
             self.reporter.ready = True
             self.reporter.write_status([n.rec for n in self.nics])
-            self.reporter.line(f"agent ready: lab {self.lab}, {len(self.nics)} NIC(s), pid {os.getpid()}")
+            self.reporter.line(f"agent ready: lab {self.lab}, {len(self.nics)} NIC(s), pid {os.getpid()}; "
+                               f"sockets + first reconcile {time.monotonic() - t0:.1f} s, process age "
+                               f"{process_age():.1f} s")
             if ready is not None:
                 ready(None)
                 ready = None

@@ -1,7 +1,7 @@
 """One NIC's reconciler: bond state -> desired rules -> diff -> apply only the difference.
 
 Two paths, both ending with the kernel holding exactly ``plan(nic, state).rules``
-on the NIC's ports and representors:
+on the NIC's ports and representors (both clsact hooks; everything else there is deleted):
 
 * **full** (start, ENOBUFS, SIGHUP, after any failed apply): give every
   device its clsact qdisc, *dump* what the kernel holds, diff, apply. This is
@@ -21,18 +21,21 @@ it. Each rule change is a ``tc filter replace`` of the same key (atomic).
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from testbed.agent import rules as rules_mod
 from testbed.agent.state import BondState, read_state
 from testbed.errors import NetlinkOpError, TestbedError
-from testbed.tc import codec, ops
+from testbed.tc import codec, flower, nlpipe, ops
 from testbed.tc.rule import Rule
 from testbed.topology import Host
 
 Key = Tuple[str, str, int, int, int]
+Diff = Tuple[List[Rule], List[Rule], List[Rule]]
 
 
 def stamp(t: float) -> str:
@@ -85,7 +88,38 @@ class Reaction:
         }
 
 
-def fast_diff(desired: Tuple[Rule, ...], have: Dict[Key, Rule]) -> Tuple[List[Rule], List[Rule], List[Rule]]:
+RTM_GETQDISC = 38
+TCA_KIND = 1
+_TCMSG = struct.Struct("=BxxxiIII")  # family, ifindex, handle, parent, info
+
+
+def clsact_devices(ipr: Any) -> Set[str]:
+    """Names of the interfaces that have a clsact qdisc: one qdisc dump, one link dump.
+
+    (``ops.ensure_clsact`` per device costs a link dump, an add and, as the
+    qdisc usually exists, a qdisc dump each: seconds for 66 devices under TCG.)
+    """
+    names = {index: name for name, index in nlpipe.link_index(ipr).items()}
+    out: Set[str] = set()
+    body = _TCMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    for msg in nlpipe.dump(ipr, RTM_GETQDISC, body, "qdiscs"):
+        _, index, handle, _, _ = _TCMSG.unpack_from(msg, nlpipe.HDR.size)
+        if handle != flower.CLSACT_HANDLE:
+            continue
+        offset = nlpipe.HDR.size + _TCMSG.size
+        while offset + 4 <= len(msg):
+            nla_len, nla_type = struct.unpack_from("=HH", msg, offset)
+            if nla_len < 4:
+                break
+            if nla_type == TCA_KIND:
+                if bytes(msg[offset + 4:offset + nla_len]).rstrip(b"\0") == b"clsact" and index in names:
+                    out.add(names[index])
+                break
+            offset += (nla_len + 3) & ~3
+    return out
+
+
+def fast_diff(desired: Tuple[Rule, ...], have: Dict[Key, Rule]) -> Diff:
     """``ops.diff`` for two sets of canonical rules: plain ``==``, no re-canonicalizing (the event path).
 
     Same result as ``ops.diff`` when both sides are canonical: a changed rule is
@@ -101,7 +135,7 @@ def fast_diff(desired: Tuple[Rule, ...], have: Dict[Key, Rule]) -> Tuple[List[Ru
         if old is None:
             add.append(new)
         elif old != new:
-            if codec.mask_shape(old.match) == codec.mask_shape(new.match):
+            if old.match == new.match or codec.mask_shape(old.match) == codec.mask_shape(new.match):
                 replace.append(new)
             else:
                 delete.append(old)
@@ -123,6 +157,7 @@ class NicReconciler:
         self.plan: Optional[rules_mod.Plan] = None
         self.installed: Optional[Dict[Key, Rule]] = None  # what we last left in the kernel (canonical)
         self.resyncs = 0
+        self._diffs: Dict[Tuple[int, int], Tuple[Any, Any, Diff]] = {}  # (old plan, new plan) -> diff
 
     # -- kernel I/O -----------------------------------------------------------------
     def _present_devices(self, state: BondState) -> List[str]:
@@ -130,8 +165,10 @@ class NicReconciler:
 
     def _dump(self, state: BondState) -> Dict[Key, Rule]:
         devs = self._present_devices(state)
+        have = clsact_devices(self.ipr)
         for dev in devs:
-            ops.ensure_clsact(self.ipr, dev)
+            if dev not in have:
+                ops.ensure_clsact(self.ipr, dev)
         return {inst.rule.key: inst.rule for inst in ops.dump(self.ipr, devs)}
 
     def _apply(self, plan: rules_mod.Plan, add: List[Rule], replace: List[Rule], delete: List[Rule]) -> None:
@@ -140,6 +177,24 @@ class NicReconciler:
             a, r, d = phases[0][p], phases[1][p], phases[2][p]
             if a or r or d:
                 ops.apply(self.ipr, add=a, replace=r, delete=d)
+
+    def _plan_diff(self, plan: rules_mod.Plan) -> Diff:
+        """Diff from what we installed (= ``self.plan``'s rules) to ``plan``.
+
+        Plans are cached and immutable (``rules._plan``), so a port that flaps
+        alternates between the same two plans; their diff is kept too.
+        """
+        old = self.plan
+        key = (id(old), id(plan))
+        hit = self._diffs.get(key)
+        if hit is not None and hit[0] is old and hit[1] is plan:
+            return hit[2]
+        diff = fast_diff(plan.rules, self.installed or {})
+        if old is not None and self.installed is not None:
+            if len(self._diffs) >= 8:
+                self._diffs.clear()
+            self._diffs[key] = (old, plan, diff)
+        return diff
 
     # -- the reconcile ---------------------------------------------------------------
     def reconcile(self, trigger: str, t_event: float, full: bool = False) -> Optional[Reaction]:
@@ -164,7 +219,7 @@ class NicReconciler:
                 t_plan = time.monotonic()
                 add, replace, delete = ops.diff(plan.rules, have.values())
             else:
-                add, replace, delete = fast_diff(plan.rules, self.installed or {})
+                add, replace, delete = self._plan_diff(plan)
             t_apply = time.monotonic()
             reaction.plan_ms = (t_apply - t_plan) * 1000
             self._apply(plan, add, replace, delete)

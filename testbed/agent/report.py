@@ -33,9 +33,16 @@ With ``--json-log`` each line is instead the reaction's JSON object (below).
       "reactions": [ REACTION, ... ]               # the last 20 of all NICs, oldest first
     }
 
-    REACTION = {"time": "...", "host": "server", "trigger": "pf0,bond0" | "start" | "ENOBUFS" | ...,
-                "full": false, "state": "...", "usable": ["pf1"], "mapping": "1xpf1",
-                "added": 1, "replaced": 5, "deleted": 1, "read_ms": 0.8, "apply_ms": 2.9,
+    REACTION = {"time": "...",       # when it finished
+                "host": "server",
+                "trigger": "bond0,pf0" (interfaces in the events) | "start" | "SIGHUP" | "ENOBUFS: events lost",
+                "full": false,       # true: a full resync (rules dumped and diffed)
+                "state": "bond0 active-backup active=pf1; pf0 carrier=down ...",
+                "usable": ["pf1"], "mapping": "usable pf1; table 1xpf1",
+                "added": 1, "replaced": 5, "deleted": 1,
+                "read_ms": 0.8,      # bond state read (a full resync: + clsact check and rule dump)
+                "plan_ms": 0.3,      # rules computed and diffed
+                "apply_ms": 2.9,     # the phased tc batches
                 "latency_ms": 3.2,   # event read from the socket -> last rule applied
                 "error": null, "text": "<the log line without the timestamp>"}
 """

@@ -62,8 +62,10 @@ representors is split into chunks of 31 mirrors chained with ``continue``
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+from types import MappingProxyType
+from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from testbed.agent import mapping
 from testbed.agent.state import BondState, PortState
@@ -100,10 +102,10 @@ class Plan:
     rules: Tuple[Rule, ...]
     usable: Tuple[str, ...]  # ports that carry offloaded traffic, in port order
     table: Tuple[Optional[str], ...]  # entry -> port (None: drop); active-backup: one entry
-    tx: Dict[str, Tuple[Optional[str], ...]]  # function -> the ports its TX entries use
+    tx: Mapping[str, Tuple[Optional[str], ...]]  # function -> the ports its TX entries use (read-only)
 
     def summary(self) -> str:
-        """``usable pf1; table 16:pf1`` — what changed, for the log line."""
+        """``usable pf1; table 32xpf1`` (entries per port) — for the log line."""
         counts: Dict[str, int] = {}
         for p in self.table:
             key = p or "drop"
@@ -139,15 +141,11 @@ def usable_ports(nic: Nic, state: BondState) -> Tuple[str, ...]:
 # --- helpers ---------------------------------------------------------------------
 
 
-def _present(state: BondState, dev: str) -> bool:
-    return state.devices is None or dev in state.devices
+Devices = Optional[FrozenSet[str]]  # interfaces present in the namespace; None: assume all
 
 
-def _chunks(items: Sequence[Action], room: int) -> List[List[Action]]:
-    """Split ``items`` into lists of at most ``room``; at least one (possibly empty) list."""
-    if not items:
-        return [[]]
-    return [list(items[i:i + room]) for i in range(0, len(items), room)]
+def _present(devices: Devices, dev: str) -> bool:
+    return devices is None or dev in devices
 
 
 def _replicate(dev: str, hook: str, prio: int, match: Match, label: str, mirrors: Sequence[Action],
@@ -185,18 +183,18 @@ def _to(port: Optional[str]) -> Action:
 # --- the rules -------------------------------------------------------------------
 
 
-def _port_rules(nic: Nic, state: BondState, port: str, usable: bool, vf_reps: List[Function]) -> List[Rule]:
+def _port_rules(nic: Nic, devices: Devices, port: str, usable: bool, vf_reps: List[Function]) -> List[Rule]:
     rules = [Rule(dev=port, prio=PRIO_LACP, handle=1, match=Match(eth_type=ETH_P_SLOW),
                   actions=(Action("pass"),), label="lacp")]
     if not usable:
         rules.append(Rule(dev=port, prio=PRIO_ARP_BACKUP, handle=1, match=Match(eth_type=ETH_P_ARP),
                           actions=(Action("pass"),), label="arp-backup"))
     for i, vf in enumerate(nic.vfs):
-        if _present(state, vf.rep):
+        if _present(devices, vf.rep):
             act = Action("redirect", dev=vf.rep) if usable else Action("drop")
             rules.append(Rule(dev=port, prio=PRIO_RX_VF, handle=1 + i, match=Match(dst_mac=vf.mac),
                               actions=(act,), label=f"{'rx' if usable else 'drop'}:{vf.name}"))
-    if nic.rdma and _present(state, nic.rdma.rep):
+    if nic.rdma and _present(devices, nic.rdma.rep):
         act = Action("redirect", dev=nic.rdma.rep) if usable else Action("drop")
         rules.append(Rule(dev=port, prio=PRIO_RX_ROCE, handle=1, match=_roce_match(nic), actions=(act,),
                           label=f"{'rx' if usable else 'drop'}:roce"))
@@ -205,13 +203,13 @@ def _port_rules(nic: Nic, state: BondState, port: str, usable: bool, vf_reps: Li
         rules += _replicate(port, "ingress", PRIO_RX_BCAST, MULTICAST_MATCH, "bcast", mirrors)
     # egress: the eswitch's loopback, the same whatever the port's state
     for i, vf in enumerate(nic.vfs):
-        if _present(state, vf.rep):
+        if _present(devices, vf.rep):
             rules.append(Rule(dev=port, hook="egress", prio=PRIO_LB_VF, handle=1 + i, match=Match(dst_mac=vf.mac),
                               actions=(Action("redirect", dev=vf.rep),), label=f"lb:{vf.name}"))
-    if nic.rdma and _present(state, nic.rdma.rep):
+    if nic.rdma and _present(devices, nic.rdma.rep):
         rules.append(Rule(dev=port, hook="egress", prio=PRIO_LB_ROCE, handle=1, match=_roce_match(nic, nic.mac),
                           actions=(Action("redirect", dev=nic.rdma.rep),), label="lb:roce"))
-    if _present(state, nic.bond.name):
+    if _present(devices, nic.bond.name):
         rules.append(Rule(dev=port, hook="egress", prio=PRIO_LB_BOND, handle=1, match=Match(dst_mac=nic.mac),
                           actions=(Action("redirect", dev=nic.bond.name, ingress=True),), label="lb:bond"))
     if vf_reps:
@@ -221,7 +219,7 @@ def _port_rules(nic: Nic, state: BondState, port: str, usable: bool, vf_reps: Li
     return rules
 
 
-def _rep_rules(nic: Nic, state: BondState, fn: Function, ctx: _Ctx) -> List[Rule]:
+def _rep_rules(nic: Nic, fn: Function, ctx: _Ctx) -> List[Rule]:
     rules: List[Rule] = []
     rep = fn.rep
     if fn.kind == "vf":
@@ -249,11 +247,11 @@ class _Ctx:
     tx_labels: Tuple[str, ...]
 
 
-def _ctx(nic: Nic, state: BondState, table: Tuple[Optional[str], ...], vf_reps: List[Function]) -> _Ctx:
+def _ctx(nic: Nic, devices: Devices, table: Tuple[Optional[str], ...], vf_reps: List[Function]) -> _Ctx:
     by_port = {p: _to(p) for p in set(table)}
     mask = len(table) - 1
     return _Ctx(
-        bond_present=_present(state, nic.bond.name),
+        bond_present=_present(devices, nic.bond.name),
         vf_mirrors=tuple((vf.rep, Action("mirror", dev=vf.rep)) for vf in vf_reps),
         tx_actions=tuple(by_port[p] for p in table),
         tx_matches=tuple(Match(hash=e, hash_mask=mask) for e in range(len(table))),
@@ -263,6 +261,16 @@ def _ctx(nic: Nic, state: BondState, table: Tuple[Optional[str], ...], vf_reps: 
 
 def plan(nic: Nic, state: BondState) -> Plan:
     usable = usable_ports(nic, state)
+    return _plan(nic, usable, state.devices)
+
+
+@functools.lru_cache(maxsize=16)
+def _plan(nic: Nic, usable: Tuple[str, ...], devices: Devices) -> Plan:
+    """The rules depend only on the topology, the usable ports and which devices exist.
+
+    Cached (the result is immutable): a flapping port alternates between two
+    plans, and 64 VFs make ~2,500 rules.
+    """
     live = frozenset(i for i, p in enumerate(nic.ports) if p in usable)
     mode = nic.offload.mode
     if mode == "active-backup":
@@ -270,18 +278,18 @@ def plan(nic: Nic, state: BondState) -> Plan:
     else:
         buckets = nic.offload.buckets if mode == "hash" else 1
         table = mapping.by_name(mapping.select(len(nic.ports), buckets, live), nic.ports)
-    vf_reps = [vf for vf in nic.vfs if _present(state, vf.rep)]
+    vf_reps = [vf for vf in nic.vfs if _present(devices, vf.rep)]
     rules: List[Rule] = []
     for port in nic.ports:
-        if _present(state, port):
-            rules += _port_rules(nic, state, port, port in usable, vf_reps)
+        if _present(devices, port):
+            rules += _port_rules(nic, devices, port, port in usable, vf_reps)
     tx: Dict[str, Tuple[Optional[str], ...]] = {}
-    ctx = _ctx(nic, state, table, vf_reps)
+    ctx = _ctx(nic, devices, table, vf_reps)
     for fn in nic.functions:
         tx[fn.name] = table
-        if _present(state, fn.rep):
-            rules += _rep_rules(nic, state, fn, ctx)
-    return Plan(rules=tuple(rules), usable=usable, table=table, tx=tx)
+        if _present(devices, fn.rep):
+            rules += _rep_rules(nic, fn, ctx)
+    return Plan(rules=tuple(rules), usable=usable, table=table, tx=MappingProxyType(tx))
 
 
 def desired_rules(nic: Nic, state: BondState) -> List[Rule]:

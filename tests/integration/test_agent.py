@@ -231,6 +231,10 @@ def test_vf_and_rdma_traffic_follows_the_active_port_through_failover(ab, socks,
     second = next(p for p in server.nic.ports if p != first)
 
     def traffic(tag: str) -> None:
+        # The switch is a plain bridge: after a failback it may still hold the bond's and the VF's MACs on
+        # the other port (the bond's gratuitous ARP is skipped while the new port's link event is pending).
+        # Frames from both, first, teach it where they are now -- as on a real switch.
+        deliver(socks["bond"], socks["client"], client_ip, 9000, what=f"bond -> client ({tag})")
         deliver(socks["vf0"], socks["client"], client_ip, 9000, what=f"vf0 -> client ({tag})")
         deliver(socks["client"], socks["vf0"], vf_ip, 9000, what=f"client -> vf0 ({tag})")
         deliver(socks["client"], socks["rdma"], bond_ip, 4791, what=f"client -> RDMA RoCEv2 ({tag})")
@@ -415,3 +419,36 @@ def test_hash_failure_moves_only_the_dead_ports_buckets(aah):
     finally:
         tx.close()
         v.close()
+
+
+# --- the event plumbing alone ------------------------------------------------------------------------
+
+def test_link_events_report_overrun_and_namespace_removal():
+    """ENOBUFS becomes ``lost=True`` (the agent then resyncs fully); a removed namespace name is noticed."""
+    from testbed.agent.events import LinkEvents, NetnsWatch
+
+    name = f"agev{os.getpid()}"
+    pr_netns.create(name)
+    watch = NetnsWatch([name])
+    ev = LinkEvents(name)
+    try:
+        ev.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # tiny: overflow after a few messages
+        with open_ns(name) as ipr:
+            ipr.link("add", ifname="d0", kind="dummy")
+            idx = ipr.link_lookup(ifname="d0")[0]
+            for i in range(60):
+                ipr.link("set", index=idx, state="up" if i % 2 == 0 else "down")
+        batch = ev.drain()
+        assert batch.lost, "60 unread link changes must overrun a 4 KiB socket buffer"
+        assert ev.drain().messages == 0  # drained
+        with open_ns(name) as ipr:
+            ipr.link("set", index=idx, state="up")
+        wait_until(lambda: "d0" in ev.drain().names, 5, "the next event after the overrun")
+        assert watch.missing() == []
+        pr_netns.remove(name)
+        assert watch.missing() == [name]
+    finally:
+        ev.close()
+        watch.close()
+        if netns_exists(name):
+            pr_netns.remove(name)

@@ -1,0 +1,242 @@
+"""``testbed traffic failover|rdma|hash|bondhash LAB``: real traffic through a running lab, figures and a verdict.
+
+Thin: parse, check root, call ``testbed.verify.LabTraffic``, print. Every
+import beyond argparse happens in the handler (this module is imported on
+every ``testbed`` invocation, and scapy alone takes ~10 s in a TCG guest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from typing import Any
+
+from testbed.commands.common import Progress, add_json, add_quiet, emit_json, require_root
+
+RAW = argparse.RawDescriptionHelpFormatter
+FAIL_EXIT = 11  # VerificationFailed.exit_code, without importing it here
+
+COMMON_EPILOG = """\
+output: a table of the figures, the failed checks and the verdict (--verbose: every check);
+--json: the result as JSON (its "series" too with --plot); --plot FILE.png: a figure (needs matplotlib,
+the 'plot' extra); --pcap FILE: the frames captured on the switch side of the NIC's wires (Linux SLL2:
+the interface index names the wire).
+exit status: 0 PASS, 11 FAIL, 2 usage, 6 no such lab, 8 timeout (the lab did not settle).
+"""
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=78)
+
+
+def _lab(name: str) -> Any:
+    from testbed import labstore
+    from testbed.errors import LabNotFound
+    from testbed.lab import Lab
+
+    rec = labstore.read(name)
+    if rec.state != "up":
+        raise LabNotFound(f"lab {name} is {rec.state}, not up",
+                          fix=f"`testbed up` it again, or `testbed clean --lab {name}`")
+    return Lab(rec.model(), agent=rec.agent)
+
+
+def _finish(args: argparse.Namespace, result: Any) -> int:
+    from testbed.verify.render import render
+
+    if args.plot:
+        from testbed.verify.plot import plot
+
+        plot(result, args.plot)
+    if args.json:
+        if result.kind in ("failover", "rdma"):
+            emit_json(result.to_dict(series=bool(args.plot)))
+        else:
+            emit_json(result.to_dict())
+    else:
+        print(render(result, verbose=args.verbose))
+        if args.plot:
+            print(f"plot: {args.plot}")
+        if args.pcap:
+            print(f"pcap: {args.pcap}")
+        if getattr(args, "restore_after", 1) is None and result.kind in ("failover", "rdma") and result.fail != "none":
+            host, _, port = result.fail.partition(":")
+            print(f"note: {result.fail} stays failed; repair it with `testbed restore {result.lab} {host} {port}`")
+    return 0 if result.passed else FAIL_EXIT
+
+
+def _tolerance(args: argparse.Namespace) -> Any:
+    from testbed.verify.failover import FailoverTolerance
+
+    return FailoverTolerance(agent_allowance_ms=args.allowance)
+
+
+def cmd_failover(args: argparse.Namespace) -> int:
+    require_root("traffic failover")
+    lab = _lab(args.lab)
+    from testbed.verify import LabTraffic
+
+    tr = LabTraffic(lab, progress=Progress(not (args.quiet or args.json)))
+    res = tr.failover(targets=args.target or ["server:vf0"], fail=args.fail, rate_pps=args.rate,
+                      duration_s=args.duration, fail_at_s=args.fail_at, restore_after_s=args.restore_after,
+                      flap=args.flap, directions=args.direction, flows=args.flows, compare_bond=not args.no_bond,
+                      fault=args.fault, tolerance=_tolerance(args), pcap=args.pcap)
+    return _finish(args, res)
+
+
+def cmd_rdma(args: argparse.Namespace) -> int:
+    require_root("traffic rdma")
+    lab = _lab(args.lab)
+    from testbed.verify import LabTraffic
+
+    tr = LabTraffic(lab, progress=Progress(not (args.quiet or args.json)))
+    res = tr.rdma(target=args.target, fail=None if args.no_fail else args.fail, qps=args.qps, rate_pps=args.rate,
+                  duration_s=args.duration, fail_at_s=args.fail_at, restore_after_s=args.restore_after,
+                  directions=args.direction, compare_bond=not args.no_bond, fault=args.fault,
+                  tolerance=_tolerance(args), pcap=args.pcap)
+    return _finish(args, res)
+
+
+def cmd_hash(args: argparse.Namespace) -> int:
+    require_root("traffic hash")
+    lab = _lab(args.lab)
+    from testbed.verify import HashTolerance, LabTraffic
+
+    tr = LabTraffic(lab, progress=Progress(not (args.quiet or args.json)))
+    res = tr.hash(flows=args.flows, fail=args.fail, target=args.target, directions=args.direction,
+                  packets_per_flow=args.packets_per_flow, rate_pps=args.rate, restore=not args.no_restore,
+                  fault=args.fault, tolerance=HashTolerance(alpha=args.alpha, max_deviation=args.max_deviation),
+                  pcap=args.pcap)
+    return _finish(args, res)
+
+
+def cmd_bondhash(args: argparse.Namespace) -> int:
+    require_root("traffic bondhash")
+    lab = _lab(args.lab)
+    from testbed.verify import LabTraffic
+
+    tr = LabTraffic(lab, progress=Progress(not (args.quiet or args.json)))
+    res = tr.bond_hash(args.policy, flows=args.flows, stack_flows=args.stack_flows,
+                       packets_per_flow=args.packets_per_flow, rate_pps=args.rate, pcap=args.pcap)
+    return _finish(args, res)
+
+
+def _outputs(p: argparse.ArgumentParser) -> None:
+    add_json(p)
+    add_quiet(p)
+    p.add_argument("--verbose", action="store_true", help="list every check, not only the failed ones")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the result (needs matplotlib)")
+    p.add_argument("--pcap", metavar="FILE", help="keep the frames captured on the NIC's wires (switch side)")
+
+
+def _stream_options(p: argparse.ArgumentParser, rate: float) -> None:
+    p.add_argument("--fail", default="server:pf0", metavar="HOST:PORT",
+                   help="the port whose wire fails (default server:pf0; HOST:active = the bond's active port)")
+    p.add_argument("--fault", choices=("carrier", "lacp"), default="carrier",
+                   help="carrier: the wire goes down (default); lacp: LACPDUs dropped on the wire (802.3ad)")
+    p.add_argument("--rate", type=float, default=rate, metavar="PPS", help=f"packets/s per stream (default {rate:g})")
+    p.add_argument("--duration", type=float, default=3.0, metavar="S", help="stream length (default 3; "
+                   "extended to 1 s past the last event)")
+    p.add_argument("--fail-at", type=float, default=1.0, metavar="S", help="failure this far in (default 1)")
+    p.add_argument("--restore-after", type=float, metavar="S",
+                   help="repair the port this long after the failure (default: it stays failed)")
+    p.add_argument("--direction", choices=("rx", "tx", "both"), default="both",
+                   help="rx: client -> target (RX steering), tx: target -> client (TX steering); default both")
+    p.add_argument("--no-bond", action="store_true", help="no bond stream beside the targets' (no reference gap)")
+    p.add_argument("--allowance", type=float, default=150.0, metavar="MS",
+                   help="how much longer than the bond's own outage the offload may lose packets "
+                        "(the agent's reaction; default 150)")
+
+
+def register(sub: Any) -> None:
+    top = sub.add_parser("traffic", help="verify a running lab with real traffic: failover, rdma, hash, bondhash",
+                         formatter_class=RAW,
+                         description=_wrap("Send sequenced streams through a running lab (raw sockets in its "
+                                           "namespaces), capture them at the destination and on the switch "
+                                           "side of the NIC's wires, "
+                                           "and judge them against stated tolerances."))
+    tsub = top.add_subparsers(dest="traffic_command", metavar="CHECK")
+    tsub.required = True
+
+    p = tsub.add_parser("failover", help="streams through a port failure: VF/RDMA gap next to the bond's",
+                        formatter_class=RAW,
+                        description=_wrap("Sequenced streams client<->target (both directions by default) and, beside "
+                                    "them, client<->bond (the reference), all on one schedule; the port fails "
+                                    "--fail-at seconds in. Per stream: sent, lost, lost beyond the bond's own "
+                                    "failover window (+ --allowance), duplicated, reordered, the gap around the "
+                                    "failure and the repair, the largest gap, and which wire carried it before "
+                                    "and after. PASS: no offload stream loses a packet beyond the bond's window, "
+                                    "none is duplicated or reordered, every stream continues on a live port."),
+                        epilog="examples:\n"
+                               "  sudo testbed traffic failover ab --target server:vf0 --target server:rdma0\n"
+                               "  sudo testbed traffic failover ab --restore-after 1.5 --plot failover.png\n\n"
+                               + COMMON_EPILOG)
+    p.add_argument("lab")
+    p.add_argument("--target", action="append", metavar="HOST:FN",
+                   help="server:vf0 (default), server:rdma0, server:bond; repeat for several side by side")
+    p.add_argument("--flows", type=int, default=1, help="flows per stream (default 1; hash labs spread them)")
+    p.add_argument("--flap", metavar="HOST:PORT",
+                   help="fail this port at the repair (bonding selftests' recovery case; needs --restore-after)")
+    _stream_options(p, 100.0)
+    _outputs(p)
+    p.set_defaults(func=cmd_failover)
+
+    p = tsub.add_parser("rdma", help="RoCEv2 to/from the RDMA function: ICRC intact, PSNs in order, across a failover",
+                        formatter_class=RAW,
+                        description=_wrap("RoCEv2 (UDP 4791, BTH, ICRC) between the client and the RDMA function, one "
+                                    "flow per queue pair, with a bond stream beside it; the port fails --fail-at "
+                                    "seconds in (--no-fail: none). PASS: every packet arrives with an intact ICRC, "
+                                    "PSNs advance per QP (no duplicate, no regression), nothing is lost beyond the "
+                                    "bond's own window."),
+                        epilog="example:\n  sudo testbed traffic rdma ab --restore-after 1\n\n" + COMMON_EPILOG)
+    p.add_argument("lab")
+    p.add_argument("--target", default="server:rdma0", metavar="HOST:FN", help="default server:rdma0")
+    p.add_argument("--qps", type=int, default=4, help="queue pairs (flows), default 4")
+    p.add_argument("--no-fail", action="store_true", help="no failure: integrity only")
+    _stream_options(p, 100.0)
+    _outputs(p)
+    p.set_defaults(func=cmd_rdma)
+
+    p = tsub.add_parser("hash", help="N flows over an active-active lab: stickiness, shares, moves on failure",
+                        formatter_class=RAW,
+                        description=_wrap("N flows (distinct 5-tuples) to and from a VF or the RDMA function of an "
+                                    "active-active lab (offload hash or vf-split), in phases: before, after --fail "
+                                    "and after the repair. Per phase: every flow on one wire, flows per port vs "
+                                    "the agent's table (tx) or the switch's LAG (rx, also predicted from its hash): "
+                                    "chi-squared p-value >= --alpha and max deviation; after the failure exactly "
+                                    "the dead port's flows moved, after the repair all are back."),
+                        epilog="examples:\n  sudo testbed traffic hash aah\n"
+                               "  sudo testbed traffic hash aah --fail server:pf0 --plot hash.png\n"
+                               "  sudo testbed traffic hash lacp --fail server:pf1 --fault lacp\n\n" + COMMON_EPILOG)
+    p.add_argument("lab")
+    p.add_argument("--target", default="server:vf0", metavar="HOST:FN", help="default server:vf0")
+    p.add_argument("--flows", type=int, default=256, help="flows (default 256)")
+    p.add_argument("--fail", metavar="HOST:PORT", help="fail this port between phases (default: no failure)")
+    p.add_argument("--fault", choices=("carrier", "lacp"), default="carrier", help="how the port fails")
+    p.add_argument("--no-restore", action="store_true", help="leave the port failed (no 'restored' phase)")
+    p.add_argument("--direction", choices=("rx", "tx", "both"), default="both", help="default both")
+    p.add_argument("--packets-per-flow", type=int, default=4, metavar="N", help="default 4")
+    p.add_argument("--rate", type=float, default=400.0, metavar="PPS", help="packets/s per direction (default 400)")
+    p.add_argument("--alpha", type=float, default=0.001, help="least chi-squared p-value (default 0.001)")
+    p.add_argument("--max-deviation", type=float, metavar="X",
+                   help="largest |share - expected| per port (default: 4 standard deviations for N flows)")
+    _outputs(p)
+    p.set_defaults(func=cmd_hash)
+
+    p = tsub.add_parser("bondhash", help="bond0's transmit hash: predicted port vs observed wire",
+                        formatter_class=RAW,
+                        description=_wrap("Flows leave through bond0 -- raw frames with random MACs, addresses and "
+                                    "ports, and datagrams of the kernel's own UDP stack -- and the port each "
+                                    "crossed (switch-side capture) is compared with the one the bonding driver's "
+                                    "formula predicts (traffic.bondhash). balance-xor / 802.3ad labs; the policy is "
+                                    "switched over netlink for the run and put back. PASS: 100 % agreement."),
+                        epilog="example:\n  sudo testbed traffic bondhash aah --policy all\n\n" + COMMON_EPILOG)
+    p.add_argument("lab")
+    p.add_argument("--policy", choices=("layer2", "layer2+3", "layer3+4", "all"),
+                   help="default: the lab's own policy")
+    p.add_argument("--flows", type=int, default=64, help="raw flows (default 64)")
+    p.add_argument("--stack-flows", type=int, default=16, help="kernel UDP flows (default 16)")
+    p.add_argument("--packets-per-flow", type=int, default=2, metavar="N", help="default 2")
+    p.add_argument("--rate", type=float, default=500.0, metavar="PPS", help="raw frames per second (default 500)")
+    _outputs(p)
+    p.set_defaults(func=cmd_bondhash)

@@ -1,0 +1,95 @@
+"""``lagstatus [HOST]``: each NIC's bond as the kernel reports it and the agent's mapping table, compact.
+
+``collect`` reads (``status.host_status`` + ``agent.json``); ``render`` is pure::
+
+    server [ab-server]: bond0 active-backup 198.18.0.1/24 active=pf1
+      * pf1    carrier=up   bond=active  mii=up
+        pf0    carrier=DOWN bond=backup  mii=down
+      agent: offload uses pf1; table (entry:port) 0:pf1
+      agent: last reaction 12:00:01.234 server: event (pf0,bond0): usable pf1; ... 3.2 ms
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+from testbed import status
+from testbed.errors import UsageError
+from testbed.topology import Topology
+
+
+def collect(topo: Topology, host: Optional[str] = None) -> Dict[str, Any]:
+    nic_hosts = [h for h in topo.hosts if h.nic]
+    if host is not None:
+        names = [h.name for h in nic_hosts]
+        if host not in names:
+            raise UsageError(f"lab {topo.name}: {host!r} is not a host with a NIC; NIC hosts: {', '.join(names)}")
+        nic_hosts = [h for h in nic_hosts if h.name == host]
+    return {"lab": topo.name, "hosts": [status.host_status(topo, h) for h in nic_hosts],
+            "agent": status.agent_status(topo.name)}
+
+
+def ranges(mapping: Sequence[Optional[str]]) -> str:
+    """``[pf0, pf0, pf1, None]`` -> ``0-1:pf0 2:pf1 3:drop`` (runs of equal entries)."""
+    out: List[str] = []
+    i = 0
+    while i < len(mapping):
+        j = i
+        while j + 1 < len(mapping) and mapping[j + 1] == mapping[i]:
+            j += 1
+        port = mapping[i] or "drop"
+        out.append(f"{i}:{port}" if i == j else f"{i}-{j}:{port}")
+        i = j + 1
+    return " ".join(out)
+
+
+def _port_line(p: Dict[str, Any], active: Optional[str]) -> str:
+    if not p.get("present"):
+        return f"    {p['name']:6} missing"
+    flag = "*" if p["name"] == active else " "
+    line = (f"  {flag} {p['name']:6} carrier={'up' if p.get('carrier') else 'DOWN':4} "
+            f"bond={p.get('bond_state') or '-':7} mii={p.get('mii_status') or '-'}")
+    if "lacp_actor" in p:
+        line += f" lacp={','.join(p['lacp_actor']) or '-'}"
+    return line
+
+
+def render(data: Dict[str, Any], rules: bool = False) -> str:
+    agent = data.get("agent") or {}
+    nics = agent.get("nics") or {}
+    out: List[str] = []
+    for h in data["hosts"]:
+        b = h["bond"]
+        head = f"{h['name']} [{h['netns']}]: {b['name']}"
+        if not b.get("present"):
+            out.append(head + " missing")
+            continue
+        head += f" {b.get('mode')} {b.get('address')}"
+        if b.get("mode") == "active-backup":
+            head += f" active={b.get('active_port') or '-'}"
+        out.append(head + f" offload={h['offload']['mode']}")
+        ports = sorted(b["ports"], key=lambda p: p["name"] != b.get("active_port"))
+        out += [_port_line(p, b.get("active_port")) for p in ports]
+        entry = nics.get(h["name"])
+        if not agent:
+            out.append("  agent: not running (no agent.json)")
+        elif not entry or "usable" not in entry:
+            out.append("  agent: no table for this NIC yet")
+        else:
+            usable = ",".join(entry.get("usable") or []) or "no port (rules drop)"
+            if agent.get("running") is False:
+                usable += f"  [agent stopped{': ' + agent['error'] if agent.get('error') else ''}]"
+            out.append(f"  agent: offload uses {usable}; table (entry:port) {ranges(entry.get('mapping') or [])}")
+            last = (entry.get("reactions") or [])[-1:]
+            if last:
+                r = last[0]
+                out.append(f"  agent: last reaction {r.get('time', '')} {r.get('text', '')}")
+        fns = h.get("vfs", []) + ([h["rdma"]] if h.get("rdma") else [])
+        for f in fns:
+            out.append(f"    {f['kind']:4} {f['name']:6} [{f['netns']}] {' '.join(f.get('addresses', []))} "
+                       f"rep={f['representor']}")
+        if rules:
+            for r in h.get("rules", []):
+                out.append(f"    {r['dev']:10} {r['hook']:7} prio {r['prio']:<4} {r['packets']:>8} pkts  "
+                           f"{r['label']}")
+    return "\n".join(out)

@@ -1,0 +1,387 @@
+"""The failover verdict (pure): streams through a port failure, the offload's loss laid over the bond's.
+
+All streams of a run share one schedule (``streams.run_streams``): sequence
+number ``k`` was due at the same instant in every stream.  So the bond's
+own outage, read from its stream as the run of sequence numbers it lost
+around an event, can be laid over a VF's or the RDMA function's stream
+packet by packet.
+
+Definitions (per stream; ``rx`` = client -> target, RX steering; ``tx`` =
+target -> client, TX steering):
+
+- ``lost``, ``duplicated``, ``reordered``, ``reordered_in_flow``,
+  ``largest_gap_ms``: as ``traffic.analysis.analyze_stream`` (arrivals at
+  the destination, sequence numbers ``0 .. ticks-1`` expected);
+- ``fail_gap_ms`` / ``restore_gap_ms``: the largest inter-arrival gap
+  overlapping ``window_ms`` around the failure / the repair;
+- send time of a sequence number: the ``tx_ns`` stamped in its packets
+  (the same instant in every stream; from whichever stream's copy arrived,
+  interpolated between neighbours for one lost everywhere).  Judging in
+  send time, not in the schedule, keeps the verdict right when the sender
+  falls behind and catches up (a loaded TCG guest does);
+- the **bond's window** around an event: from the earlier of the event's
+  start and the first packet the bond's stream of the same direction lost
+  near it, to the later of the event's end (the netlink call that fails the
+  port can take long in a slow guest; the carrier drops somewhere in it)
+  and the last one it lost (losses sought ``window_ms`` after the event);
+- ``lost_beyond_bond``: lost packets sent outside every bond window widened
+  by ``agent_allowance_ms`` after it (the offload follows the bond: the
+  agent reacts to the bond's netlink event, so its rules move that much
+  later at most).  For a bond stream: lost outside its own windows.
+- ``wires_before`` / ``wires_after`` / ``wires_restored``: packets of the
+  stream per port on the switch-side capture, by send time: before the
+  failure began, from ``agent_allowance_ms`` after it took effect (the
+  event's end) to the repair, and likewise after the repair; ``wire_*`` is
+  the port that carried most of them.
+
+Checks: per stream no duplicate and no in-flow reordering; every offload
+stream loses nothing beyond the bond's window (the acceptance figure);
+every stream carried traffic after the failure, on a live port; RoCEv2
+arrives with intact ICRC and its PSNs in order per QP; with
+``expect_return`` (an active-backup primary failed and repaired, or a hash
+mode, whose table is native again once every port is back) each stream is
+back on the port it used before the failure.
+
+Public API:
+    FailoverTolerance(agent_allowance_ms=150.0, window_ms=500.0, max_duplicated=0,
+                      max_reordered_in_flow=0)                             frozen dataclass
+    StreamMeta(name, target, kind, direction, flows)                      frozen dataclass
+    StreamFigures                                                          dataclass; .to_dict()
+    FailoverResult                                                         dataclass; kind "failover",
+        .passed, .verdict, .checks, .lost (beyond the bond's window, offload streams),
+        .lost_total, .stream(name), .bond_gap_ms, .offload_gap_ms, .summary, .to_dict(series=False)
+    RdmaResult(FailoverResult)                                             kind "rdma"; .icrc_bad, .psn_errors
+    SendTimes(record_lists, start_ns, rate_pps)(seq) -> ns                 send time of a sequence number
+    evaluate_failover(metas, records, wire_records, *, ticks, rate_pps, start_ns, events,
+                      failed_port, refused=None, expect_return=False, tolerance=FailoverTolerance())
+        -> (list[StreamFigures], list[Check], series dict)
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from testbed.verify.checks import Check, Verdicts, check
+from testbed.verify.psn import psn_order
+from traffic.analysis import analyze_stream, count_by_wire, gap_around, timeline
+
+SERIES_BUCKET_MS = 10.0
+
+
+@dataclass(frozen=True)
+class FailoverTolerance:
+    agent_allowance_ms: float = 150.0  # the offload may lose this much longer than the bond (agent reaction)
+    window_ms: float = 500.0  # how far after an event its gap and the bond's loss are sought
+    max_duplicated: int = 0
+    max_reordered_in_flow: int = 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StreamMeta:
+    name: str  # "vf0 rx"
+    target: str  # "server:vf0"
+    kind: str  # "vf" | "rdma" | "bond"
+    direction: str  # "rx" (client -> target) | "tx" (target -> client)
+    flows: int = 1
+
+    @property
+    def offload(self) -> bool:
+        return self.kind != "bond"
+
+
+@dataclass
+class StreamFigures:
+    name: str
+    target: str
+    kind: str
+    direction: str
+    flows: int
+    sent: int
+    refused: int
+    received: int
+    lost: int
+    lost_beyond_bond: int
+    duplicated: int
+    reordered: int
+    reordered_in_flow: int
+    largest_gap_ms: float
+    fail_gap_ms: Optional[float]
+    restore_gap_ms: Optional[float]
+    lost_runs: List[Tuple[int, int]]
+    allowed_windows: List[Tuple[float, float]]  # send-time ranges (ms from the start) where loss is the bond's
+    wires_before: Dict[str, int]
+    wires_after: Dict[str, int]
+    wires_restored: Dict[str, int]
+    wire_before: Optional[str]
+    wire_after: Optional[str]
+    wire_restored: Optional[str]
+    roce: Optional[Dict[str, Any]] = None  # psn.PsnReport.to_dict() for RoCEv2 streams
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = asdict(self)
+        out["lost_runs"] = [list(r) for r in self.lost_runs]
+        out["allowed_windows"] = [list(r) for r in self.allowed_windows]
+        return out
+
+
+@dataclass
+class FailoverResult(Verdicts):
+    lab: str
+    fail: str
+    rate_pps: float
+    duration_s: float
+    ticks: int
+    events: List[Dict[str, Any]]
+    tolerance: FailoverTolerance
+    streams: List[StreamFigures]
+    checks: List[Check]
+    agent: Dict[str, Any] = field(default_factory=dict)  # the agent's reactions to the events
+    send: Dict[str, Any] = field(default_factory=dict)  # schedule figures (max lateness, elapsed)
+    series: Dict[str, Any] = field(default_factory=dict, repr=False)  # per-wire timelines, for plots
+    kind: str = "failover"
+
+    def stream(self, name: str) -> StreamFigures:
+        for s in self.streams:
+            if s.name == name:
+                return s
+        raise KeyError(f"no stream {name!r}; streams: {', '.join(s.name for s in self.streams)}")
+
+    @property
+    def lost(self) -> int:
+        """Packets the offload (VF/RDMA streams) lost beyond the bond's own failover window."""
+        return sum(s.lost_beyond_bond for s in self.streams if s.kind != "bond")
+
+    @property
+    def lost_total(self) -> int:
+        """Every packet the offload streams lost, the bond's window included."""
+        return sum(s.lost for s in self.streams if s.kind != "bond")
+
+    @property
+    def bond_gap_ms(self) -> Dict[str, Optional[float]]:
+        return {s.direction: s.fail_gap_ms for s in self.streams if s.kind == "bond"}
+
+    @property
+    def offload_gap_ms(self) -> Dict[str, Optional[float]]:
+        return {s.name: s.fail_gap_ms for s in self.streams if s.kind != "bond"}
+
+    @property
+    def summary(self) -> str:
+        """``vf0 rx gap 31.2 ms (bond 24.0 ms), lost 9 (0 beyond the bond's window); ...``"""
+        bond = {s.direction: s for s in self.streams if s.kind == "bond"}
+        parts = []
+        for s in self.streams:
+            if s.kind == "bond":
+                continue
+            ref = bond.get(s.direction)
+            ref_gap = f" (bond {_ms(ref.fail_gap_ms)})" if ref is not None else ""
+            parts.append(f"{s.name} gap {_ms(s.fail_gap_ms)}{ref_gap}, lost {s.lost} "
+                         f"({s.lost_beyond_bond} beyond the bond's window)")
+        return "; ".join(parts)
+
+    def to_dict(self, series: bool = False) -> Dict[str, Any]:
+        out: Dict[str, Any] = {
+            "kind": self.kind, "lab": self.lab, "verdict": self.verdict, "passed": self.passed,
+            "fail": self.fail, "rate_pps": self.rate_pps, "duration_s": self.duration_s, "ticks": self.ticks,
+            "lost": self.lost, "lost_total": self.lost_total,
+            "bond_gap_ms": self.bond_gap_ms, "offload_gap_ms": self.offload_gap_ms,
+            "events": self.events, "tolerance": self.tolerance.to_dict(),
+            "streams": [s.to_dict() for s in self.streams], "checks": [c.to_dict() for c in self.checks],
+            "agent": self.agent, "send": self.send,
+        }
+        if series:
+            out["series"] = self.series
+        return out
+
+
+@dataclass
+class RdmaResult(FailoverResult):
+    """``failover`` restricted to RoCEv2 streams (and the bond's, for reference): ICRC and PSN order first."""
+
+    kind: str = "rdma"
+
+    @property
+    def icrc_bad(self) -> int:
+        return sum((s.roce or {}).get("icrc_bad", 0) for s in self.streams if s.kind == "rdma")
+
+    @property
+    def psn_errors(self) -> int:
+        return sum((s.roce or {}).get("regressions", 0) + (s.roce or {}).get("duplicates", 0)
+                   + (s.roce or {}).get("psn_mismatch", 0) for s in self.streams if s.kind == "rdma")
+
+
+def _ms(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.1f} ms"
+
+
+# -- evaluation ----------------------------------------------------------------------------------------
+
+
+def _majority(counts: Mapping[str, int]) -> Optional[str]:
+    return max(sorted(counts), key=lambda k: counts[k]) if counts else None
+
+
+class SendTimes:
+    """Send time (CLOCK_REALTIME ns) of every sequence number, from the stamps of what arrived anywhere."""
+
+    def __init__(self, record_lists: Sequence[Sequence[Any]], start_ns: int, rate_pps: float) -> None:
+        known: Dict[int, int] = {}
+        for recs in record_lists:
+            for r in recs:
+                if r.seq not in known or r.tx_ns < known[r.seq]:
+                    known[r.seq] = r.tx_ns
+        self.seqs = sorted(known)
+        self.times = [known[q] for q in self.seqs]
+        self.start_ns = start_ns
+        self.interval = 1e9 / rate_pps
+
+    def __call__(self, seq: int) -> int:
+        i = bisect.bisect_left(self.seqs, seq)
+        if i < len(self.seqs) and self.seqs[i] == seq:
+            return self.times[i]
+        if 0 < i < len(self.seqs):  # between two known: interpolate
+            q0, q1, t0, t1 = self.seqs[i - 1], self.seqs[i], self.times[i - 1], self.times[i]
+            return t0 + (t1 - t0) * (seq - q0) // (q1 - q0)
+        if i == len(self.seqs) and self.seqs:  # after the last known: its time plus the schedule's spacing
+            return self.times[-1] + round((seq - self.seqs[-1]) * self.interval)
+        return self.start_ns + round(seq * self.interval)
+
+
+def _lost_times(lost_runs: Sequence[Tuple[int, int]], when: SendTimes) -> List[int]:
+    return [when(q) for a, b in lost_runs for q in range(a, b + 1)]
+
+
+def _bond_windows(ref_lost: Sequence[int], events: Sequence[Tuple[int, int]], pre_ns: int,
+                  post_ns: int) -> List[Tuple[int, int]]:
+    """Per event (start, end ns): the bond's outage in send time (see the module docstring)."""
+    out = []
+    for ev0, ev1 in events:
+        near = [t for t in ref_lost if ev0 - pre_ns <= t <= ev1 + post_ns]
+        out.append((min([ev0] + near), max([ev1] + near)))
+    return out
+
+
+def _phases(records: Sequence[Any], fail: Optional[Tuple[int, int]], restore: Optional[Tuple[int, int]],
+            settle_ns: int):
+    """Split by send time: before the failure began, after it took effect (+ settle), after the repair
+    took effect (+ settle); what was sent in between is in transition and left out."""
+    before, after, restored = [], [], []
+    for r in records:
+        t = r.tx_ns
+        if fail is None or t < fail[0]:
+            before.append(r)
+        elif t >= fail[1] + settle_ns and (restore is None or t < restore[0]):
+            after.append(r)
+        elif restore is not None and t >= restore[1] + settle_ns:
+            restored.append(r)
+    return before, after, restored
+
+
+def _series(metas: Sequence[StreamMeta], records: Mapping[str, Sequence[Any]],
+            wire_records: Mapping[str, Sequence[Any]], start_ns: int, end_ns: int,
+            events: Sequence[Tuple[str, int]]) -> Dict[str, Any]:
+    bucket = SERIES_BUCKET_MS
+    wires: Dict[str, Dict[str, List[int]]] = {}
+    delivered: Dict[str, List[int]] = {}
+    for m in metas:
+        tl = timeline(wire_records.get(m.name, ()), bucket_ms=bucket, start_ns=start_ns, end_ns=end_ns)
+        for wire, counts in tl.wires.items():
+            wires.setdefault(wire, {})[m.name] = counts
+        dl = timeline(records.get(m.name, ()), bucket_ms=bucket, start_ns=start_ns, end_ns=end_ns)
+        delivered[m.name] = [sum(x) for x in zip(*dl.wires.values())] if dl.wires else []
+    return {"start_ns": start_ns, "bucket_ms": bucket, "wires": dict(sorted(wires.items())),
+            "delivered": delivered, "events": [{"name": n, "ns": ns} for n, ns in events]}
+
+
+def evaluate_failover(
+    metas: Sequence[StreamMeta],
+    records: Mapping[str, Sequence[Any]],
+    wire_records: Mapping[str, Sequence[Any]],
+    *,
+    ticks: int,
+    rate_pps: float,
+    start_ns: int,
+    events: Sequence[Tuple[Any, ...]],
+    failed_port: Optional[str],
+    refused: Optional[Mapping[str, int]] = None,
+    expect_return: bool = False,
+    tolerance: FailoverTolerance = FailoverTolerance(),
+    wires_captured: bool = True,
+) -> Tuple[List[StreamFigures], List[Check], Dict[str, Any]]:
+    """``events``: (name, start ns[, end ns]) in CLOCK_REALTIME -- names start with ``fail`` or ``restore``."""
+    spans = [(ev[1], ev[2] if len(ev) > 2 else ev[1]) for ev in events]
+    fail = next((sp for ev, sp in zip(events, spans) if ev[0].startswith("fail")), None)
+    restore = next((sp for ev, sp in zip(events, spans) if ev[0].startswith("restore")), None)
+    fail_ns = fail[0] if fail else None
+    restore_ns = restore[0] if restore else None
+    pre_ns = 5_000_000  # 5 ms before an event: the threads read the clock separately
+    post_ns = int(tolerance.window_ms * 1e6)
+    allowance_ns = int(tolerance.agent_allowance_ms * 1e6)
+    when = SendTimes([*records.values(), *wire_records.values()], start_ns, rate_pps)
+    reports = {m.name: analyze_stream(records.get(m.name, ()), expected=ticks, first_seq=0, event_ns=fail_ns,
+                                      window_ms=tolerance.window_ms) for m in metas}
+    lost_at = {m.name: _lost_times(reports[m.name].lost_runs, when) for m in metas}
+    bonds = {m.direction: m for m in metas if m.kind == "bond"}
+    figures: List[StreamFigures] = []
+    checks: List[Check] = []
+    for m in metas:
+        rep = reports[m.name]
+        ref = bonds.get(m.direction) or next(iter(bonds.values()), None)
+        windows = _bond_windows(lost_at[ref.name] if ref is not None else [], spans, pre_ns, post_ns)
+        extra = allowance_ns if m.offload else pre_ns
+        allowed = [(lo - pre_ns, hi + extra) for lo, hi in windows]
+        beyond = sum(1 for t in lost_at[m.name] if not any(lo <= t <= hi for lo, hi in allowed))
+        recs = records.get(m.name, ())
+        rgap = gap_around(recs, restore_ns, tolerance.window_ms) if restore_ns is not None else None
+        wb, wa, wr = (count_by_wire(p) for p in _phases(wire_records.get(m.name, ()), fail, restore, allowance_ns))
+        roce = psn_order(recs).to_dict() if m.kind == "rdma" else None
+        f = StreamFigures(
+            name=m.name, target=m.target, kind=m.kind, direction=m.direction, flows=m.flows, sent=ticks,
+            refused=(refused or {}).get(m.name, 0), received=rep.received, lost=rep.lost,
+            lost_beyond_bond=beyond, duplicated=rep.duplicated, reordered=rep.reordered,
+            reordered_in_flow=rep.reordered_in_flow, largest_gap_ms=round(rep.largest_gap_ms, 3),
+            fail_gap_ms=None if rep.event_gap_ms is None else round(rep.event_gap_ms, 3),
+            restore_gap_ms=None if rgap is None else round(rgap.ms, 3),
+            lost_runs=list(rep.lost_runs),
+            allowed_windows=[(round((lo - start_ns) / 1e6, 1), round((hi - start_ns) / 1e6, 1)) for lo, hi in allowed],
+            wires_before=wb, wires_after=wa, wires_restored=wr,
+            wire_before=_majority(wb), wire_after=_majority(wa), wire_restored=_majority(wr), roce=roce,
+        )
+        figures.append(f)
+        checks += _stream_checks(m, f, tolerance, failed_port, fail_ns, restore_ns, expect_return, wires_captured)
+    end_ns = start_ns + int(ticks * 1e9 / rate_pps)
+    series = _series(metas, records, wire_records, start_ns, end_ns, [(ev[0], ev[1]) for ev in events])
+    return figures, checks, series
+
+
+def _stream_checks(m: StreamMeta, f: StreamFigures, tol: FailoverTolerance, failed_port: Optional[str],
+                   fail_ns: Optional[int], restore_ns: Optional[int], expect_return: bool,
+                   wires_captured: bool) -> List[Check]:
+    out = [
+        check(f"{m.name}: duplicated", f.duplicated, f.duplicated <= tol.max_duplicated, f"<= {tol.max_duplicated}"),
+        check(f"{m.name}: reordered within a flow", f.reordered_in_flow,
+              f.reordered_in_flow <= tol.max_reordered_in_flow, f"<= {tol.max_reordered_in_flow}"),
+    ]
+    if m.offload:
+        out.append(check(f"{m.name}: lost beyond the bond's window", f.lost_beyond_bond, f.lost_beyond_bond == 0,
+                         f"0 (bond's window + {tol.agent_allowance_ms:g} ms)"))
+    else:
+        out.append(check(f"{m.name}: lost outside its failover window", f.lost_beyond_bond, f.lost_beyond_bond == 0,
+                         "0"))
+    if fail_ns is not None and wires_captured:
+        live = f.wire_after is not None and f.wire_after != failed_port
+        out.append(check(f"{m.name}: carried after the failure", f.wire_after or "nothing", live,
+                         f"a live port (not {failed_port})"))
+    if expect_return and restore_ns is not None and wires_captured and f.wire_before is not None:
+        out.append(check(f"{m.name}: back on its port after the repair", f.wire_restored or "nothing",
+                         f.wire_restored == f.wire_before, str(f.wire_before)))
+    if f.roce is not None:
+        out.append(check(f"{m.name}: ICRC intact", f.roce["icrc_bad"], f.roce["icrc_bad"] == 0 and f.received > 0,
+                         "0 bad, packets arrived"))
+        bad = f.roce["regressions"] + f.roce["duplicates"] + f.roce["psn_mismatch"]
+        out.append(check(f"{m.name}: PSNs in order per QP", bad, bad == 0, "0 regressions/duplicates"))
+    return out

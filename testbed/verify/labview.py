@@ -1,0 +1,162 @@
+"""What a verification reads from a running lab: which ports the bond, its switch-side partner and the agent use.
+
+- ``bond_usable``: the ports the NIC's bond transmits on now, by the agent's
+  own rule (``testbed.agent.rules.usable_ports`` over the bond's netlink
+  state) -- active-backup: the active port; balance-xor: MII up; 802.3ad:
+  collecting+distributing in the active aggregator.
+- ``partner_usable``: the same for the switch-side partner bond
+  ``<host>-lag`` (balance-xor / 802.3ad labs), which decides the port of
+  every frame *to* the NIC; reported as the NIC's port names.
+- ``agent_view``: the agent's ``agent.json`` entry for the host (usable,
+  mapping) -- ``None`` without an agent.
+- ``wait_settled``: until bond, partner and agent all use exactly the
+  expected ports (a deadline; says which of them did not).
+- ``reactions_since``: the agent's reactions finished after a moment.
+
+Public API:
+    LabView(lab)                                      -- lab: testbed.lab.Lab
+    .bond_usable(host) -> tuple[str, ...]
+    .partner(host) -> (switch netns, bond name, policy name) | None
+    .partner_usable(host) -> tuple[str, ...] | None
+    .agent_view(host) -> dict | None
+    .wait_settled(host, usable, timeout=30.0) -> None          WaitTimeout naming what lagged
+    .reactions_since(host, t_ns) -> list[dict]
+    .set_xmit_hash_policy(host, policy) -> str                  returns the previous policy
+    .set_updelay(host, ms) -> int                               returns the previous updelay (ms)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from testbed import naming
+from testbed.errors import UsageError, WaitTimeout
+from testbed.nl import ifindex, netlink_op, open_ns, wait_until
+from testbed.topology import Host, Nic
+
+XMIT_HASH = {"layer2": 0, "layer3+4": 1, "layer2+3": 2, "encap2+3": 3, "encap3+4": 4, "vlan+srcmac": 5}
+XMIT_HASH_NAME = {v: k for k, v in XMIT_HASH.items()}
+
+
+def _parse_stamp(text: str) -> Optional[float]:
+    """``2025-01-01T12:00:00.123`` (local time, the agent's stamp) -> epoch seconds."""
+    try:
+        base = time.mktime(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+        return base + int(text[20:23]) / 1000.0
+    except (ValueError, IndexError):
+        return None
+
+
+class LabView:
+    def __init__(self, lab: Any) -> None:
+        self.lab = lab
+        self.topo = lab.topo
+
+    def _nic(self, host: Host) -> Nic:
+        if host.nic is None:
+            raise UsageError(f"lab {self.topo.name}: host {host.name} has no NIC")
+        return host.nic
+
+    def partner_nic(self, host: Host) -> Optional[Nic]:
+        """The switch-side partner bond as a Nic-shaped object (for the agent's pure state functions)."""
+        nic = self._nic(host)
+        if nic.bond.mode == "active-backup":
+            return None
+        ports = tuple(naming.switch_port(host.name, p) for p in nic.ports)
+        bond = dataclasses.replace(nic.bond, name=naming.partner_bond(host.name))
+        return dataclasses.replace(nic, ports=ports, bond=bond, vfs=(), rdma=None)
+
+    def bond_usable(self, host: Host) -> Tuple[str, ...]:
+        from testbed.agent.rules import usable_ports
+        from testbed.agent.state import read_state
+
+        nic = self._nic(host)
+        with open_ns(host.netns) as ipr:
+            return usable_ports(nic, read_state(ipr, nic, host.netns))
+
+    def partner(self, host: Host) -> Optional[Tuple[str, str, str]]:
+        pn = self.partner_nic(host)
+        if pn is None:
+            return None
+        ns = self.topo.switch_netns
+        with open_ns(ns) as ipr:
+            link = ipr.get_links(ifindex(ipr, pn.bond.name, ns))[0]
+            data = link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+            policy = XMIT_HASH_NAME.get(data.get_attr("IFLA_BOND_XMIT_HASH_POLICY"), "layer2")
+        return ns, pn.bond.name, policy
+
+    def partner_usable(self, host: Host) -> Optional[Tuple[str, ...]]:
+        from testbed.agent.rules import usable_ports
+        from testbed.agent.state import read_state
+
+        pn = self.partner_nic(host)
+        if pn is None:
+            return None
+        back = {naming.switch_port(host.name, p): p for p in self._nic(host).ports}
+        with open_ns(self.topo.switch_netns) as ipr:
+            return tuple(back[p] for p in usable_ports(pn, read_state(ipr, pn, self.topo.switch_netns)))
+
+    def agent_view(self, host: Host) -> Optional[Dict[str, Any]]:
+        if not self.lab.agent:
+            return None
+        return self.lab.agent_nic(host.name) or None
+
+    def wait_settled(self, host: Host, usable: Sequence[str], timeout: float = 30.0) -> None:
+        want = tuple(sorted(usable))
+        seen: Dict[str, Any] = {}
+
+        def settled() -> bool:
+            seen["bond"] = tuple(sorted(self.bond_usable(host)))
+            partner = self.partner_usable(host)
+            seen["partner"] = None if partner is None else tuple(sorted(partner))
+            agent = self.agent_view(host)
+            seen["agent"] = None if agent is None else tuple(sorted(agent.get("usable") or ()))
+            return all(v is None or v == want for v in seen.values())
+
+        what = f"{host.name}: bond, switch partner and agent to use {list(want)}"
+        try:
+            wait_until(settled, timeout, what, interval=0.05)
+        except WaitTimeout:
+            lagging = "; ".join(f"{k} uses {list(v)}" for k, v in seen.items() if v is not None and v != want)
+            raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what} ({lagging})",
+                              fix="see `testbed status` and the agent log") from None
+
+    def reactions_since(self, host: Host, t_ns: int) -> List[Dict[str, Any]]:
+        from testbed.status import agent_status
+
+        st = agent_status(self.topo.name) or {}
+        out = []
+        for r in ((st.get("nics") or {}).get(host.name) or {}).get("reactions", []):
+            t = _parse_stamp(r.get("time", ""))
+            if t is not None and t * 1e9 >= t_ns - 1e6:
+                out.append({"trigger": r.get("trigger"), "usable": r.get("usable"), "latency_ms": r.get("latency_ms"),
+                            "done_after_event_ms": round(t * 1000 - t_ns / 1e6, 1), "error": r.get("error")})
+        return out
+
+    def set_xmit_hash_policy(self, host: Host, policy: str) -> str:
+        nic = self._nic(host)
+        if policy not in XMIT_HASH:
+            raise UsageError(f"unknown xmit_hash_policy {policy!r}", fix=f"one of: {', '.join(XMIT_HASH)}")
+        with open_ns(host.netns) as ipr:
+            idx = ifindex(ipr, nic.bond.name, host.netns)
+            data = ipr.get_links(idx)[0].get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+            old = XMIT_HASH_NAME.get(data.get_attr("IFLA_BOND_XMIT_HASH_POLICY"), "layer2")
+            if old != policy:
+                with netlink_op(f"{host.netns}: {nic.bond.name}: xmit_hash_policy {policy}"):
+                    ipr.link("set", index=idx, kind="bond", bond_xmit_hash_policy=XMIT_HASH[policy])
+        return old
+
+    def set_updelay(self, host: Host, ms: int) -> int:
+        """The bond's updelay (a multiple of miimon, as the kernel wants it); returns the previous one."""
+        nic = self._nic(host)
+        if ms < 0 or (nic.bond.miimon and ms % nic.bond.miimon):
+            raise UsageError(f"updelay {ms} ms", fix=f"a multiple of miimon ({nic.bond.miimon} ms)")
+        with open_ns(host.netns) as ipr:
+            idx = ifindex(ipr, nic.bond.name, host.netns)
+            data = ipr.get_links(idx)[0].get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+            old = data.get_attr("IFLA_BOND_UPDELAY") or 0
+            with netlink_op(f"{host.netns}: {nic.bond.name}: updelay {ms}"):
+                ipr.link("set", index=idx, kind="bond", bond_updelay=ms)
+        return old

@@ -1,0 +1,135 @@
+"""PNG figures of verification results (matplotlib, the optional ``plot`` extra; Agg backend, no display).
+
+- failover / rdma: packets per ms on each wire (one panel per port, a line
+  per stream) and delivered per stream, over time from the start, with the
+  failure and the repair marked;
+- hash: flows per table entry (the representor's ``tx:<e>`` rule counters,
+  coloured by the port the entry points to) and flows per port per phase and
+  direction against the expected share;
+- bondhash: flows per port per policy, agreement in the title.
+
+Public API:
+    plot(result, path) -> str          writes ``path`` (PNG), returns it; CapabilityError without matplotlib
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from testbed.errors import CapabilityError
+
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CapabilityError("--plot needs matplotlib",
+                              fix="pip install 'testbed[plot]' (or: pip install matplotlib)") from None
+    return plt
+
+
+def _failover(r: Any, path: str) -> None:
+    plt = _pyplot()
+    s = r.series
+    wires: Dict[str, Dict[str, List[int]]] = s.get("wires", {})
+    bucket = s.get("bucket_ms", 10.0)
+    start = s.get("start_ns", 0)
+    names = [st.name for st in r.streams]
+    color = {n: COLORS[i % len(COLORS)] for i, n in enumerate(names)}
+    panels = list(wires) + ["delivered"]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.3 * len(panels) + 0.8), sharex=True, squeeze=False)
+    for ax, panel in zip(axes[:, 0], panels):
+        series = wires[panel] if panel != "delivered" else s.get("delivered", {})
+        for name in names:
+            counts = series.get(name)
+            if not counts:
+                continue
+            xs = [i * bucket for i in range(len(counts))]
+            ax.step(xs, [c / bucket for c in counts], where="post", label=name, color=color[name], linewidth=1)
+        for ev in s.get("events", []):
+            x = (ev["ns"] - start) / 1e6
+            ax.axvline(x, color="red" if ev["name"].startswith("fail") else "green", linestyle="--", linewidth=1)
+        title = f"wire {panel} (switch side)" if panel != "delivered" else "delivered at the destination"
+        ax.set_ylabel("packets/ms")
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, ncol=min(6, len(names)), loc="upper right")
+    axes[-1, 0].set_xlabel(f"ms since the first packet ({bucket:g} ms buckets; red: failure, green: repair)")
+    fig.suptitle(f"{r.kind} on lab {r.lab}: {r.fail} -- {r.verdict}\n{r.summary}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _hash(r: Any, path: str) -> None:
+    plt = _pyplot()
+    buckets = r.buckets.get("before") or []
+    ports = sorted({p for ph in r.phases for p in ph.expected_share})
+    pcolor = {p: COLORS[i % len(COLORS)] for i, p in enumerate(ports)}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    if buckets:
+        ax1.bar([b["entry"] for b in buckets], [b["flows"] for b in buckets],
+                color=[pcolor.get(b["port"], "#999999") for b in buckets])
+        mean = sum(b["flows"] for b in buckets) / len(buckets)
+        ax1.axhline(mean, color="black", linestyle=":", linewidth=1, label=f"mean {mean:.1f}")
+        for p in ports:
+            ax1.bar([], [], color=pcolor[p], label=f"entry -> {p}")
+        ax1.legend(fontsize=8)
+        ax1.set_xlabel("TX table entry (hash & mask)")
+        ax1.set_ylabel("flows (rule packets / packets per flow)")
+        ax1.set_title("before the failure: flows per table entry", fontsize=9, loc="left")
+    else:
+        ax1.text(0.5, 0.5, "no per-entry counters (no tx direction)", ha="center", transform=ax1.transAxes)
+    groups = [f"{ph.phase}\n{ph.direction}" for ph in r.phases]
+    width = 0.8 / max(1, len(ports))
+    for i, p in enumerate(ports):
+        xs = [g + (i - (len(ports) - 1) / 2) * width for g in range(len(groups))]
+        ax2.bar(xs, [ph.per_port.get(p, 0) for ph in r.phases], width, color=pcolor[p], label=p)
+        ax2.scatter(xs, [ph.expected_share.get(p, 0) * ph.flows for ph in r.phases], marker="_", s=200,
+                    color="black", zorder=3)
+    ax2.set_xticks(range(len(groups)))
+    ax2.set_xticklabels(groups, fontsize=8)
+    ax2.set_ylabel("flows")
+    ax2.set_title("flows per port (bars) vs expected (black)", fontsize=9, loc="left")
+    ax2.legend(fontsize=8)
+    fig.suptitle(f"hash on lab {r.lab}: {r.flows} flows of {r.target}"
+                 + (f", fail {r.fail}" if r.fail else "") + f" -- {r.verdict}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _bondhash(r: Any, path: str) -> None:
+    plt = _pyplot()
+    ports = sorted({p for pol in r.policies for p in pol.usable})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(1, len(ports))
+    for i, p in enumerate(ports):
+        xs = [g + (i - (len(ports) - 1) / 2) * width for g in range(len(r.policies))]
+        ax.bar(xs, [pol.per_port.get(p, 0) for pol in r.policies], width, color=COLORS[i % len(COLORS)], label=p)
+    ax.set_xticks(range(len(r.policies)))
+    ax.set_xticklabels([f"{p.policy}\n{100 * p.agreement:.0f} % predicted" for p in r.policies], fontsize=8)
+    ax.set_ylabel("flows")
+    ax.legend(fontsize=8)
+    ax.set_title(f"bond0 transmit hash on lab {r.lab} ({r.mode}) -- {r.verdict}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot(result: Any, path: str) -> str:
+    kind = getattr(result, "kind", "")
+    if kind in ("failover", "rdma"):
+        _failover(result, path)
+    elif kind == "hash":
+        _hash(result, path)
+    elif kind == "bondhash":
+        _bondhash(result, path)
+    else:
+        raise ValueError(f"no plot for {kind!r}")
+    return path

@@ -1,0 +1,373 @@
+"""Several sequenced streams side by side, one schedule, captured at their ends and on the wires.
+
+``run_streams`` is ``traffic.run.run_stream`` for many streams at once, which
+a side-by-side comparison needs: one paced loop sends packet ``k`` of
+*every* stream at tick ``k`` (``start + k / rate``), so sequence number ``k``
+means the same instant in every stream and the VF's losses can be laid over
+the bond's packet by packet.  Around the loop:
+
+- one ``traffic.receiver.Receiver`` per destination (namespace, interface),
+  shared by the streams ending there and split by ``stream_id`` afterwards;
+- one for the wires: in the switch namespace, kept to the NIC's switch-side
+  ports, both directions (``include_outgoing``: frames the switch sends *to*
+  the NIC are outgoing there), so every record says which port carried it
+  (not bound to the ports: a socket bound to a port that goes admin down --
+  a failure -- ends with ENETDOWN);
+- ``events`` -- ``(name, at_s, fn)`` run on a helper thread at their offset
+  from the schedule's origin (a port failure, its repair), their
+  CLOCK_REALTIME start and end recorded;
+- a progress line each second when the stream lasts longer than one;
+- UDP "sink" sockets bound to the streams' destination ports in the
+  receiving namespaces, so the kernels there take the datagrams quietly
+  instead of answering each with ICMP port-unreachable (noise on the wires).
+
+Before the receivers start, every sender sends its first frame once (not
+captured): the switch's bridge learns the sources, so the streams do not
+begin with flooded frames on every wire.
+
+Public API:
+    StreamSpec(name, stream_id, tx, rx, templates)                  dataclass (tx/rx: stations.Station)
+    StreamsRun(specs, ticks, rate_pps, start_ns, first_ns, last_ns, elapsed_s, max_late_us, refused,
+               records, wire_records, events, rx_stats)            dataclass
+    EventRecord(name, at_s, ns, end_ns, error)                      NamedTuple (CLOCK_REALTIME ns)
+    write_pcap(path, frames) -> None                                sll2 pcap of CapturedFrames, by time
+    run_streams(specs, *, rate_pps, count, wires=None, events=(), settle_s=1.0, pcap=None,
+                progress=None, warmup=True) -> StreamsRun
+    wires = (switch_netns, {switch_port: host_port}); wire records carry the *host* port name.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+from testbed.errors import UsageError, WaitTimeout
+from testbed.verify.stations import Station
+from traffic.netns import run_in_netns
+from traffic.pcap import PcapWriter
+from traffic.receiver import CapturedFrame, Receiver
+from traffic.records import RxRecord
+from traffic.sender import RawSender, realtime_offset_ns
+
+START_LEAD_NS = 50_000_000  # the schedule starts 50 ms after the call: every thread is ready
+SPIN_NS = 80_000  # sleep until 80 us before a tick, then spin (as traffic.sender does)
+_REFUSED = (errno.ENOBUFS, errno.EAGAIN, errno.ENETDOWN)  # a dead path: counted, not raised
+PR_SET_TIMERSLACK = 29
+PR_GET_TIMERSLACK = 30
+_libc = ctypes.CDLL(None, use_errno=True)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class StreamSpec:
+    name: str  # "vf0 rx"
+    stream_id: int
+    tx: Station
+    rx: Station
+    templates: Sequence[Any]  # traffic.packets.FrameTemplate
+
+
+class EventRecord(NamedTuple):
+    name: str
+    at_s: float
+    ns: int  # CLOCK_REALTIME when fn() was called
+    end_ns: int  # ... when it returned
+    error: Optional[str]
+
+
+@dataclass
+class StreamsRun:
+    specs: List[StreamSpec]
+    ticks: int  # packets sent per stream (seq 0 .. ticks-1)
+    rate_pps: float  # per stream
+    start_ns: int  # CLOCK_REALTIME origin: tick k is due at start_ns + k / rate
+    first_ns: int
+    last_ns: int
+    elapsed_s: float
+    max_late_us: float
+    refused: Dict[str, int]  # stream -> frames its sender's device refused
+    records: Dict[str, List[RxRecord]]  # stream -> what arrived at its destination
+    wire_records: Dict[str, List[RxRecord]]  # stream -> its frames seen on the wires (ifname = host port)
+    events: List[EventRecord] = field(default_factory=list)
+    rx_stats: Dict[str, Dict[str, int]] = field(default_factory=dict)
+
+    def tick_of(self, ns: int) -> float:
+        """The (fractional) tick due at CLOCK_REALTIME ``ns``."""
+        return (ns - self.start_ns) * self.rate_pps / 1e9
+
+    def event(self, prefix: str) -> Optional[EventRecord]:
+        return next((e for e in self.events if e.name.startswith(prefix)), None)
+
+
+# -- pieces -------------------------------------------------------------------------------------------
+
+
+def _udp_sink(ip: str, port: int) -> Optional[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((ip, port))
+    except OSError:
+        sock.close()
+        return None  # in use or not an address here: the stream works without it
+    return sock
+
+
+class Sinks:
+    """UDP sockets bound to the destinations' ports, closed on exit."""
+
+    def __init__(self, specs: Sequence[StreamSpec]) -> None:
+        self.specs = specs
+        self.socks: List[socket.socket] = []
+
+    def __enter__(self) -> Sinks:
+        seen = set()
+        for spec in self.specs:
+            for t in spec.templates:
+                key = (spec.rx.netns, spec.rx.ip, t.flow.dport)
+                if key in seen or t.flow.proto == "tcp":
+                    continue
+                seen.add(key)
+                sock = run_in_netns(spec.rx.netns, _udp_sink, spec.rx.ip, t.flow.dport)
+                if sock is not None:
+                    self.socks.append(sock)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s in self.socks:
+            s.close()
+        self.socks.clear()
+
+
+class _Events:
+    """Runs ``fn``s at offsets from the schedule's origin, on one helper thread."""
+
+    def __init__(self, events: Sequence[Tuple[str, float, Callable[[], Any]]]) -> None:
+        self.events = sorted(events, key=lambda e: e[1])
+        self.done: List[EventRecord] = []
+        self.errors: List[BaseException] = []
+        self._cancel = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self, t0_mono_ns: int) -> None:
+        if self.events:
+            self._thread = threading.Thread(target=self._run, args=(t0_mono_ns,), name="verify-events", daemon=True)
+            self._thread.start()
+
+    def _run(self, t0: int) -> None:
+        for name, at_s, fn in self.events:
+            if self._cancel.wait(max(0.0, (t0 + at_s * 1e9 - time.monotonic_ns()) / 1e9)):
+                return
+            ns = time.time_ns()
+            try:
+                fn()
+                self.done.append(EventRecord(name, at_s, ns, time.time_ns(), None))
+            except BaseException as exc:  # re-raised by run_streams once the capture stopped
+                self.errors.append(exc)
+                self.done.append(EventRecord(name, at_s, ns, time.time_ns(), repr(exc)))
+
+    def finish(self, cancel: bool = False) -> None:
+        if cancel:
+            self._cancel.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+class _Ticker:
+    """A progress line per second while the schedule runs (only for schedules longer than 1 s)."""
+
+    def __init__(self, progress: Optional[Progress], total_s: float, what: str, count: int) -> None:
+        self.progress = progress if total_s > 1.0 else None
+        self.total_s = total_s
+        self.what = what
+        self.count = count
+        self.tick = [0]  # the sender's progress, written by the pacing loop
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self, t0_mono_ns: int) -> None:
+        if self.progress is None:
+            return
+        self._thread = threading.Thread(target=self._run, args=(t0_mono_ns,), name="verify-progress", daemon=True)
+        self._thread.start()
+
+    def _run(self, t0: int) -> None:
+        assert self.progress is not None
+        second = 1
+        while second < self.total_s:
+            if self._stop.wait(max(0.0, (t0 + second * 1e9 - time.monotonic_ns()) / 1e9)):
+                return
+            self.progress(f"{self.what}: {second:.0f} of {self.total_s:.1f} s, packet {self.tick[0]} of {self.count}")
+            second += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _paced_interleaved(
+    senders: Sequence[RawSender], templates: Sequence[Sequence[Any]], count: int, rate_pps: float, start_mono: int,
+    tick: Optional[List[int]] = None,
+) -> Tuple[int, int, int, float, List[int]]:
+    """Tick k: stamp and send packet k of every stream.  -> (start_rt, first_rt, last_rt, max_late_ns, refused)."""
+    sends = [s.sock.send for s in senders]
+    stamps = [[t.stamp for t in ts] for ts in templates]
+    sizes = [len(s) for s in stamps]
+    refused = [0] * len(sends)
+    mono = time.monotonic_ns
+    sleep = time.sleep
+    interval = 1e9 / rate_pps
+    max_late = 0
+    old_slack = _libc.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0)
+    _libc.prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)  # 1 us: sleeps end close to what was asked
+    try:
+        off = realtime_offset_ns()
+        first = last = start_mono + off
+        pairs = list(zip(sends, stamps, sizes, range(len(sends))))
+        for k in range(count):
+            target = start_mono + int(k * interval)
+            now = mono()
+            if now < target:
+                if target - now > SPIN_NS:
+                    sleep((target - now - SPIN_NS) / 1e9)  # poll: pacing loop
+                    now = mono()
+                while now < target:  # poll: spin to the tick
+                    sleep(0)  # lets the receivers and the event thread take the GIL
+                    now = mono()
+            if now - target > max_late:
+                max_late = now - target
+            last = now + off
+            if k == 0:
+                first = last
+            if tick is not None:
+                tick[0] = k
+            for send, st, n, j in pairs:
+                try:
+                    send(st[k % n](k, last))
+                except OSError as exc:
+                    if exc.errno not in _REFUSED:
+                        raise
+                    refused[j] += 1
+    finally:
+        if old_slack > 0:
+            _libc.prctl(PR_SET_TIMERSLACK, old_slack, 0, 0, 0)
+    return start_mono + off, first, last, max_late / 1000, refused
+
+
+def write_pcap(path: str, frames: Sequence[CapturedFrame]) -> None:
+    with PcapWriter(path, linktype="sll2") as pcap:
+        for f in sorted(frames, key=lambda f: f.rx_ns):
+            pcap.write(f.data, f.rx_ns, ifindex=f.ifindex, pkttype=f.pkttype)
+
+
+# -- the run ------------------------------------------------------------------------------------------
+
+
+def run_streams(
+    specs: Sequence[StreamSpec],
+    *,
+    rate_pps: float,
+    count: int,
+    wires: Optional[Tuple[str, Mapping[str, str]]] = None,
+    events: Sequence[Tuple[str, float, Callable[[], Any]]] = (),
+    settle_s: float = 1.0,
+    pcap: Optional[str] = None,
+    progress: Optional[Progress] = None,
+    warmup: bool = True,
+) -> StreamsRun:
+    if not specs:
+        raise UsageError("run_streams: no streams", fix="give at least one StreamSpec")
+    if count < 1 or rate_pps <= 0:
+        raise UsageError(f"run_streams: count {count} and rate {rate_pps} pps must be positive")
+    ids = [s.stream_id for s in specs]
+    if len(set(ids)) != len(ids) or len({s.name for s in specs}) != len(specs):
+        raise UsageError("run_streams: stream ids and names must be distinct")
+    by_id = {s.stream_id: s.name for s in specs}
+    senders: List[RawSender] = []
+    receivers: Dict[Tuple[str, str], Receiver] = {}
+    wire_rx: Dict[str, Receiver] = {}
+    runner = _Events(events)
+    ticker = _Ticker(progress, count / rate_pps, "traffic", count)
+    try:
+        for s in specs:
+            senders.append(RawSender(s.tx.netns, s.tx.ifname))
+        with Sinks(specs):
+            if warmup:
+                for snd, s in zip(senders, specs):
+                    try:
+                        snd.sock.send(s.templates[0].stamp(0, time.time_ns()))
+                    except OSError as exc:
+                        if exc.errno not in _REFUSED:
+                            raise
+            for s in specs:
+                key = (s.rx.netns, s.rx.ifname)
+                if key not in receivers:
+                    receivers[key] = Receiver(s.rx.netns, s.rx.ifname).start()
+            if wires is not None:
+                sw_ns, ports = wires
+                # namespace-wide, kept to the ports: a socket bound to a port that goes admin down
+                # (a failure) would end with ENETDOWN
+                wire_rx["wires"] = Receiver(sw_ns, None, ifnames=set(ports), include_outgoing=True,
+                                            keep_frames=pcap is not None).start()
+            t0 = time.monotonic_ns() + START_LEAD_NS
+            runner.start(t0)
+            ticker.start(t0)
+            try:
+                start_ns, first_ns, last_ns, max_late, refused = _paced_interleaved(
+                    senders, [s.templates for s in specs], count, rate_pps, t0, ticker.tick)
+            except BaseException:
+                runner.finish(cancel=True)
+                raise
+            finally:
+                ticker.stop()
+            runner.finish()
+            elapsed = (time.monotonic_ns() - t0) / 1e9
+            if progress is not None:
+                progress(f"sent {count} packets x {len(specs)} streams in {elapsed:.1f} s "
+                         f"(at most {max_late / 1000:.0f} ms behind the schedule); collecting")
+            # stragglers: until every stream is complete at its destination or the settle time is over
+            deadline = time.monotonic() + settle_s
+            for key, rx in receivers.items():
+                want = count * sum(1 for s in specs if (s.rx.netns, s.rx.ifname) == key)
+                try:
+                    rx.wait_count(want, timeout_s=max(0.0, deadline - time.monotonic()))
+                except WaitTimeout:
+                    pass  # losses (or other streams' frames counted): the analysis tells
+    finally:
+        for snd in senders:
+            snd.close()
+        dest_records = {key: rx.stop() for key, rx in receivers.items()}
+        wire_recs = {sw: rx.stop() for sw, rx in wire_rx.items()}
+    if runner.errors:
+        raise runner.errors[0]
+    dest_of = {s.stream_id: (s.rx.netns, s.rx.ifname) for s in specs}
+    records: Dict[str, List[RxRecord]] = {s.name: [] for s in specs}
+    for key, recs in dest_records.items():
+        for r in recs:
+            if dest_of.get(r.stream_id) == key:
+                records[by_id[r.stream_id]].append(r)
+    wire_records: Dict[str, List[RxRecord]] = {s.name: [] for s in specs}
+    if wires is not None:
+        port_of = dict(wires[1])
+        for recs in wire_recs.values():
+            for r in recs:
+                name = by_id.get(r.stream_id)
+                if name is not None:
+                    wire_records[name].append(r._replace(ifname=port_of[r.ifname]))
+        if pcap is not None:
+            write_pcap(pcap, [f for rx in wire_rx.values() for f in rx.frames])
+    stats = {f"{k[0]}/{k[1]}": rx.stats() for k, rx in receivers.items()}
+    stats.update({f"{wires[0]}/{sw}": rx.stats() for sw, rx in wire_rx.items()} if wires else {})
+    return StreamsRun(
+        specs=list(specs), ticks=count, rate_pps=rate_pps, start_ns=start_ns, first_ns=first_ns, last_ns=last_ns,
+        elapsed_s=elapsed, max_late_us=max_late,
+        refused={s.name: n for s, n in zip(specs, refused)},
+        records=records, wire_records=wire_records, events=list(runner.done), rx_stats=stats,
+    )
+

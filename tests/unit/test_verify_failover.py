@@ -1,0 +1,206 @@
+"""The failover verdict on synthetic captures: the offload's loss laid over the bond's, judged by send time."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import pytest
+
+from testbed.verify.failover import (
+    FailoverResult,
+    FailoverTolerance,
+    SendTimes,
+    StreamMeta,
+    evaluate_failover,
+)
+from traffic.records import RxRecord
+
+START = 1_700_000_000_000_000_000
+RATE = 100.0  # pps: tick k due at START + k * 10 ms
+TICKS = 300
+MS = 1_000_000
+
+
+def tx_at(k: int, late_ms: Dict[int, float] | None = None) -> int:
+    return START + k * 10 * MS + int((late_ms or {}).get(k, 0) * MS)
+
+
+def stream(sid: int, lost: Sequence[int] = (), wire=lambda k: "pf0", late_ms=None, kind="udp",
+           psn_of=None) -> tuple:
+    """(destination records, wire records) of one stream; ``wire(k)`` names the port packet k crossed."""
+    dest: List[RxRecord] = []
+    wires: List[RxRecord] = []
+    lost = set(lost)
+    for k in range(TICKS):
+        t = tx_at(k, late_ms)
+        w = wire(k)
+        wires.append(RxRecord(sid, 0, k, t, t + 20_000, 1, w, kind, 1, 2))
+        if k not in lost:
+            psn = psn_of(k) if psn_of else (k if kind == "roce" else None)
+            dest.append(RxRecord(sid, 0, k, t, t + 50_000, 2, "eth0", kind, 1, 2, psn,
+                                 True if kind == "roce" else None))
+    return dest, wires
+
+
+METAS = [StreamMeta("vf0 tx", "server:vf0", "vf", "tx"), StreamMeta("bond tx", "server:bond", "bond", "tx")]
+FAIL = ("fail server:pf0", START + 1000 * MS, START + 1002 * MS)  # tick 100, the call takes 2 ms
+
+
+TOL = FailoverTolerance(agent_allowance_ms=50.0)
+
+
+def run(vf_lost, bond_lost, wire=lambda k: "pf0" if k < 100 else "pf1", events=(FAIL,), late_ms=None,
+        tol=TOL, expect_return=False, metas=METAS):
+    recs, wires = {}, {}
+    for i, (m, lost) in enumerate(zip(metas, (vf_lost, bond_lost))):
+        recs[m.name], wires[m.name] = stream(i, lost, wire, late_ms)
+    return evaluate_failover(metas, recs, wires, ticks=TICKS, rate_pps=RATE, start_ns=START, events=list(events),
+                             failed_port="pf0", expect_return=expect_return, tolerance=tol)
+
+
+def by_name(figures):
+    return {f.name: f for f in figures}
+
+
+def test_offload_loss_inside_the_bonds_window_plus_allowance_passes():
+    # the bond loses ticks 100..103 (40 ms); the VF 4 ticks more (agent reaction, 40 ms < 50 ms allowance)
+    figs, checks, _ = run(range(100, 108), range(100, 104))
+    f = by_name(figs)
+    assert (f["vf0 tx"].lost, f["vf0 tx"].lost_beyond_bond) == (8, 0)
+    assert (f["bond tx"].lost, f["bond tx"].lost_beyond_bond) == (4, 0)
+    assert f["vf0 tx"].lost_runs == [(100, 107)]
+    assert all(c.passed for c in checks), [c.line() for c in checks if not c.passed]
+
+
+def test_offload_loss_past_the_allowance_is_counted_and_fails():
+    figs, checks, _ = run(range(100, 115), range(100, 104))  # 110 ms past the bond's last loss
+    f = by_name(figs)["vf0 tx"]
+    # allowed: up to the bond's last loss (tick 103, 1030 ms) + 50 ms -> tick 108; 109..114 are beyond
+    assert f.lost_beyond_bond == 6
+    failed = [c for c in checks if not c.passed]
+    assert [c.name for c in failed] == ["vf0 tx: lost beyond the bond's window"]
+    assert failed[0].measured == 6
+
+
+def test_loss_far_from_any_event_is_beyond_even_for_the_bond():
+    figs, checks, _ = run([250], [200])
+    f = by_name(figs)
+    assert f["vf0 tx"].lost_beyond_bond == 1 and f["bond tx"].lost_beyond_bond == 1
+    assert {c.name for c in checks if not c.passed} == {"vf0 tx: lost beyond the bond's window",
+                                                        "bond tx: lost outside its failover window"}
+
+
+def test_bond_without_loss_anchors_the_window_at_the_event_call():
+    # the bond lost nothing; the failure call spans 1000..1002 ms: the VF may lose until 1052 ms
+    figs, _, _ = run(range(100, 106), [])
+    assert by_name(figs)["vf0 tx"].lost_beyond_bond == 0
+    figs, _, _ = run(range(100, 107), [])  # tick 106 = 1060 ms: 8 ms late
+    assert by_name(figs)["vf0 tx"].lost_beyond_bond == 1
+
+
+def test_judged_by_send_time_when_the_sender_fell_behind():
+    """Ticks 60..65 are due at 600..650 ms: lost then, they are not the failure's (at 1000 ms).  If the
+    sender fell 400 ms behind and sent them at 1000..1050 ms, they are."""
+    figs, _, _ = run(range(60, 66), [])
+    assert by_name(figs)["vf0 tx"].lost_beyond_bond == 6
+    late = {k: 400.0 for k in range(55, 120)}
+    figs, _, _ = run(range(60, 66), [], late_ms=late)
+    assert by_name(figs)["vf0 tx"].lost_beyond_bond == 0
+
+
+def test_send_times_interpolate_lost_sequence_numbers():
+    recs = [RxRecord(1, 0, k, START + k * 10 * MS, 0, 0, "x", "udp", 0, 0) for k in (0, 10, 20)]
+    when = SendTimes([recs], START, RATE)
+    assert when(10) == START + 100 * MS
+    assert when(5) == START + 50 * MS  # between two known
+    assert when(25) == START + 250 * MS  # after the last: the schedule's spacing
+    assert SendTimes([], START, RATE)(7) == START + 70 * MS
+
+
+def test_wires_before_after_and_back():
+    def wire(k):
+        return "pf1" if 100 <= k < 200 else "pf0"
+
+    restore = ("restore server:pf0", START + 2000 * MS, START + 2001 * MS)
+    figs, checks, series = run(range(100, 104), range(100, 103), wire=wire, events=(FAIL, restore),
+                               expect_return=True)
+    f = by_name(figs)["vf0 tx"]
+    assert (f.wire_before, f.wire_after, f.wire_restored) == ("pf0", "pf1", "pf0")
+    assert f.wires_before == {"pf0": 100}
+    # after: from the call's end + allowance (1052 ms -> tick 106) to the repair (tick 200)
+    assert f.wires_after == {"pf1": 94}
+    assert f.restore_gap_ms is not None
+    assert any(c.name == "vf0 tx: back on its port after the repair" and c.passed for c in checks)
+    assert set(series["wires"]) == {"pf0", "pf1"} and series["bucket_ms"] == 10.0
+    assert [e["name"] for e in series["events"]] == ["fail server:pf0", "restore server:pf0"]
+
+
+def test_a_stream_left_on_the_failed_port_fails():
+    figs, checks, _ = run([], [], wire=lambda k: "pf0")
+    bad = {c.name for c in checks if not c.passed}
+    assert bad == {"vf0 tx: carried after the failure", "bond tx: carried after the failure"}
+
+
+def test_not_back_after_the_repair_fails_when_expected():
+    restore = ("restore server:pf0", START + 2000 * MS, START + 2001 * MS)
+    _, checks, _ = run([], [], wire=lambda k: "pf0" if k < 100 else "pf1", events=(FAIL, restore),
+                       expect_return=True)
+    assert {c.name for c in checks if not c.passed} == {"vf0 tx: back on its port after the repair",
+                                                        "bond tx: back on its port after the repair"}
+
+
+def test_duplicates_and_reordering_fail():
+    metas = METAS
+    recs, wires = {}, {}
+    for i, m in enumerate(metas):
+        recs[m.name], wires[m.name] = stream(i, (), lambda k: "pf0" if k < 100 else "pf1")
+    vf = recs["vf0 tx"]
+    vf.append(vf[50]._replace(rx_ns=vf[50].rx_ns + 5 * MS))  # a duplicate
+    a, b = vf[10], vf[11]
+    vf[10], vf[11] = a._replace(rx_ns=b.rx_ns), b._replace(rx_ns=a.rx_ns)  # 11 arrives before 10
+    figs, checks, _ = evaluate_failover(metas, recs, wires, ticks=TICKS, rate_pps=RATE, start_ns=START,
+                                        events=[FAIL], failed_port="pf0")
+    f = by_name(figs)["vf0 tx"]
+    assert (f.duplicated, f.reordered_in_flow) == (1, 1)
+    assert {c.name for c in checks if not c.passed} == {"vf0 tx: duplicated", "vf0 tx: reordered within a flow"}
+
+
+def test_roce_stream_psn_checks():
+    metas = [StreamMeta("rdma0 rx", "server:rdma0", "rdma", "rx"), StreamMeta("bond rx", "server:bond", "bond", "rx")]
+    recs, wires = {}, {}
+    recs["rdma0 rx"], wires["rdma0 rx"] = stream(0, range(100, 103), lambda k: "pf0" if k < 100 else "pf1",
+                                                 kind="roce")
+    recs["bond rx"], wires["bond rx"] = stream(1, range(100, 103), lambda k: "pf0" if k < 100 else "pf1")
+    figs, checks, _ = evaluate_failover(metas, recs, wires, ticks=TICKS, rate_pps=RATE, start_ns=START,
+                                        events=[FAIL], failed_port="pf0")
+    f = by_name(figs)["rdma0 rx"]
+    assert f.roce["ok"] and f.roce["gaps"] == 1 and f.roce["icrc_bad"] == 0
+    assert all(c.passed for c in checks)
+    # a corrupted frame (ICRC) and a PSN that went back
+    recs["rdma0 rx"][5] = recs["rdma0 rx"][5]._replace(icrc_ok=False)
+    recs["rdma0 rx"][20] = recs["rdma0 rx"][20]._replace(psn=3, seq=3 + 0)
+    _, checks, _ = evaluate_failover(metas, recs, wires, ticks=TICKS, rate_pps=RATE, start_ns=START,
+                                     events=[FAIL], failed_port="pf0")
+    bad = {c.name for c in checks if not c.passed}
+    assert {"rdma0 rx: ICRC intact", "rdma0 rx: PSNs in order per QP"} <= bad
+
+
+def test_result_figures_and_dict():
+    figs, checks, series = run(range(100, 108), range(100, 104))
+    res = FailoverResult(lab="ab", fail="server:pf0", rate_pps=RATE, duration_s=3.0, ticks=TICKS,
+                         events=[{"name": FAIL[0], "at_s": 1.0, "took_ms": 2.0, "error": None}],
+                         tolerance=FailoverTolerance(), streams=figs, checks=checks, series=series)
+    assert res.passed and res.verdict == "PASS"
+    assert res.lost == 0 and res.lost_total == 8
+    assert res.bond_gap_ms == {"tx": res.stream("bond tx").fail_gap_ms}
+    assert set(res.offload_gap_ms) == {"vf0 tx"}
+    d = res.to_dict()
+    assert d["kind"] == "failover" and d["verdict"] == "PASS" and "series" not in d
+    assert d["streams"][0]["lost_runs"] == [[100, 107]]
+    assert "series" in res.to_dict(series=True)
+    assert "vf0 tx gap" in res.summary and "(bond" in res.summary
+    with pytest.raises(KeyError):
+        res.stream("nope")
+    import json
+
+    json.dumps(res.to_dict(series=True))  # serializable as is
