@@ -19,6 +19,11 @@ Fixtures
 ``lab_factory`` (function scope)
     ``lab_factory(path, agent=True) -> Lab``: several labs in one test; all removed at teardown, the last
     built first.
+``shared_lab`` (class scope)
+    The lab of the class's (or, for test functions outside a class, the module's)
+    ``@pytest.mark.topology``, built once for all its tests and removed after the last one -- a lab takes
+    a minute to build in a TCG guest.  Tests that change it (fail a port, set an option) put it back.
+    Results are attached to the test that produced them.
 
 Order of checks: the marker, then the topology file (validated completely, so a bad file is reported
 on any machine), then the machine: missing root or kernel features make the test **fail** with the fix
@@ -37,13 +42,15 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 
 _counter = itertools.count()
 LABS = pytest.StashKey[List[Any]]()
 FAILED = pytest.StashKey[bool]()
+SHARED = pytest.StashKey[List[Any]]()  # on the config: labs shared by several tests
+REPORTED = pytest.StashKey[Dict[str, int]]()  # on the config: results of shared labs already attached
 
 
 def pytest_addoption(parser: Any) -> None:
@@ -114,18 +121,24 @@ def _remove(request: Any, labs: List[Any]) -> None:
         raise errors[0]
 
 
-def attach_results(item: Any, labs: List[Any]) -> None:
+def attach_results(item: Any, labs: List[Any], seen: Optional[Dict[str, int]] = None) -> None:
     """Every result of every lab as a user property ``testbed.<kind>`` = JSON on the test item: the call
-    and teardown reports carry it, and JUnit XML writes it (from the teardown report)."""
+    and teardown reports carry it, and JUnit XML writes it (from the teardown report).  ``seen``: per lab
+    name, how many of its results earlier tests already took (shared labs)."""
     for lab in labs:
-        for res in getattr(lab, "results", []):
+        results = getattr(lab, "results", [])
+        start = seen.get(lab.name, 0) if seen is not None else 0
+        for res in results[start:]:
             item.user_properties.append((f"testbed.{res.get('kind', 'result')}", json.dumps(res, default=str)))
+        if seen is not None:
+            seen[lab.name] = len(results)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: Any, call: Any):
-    if call.when == "call":
-        attach_results(item, item.stash.get(LABS, []))  # before the reports copy item.user_properties
+    if call.when == "call":  # before the reports copy item.user_properties
+        attach_results(item, item.stash.get(LABS, []))
+        attach_results(item, item.config.stash.get(SHARED, []), item.config.stash.setdefault(REPORTED, {}))
     outcome = yield
     report = outcome.get_result()
     if report.when == "call":
@@ -161,3 +174,31 @@ def lab(request: Any, lab_factory: Any):
     if marker is None or not marker.args:
         pytest.fail("the `lab` fixture needs @pytest.mark.topology('path/to/topology.yaml')", pytrace=False)
     return lab_factory(marker.args[0], agent=marker.kwargs.get("agent", True))
+
+
+@pytest.fixture(scope="class")
+def shared_lab(request: Any):
+    """The lab of the class's (or module's) ``@pytest.mark.topology``, shared by its tests."""
+    from testbed import loader
+    from testbed.lab import Lab
+
+    marker = request.node.get_closest_marker("topology")
+    if marker is None or not marker.args:
+        pytest.fail("the `shared_lab` fixture needs @pytest.mark.topology('path/to/topology.yaml') on the "
+                    "class (or the module: pytestmark)", pytrace=False)
+    test_file = str(getattr(request.node, "fspath", "") or "") or None
+    path = resolve_path(marker.args[0], test_file, str(request.config.rootpath))
+    name = unique_name()
+    loader.load(path, lab_name=name)
+    _unsupported(request.config)
+    lab = Lab.up(path, name=name, agent=marker.kwargs.get("agent", True))
+    shared = request.config.stash.setdefault(SHARED, [])
+    shared.append(lab)
+    try:
+        yield lab
+    finally:
+        shared.remove(lab)
+        if request.config.getoption("--testbed-keep") and request.session.testsfailed:
+            print(f"testbed: keeping lab {lab.name} (tests failed)")
+        else:
+            lab.down()

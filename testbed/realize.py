@@ -113,7 +113,8 @@ class Builder:
         nsfs.write_in_netns(name, nsfs.quiet_ipv6_writes())
 
     # -- links ------------------------------------------------------------
-    def veth(self, ns_a: str, name_a: str, ns_b: str, name_b: str, mac_a: Optional[str] = None) -> None:
+    def veth(self, ns_a: str, name_a: str, ns_b: str, name_b: str, mac_a: Optional[str] = None,
+             mac_b: Optional[str] = None) -> None:
         ipr = self.ns(ns_a)
         fd = os.open(os.path.join("/run/netns", ns_b), os.O_RDONLY)
         try:
@@ -129,8 +130,9 @@ class Builder:
                 attrs["address"] = mac_a
             ipr.link("set", index=idx, **attrs)
         ipr_b = self.ns(ns_b)
+        attrs_b = {"ifalias": mark, **({"address": mac_b} if mac_b else {})}
         with netlink_op(f"{ns_b}: {name_b}"):
-            ipr_b.link("set", index=ipr_b.link_lookup(ifname=name_b)[0], ifalias=mark)
+            ipr_b.link("set", index=ipr_b.link_lookup(ifname=name_b)[0], **attrs_b)
 
     def link_set(self, ns: str, ifname: str, **attrs: object) -> int:
         ipr = self.ns(ns)
@@ -243,7 +245,9 @@ class Builder:
         self.link_set(ns, nic.bond.name, state="up")
         for fn in nic.functions:
             self.step = f"{ns}: {fn.kind} {fn.name} ({fn.netns})"
-            self.veth(fn.netns, fn.name, ns, fn.rep, mac_a=fn.mac)
+            # The representor carries the bond's MAC: a VF's frame to the bond, looped by mirred into bond0's
+            # ingress, keeps the packet type it got on the representor, and only PACKET_HOST reaches ip_rcv.
+            self.veth(fn.netns, fn.name, ns, fn.rep, mac_a=fn.mac, mac_b=nic.mac)
             if fn.address:
                 self.addr(fn.netns, fn.name, fn.address)
             self.link_set(fn.netns, fn.name, state="up")

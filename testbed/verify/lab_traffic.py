@@ -51,6 +51,7 @@ from testbed.verify.failover import (
     FailoverResult,
     FailoverTolerance,
     RdmaResult,
+    Reaction,
     StreamMeta,
     evaluate_failover,
 )
@@ -197,8 +198,10 @@ class LabTraffic:
                     f2 = Fault(self.topo, host, port2, fault)
                     faults.append(("flap", f2))
                     events.append((f"fail {host.name}:{port2} (flap)", fail_at_s + restore_after_s, f2.apply))
-            last_event = max((at for _, at, _ in events), default=0.0)
-            total_s = max(duration_s, last_event + 1.0)
+            updelay_s = self.view.updelay(host) / 1000.0
+            last_event = max((at + (updelay_s if name.startswith("restore") else 0.0) for name, at, _ in events),
+                             default=0.0)
+            total_s = max(duration_s, last_event + 1.5)
             count = max(1, math.ceil(total_s * rate_pps))
             specs, metas = self._failover_specs(tgts, client, directions, flows)
             what = ", ".join(m.name for m in metas)
@@ -216,16 +219,20 @@ class LabTraffic:
             offload in ("hash", "vf-split")
             or (mode == "active-backup" and port == host.nic.primary and host.nic.bond.primary is not None
                 and host.nic.bond.primary_reselect in (None, "always")))
-        figures, checks, series = evaluate_failover(
-            metas, run.records, run.wire_records, ticks=run.ticks, rate_pps=rate_pps, start_ns=run.start_ns,
-            events=ev, failed_port=port, refused=run.refused, expect_return=expect_return, tolerance=tolerance)
-        errors = [e for e in run.events if e.error]
-        if errors:
-            checks.insert(0, check("failure injected", errors[0].error, False, "no error"))
-        agent: Dict[str, Any] = {}
+        agent: Dict[str, Any] = {"usable_before": list(usable), "reactions": []}
         if run.events:
             agent["reactions"] = self.view.reactions_since(host, run.events[0].ns)
-        agent["usable_before"] = list(usable)
+        reactions = [Reaction(r["done_ns"], r.get("latency_ms"), r.get("trigger") or "")
+                     for r in agent["reactions"] if not r.get("error")]
+        figures, checks, series = evaluate_failover(
+            metas, run.records, run.wire_records, ticks=run.ticks, rate_pps=rate_pps, start_ns=run.start_ns,
+            events=ev, failed_port=port, refused=run.refused, reactions=reactions, extra_ms=updelay_s * 1000,
+            expect_return=expect_return, tolerance=tolerance)
+        errors = [e for e in run.events if e.error] + [r for r in agent["reactions"] if r.get("error")]
+        if errors:
+            first = errors[0]
+            checks.insert(0, check("failure injected and followed", getattr(first, "error", None) or first["error"],
+                                   False, "no error"))
         if port is not None and restore_after_s is not None and flap is None:
             self.progress(f"waiting for {host.name}:{port} to be in use again")
             self.view.wait_settled(host, usable, SETTLE_TIMEOUT_S)

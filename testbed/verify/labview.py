@@ -22,6 +22,7 @@ Public API:
     .wait_settled(host, usable, timeout=30.0) -> None          WaitTimeout naming what lagged
     .reactions_since(host, t_ns) -> list[dict]
     .set_xmit_hash_policy(host, policy) -> str                  returns the previous policy
+    .updelay(host) -> int                                       the bond's updelay (ms), from the kernel
     .set_updelay(host, ms) -> int                               returns the previous updelay (ms)
 """
 
@@ -132,7 +133,8 @@ class LabView:
             t = _parse_stamp(r.get("time", ""))
             if t is not None and t * 1e9 >= t_ns - 1e6:
                 out.append({"trigger": r.get("trigger"), "usable": r.get("usable"), "latency_ms": r.get("latency_ms"),
-                            "done_after_event_ms": round(t * 1000 - t_ns / 1e6, 1), "error": r.get("error")})
+                            "done_ns": int(t * 1e9), "done_after_event_ms": round(t * 1000 - t_ns / 1e6, 1),
+                            "error": r.get("error")})
         return out
 
     def set_xmit_hash_policy(self, host: Host, policy: str) -> str:
@@ -147,6 +149,12 @@ class LabView:
                 with netlink_op(f"{host.netns}: {nic.bond.name}: xmit_hash_policy {policy}"):
                     ipr.link("set", index=idx, kind="bond", bond_xmit_hash_policy=XMIT_HASH[policy])
         return old
+
+    def updelay(self, host: Host) -> int:
+        nic = self._nic(host)
+        with open_ns(host.netns) as ipr:
+            link = ipr.get_links(ifindex(ipr, nic.bond.name, host.netns))[0]
+            return link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA").get_attr("IFLA_BOND_UPDELAY") or 0
 
     def set_updelay(self, host: Host, ms: int) -> int:
         """The bond's updelay (a multiple of miimon, as the kernel wants it); returns the previous one."""

@@ -14,6 +14,7 @@ Public API:
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Dict, List
 
 from testbed.errors import CapabilityError
@@ -52,15 +53,21 @@ def _failover(r: Any, path: str) -> None:
             xs = [i * bucket for i in range(len(counts))]
             ax.step(xs, [c / bucket for c in counts], where="post", label=name, color=color[name], linewidth=1)
         for ev in s.get("events", []):
-            x = (ev["ns"] - start) / 1e6
-            ax.axvline(x, color="red" if ev["name"].startswith("fail") else "green", linestyle="--", linewidth=1)
+            x0 = (ev["ns"] - start) / 1e6
+            x1 = (ev.get("end_ns", ev["ns"]) - start) / 1e6
+            mark = "red" if ev["name"].startswith("fail") else "green"
+            ax.axvline(x0, color=mark, linestyle="--", linewidth=1)
+            if x1 - x0 > bucket:
+                ax.axvspan(x0, x1, color=mark, alpha=0.12)  # the netlink call that made the event
         title = f"wire {panel} (switch side)" if panel != "delivered" else "delivered at the destination"
         ax.set_ylabel("packets/ms")
         ax.set_title(title, fontsize=9, loc="left")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, ncol=min(6, len(names)), loc="upper right")
-    axes[-1, 0].set_xlabel(f"ms since the first packet ({bucket:g} ms buckets; red: failure, green: repair)")
-    fig.suptitle(f"{r.kind} on lab {r.lab}: {r.fail} -- {r.verdict}\n{r.summary}", fontsize=9)
+    axes[-1, 0].set_xlabel(f"ms since the first packet ({bucket:g} ms buckets; red: failure, green: repair; "
+                           "shaded: while the call that made it ran)")
+    summary = textwrap.fill(r.summary, 150)
+    fig.suptitle(f"{r.kind} on lab {r.lab}: {r.fail} -- {r.verdict}\n{summary}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -43,15 +43,16 @@ def render_failover(r: Any, verbose: bool = False) -> str:
     ev = ", ".join(f"{e['name']} at {e['at_s']:g} s" for e in r.events) or "no failure"
     lines = [f"lab {r.lab}: {ev}; {len(r.streams)} streams x {r.rate_pps:g} pps for {r.duration_s:g} s"]
     roce = any(s.roce for s in r.streams)
-    header = ["stream", "sent", "lost", "beyond bond", "dup", "reord", "gap@fail", "gap@repair", "largest gap",
-              "wire before>after>repaired"]
+    header = ["stream", "sent", "lost", "in bond window", "in agent reaction", "beyond", "dup", "reord",
+              "gap@fail", "gap@repair", "largest gap", "wire before>after>end"]
     if roce:
         header += ["ICRC bad", "PSN errors"]
     rows = []
     for s in r.streams:
-        wires = " > ".join(w or "-" for w in (s.wire_before, s.wire_after, s.wire_restored))
-        row = [s.name, s.sent, s.lost, s.lost_beyond_bond, s.duplicated, s.reordered_in_flow, _ms(s.fail_gap_ms),
-               _ms(s.restore_gap_ms), _ms(s.largest_gap_ms), wires]
+        wires = " > ".join(w or "-" for w in (s.wire_before, s.wire_after, s.wire_end))
+        agent = s.lost_in_agent_reaction if s.kind != "bond" else "-"
+        row = [s.name, s.sent, s.lost, s.lost_in_bond_window, agent, s.lost_beyond_bond, s.duplicated,
+               s.reordered_in_flow, _ms(s.fail_gap_ms), _ms(s.restore_gap_ms), _ms(s.largest_gap_ms), wires]
         if roce:
             ro = s.roce or {}
             row += [ro.get("icrc_bad", "-"), (ro.get("regressions", 0) + ro.get("duplicates", 0)
@@ -63,15 +64,15 @@ def render_failover(r: Any, verbose: bool = False) -> str:
         if s.kind != "bond" and s.direction in bond:
             b = bond[s.direction]
             lines.append(f"{s.name}: gap {_ms(s.fail_gap_ms)} next to the bond's {_ms(b.fail_gap_ms)}; "
-                         f"lost {s.lost} (bond {b.lost}), {s.lost_beyond_bond} beyond the bond's window")
-    reactions = (r.agent or {}).get("reactions") or []
-    if reactions:
-        first = reactions[0]
-        lines.append(f"agent: first reaction done {first.get('done_after_event_ms')} ms after the failure began "
-                     f"(event->applied {first.get('latency_ms')} ms; usable {first.get('usable')})")
+                         f"lost {s.lost} (bond {b.lost}): {s.lost_in_bond_window} in the bond's window, "
+                         f"{s.lost_in_agent_reaction} while the agent reacted, {s.lost_beyond_bond} beyond")
+    for rc in (r.agent or {}).get("reactions") or []:
+        lines.append(f"agent: {rc.get('trigger')}: rules applied {rc.get('done_after_event_ms')} ms after the "
+                     f"{'failure' if r.events else 'start'} began (event->applied {rc.get('latency_ms')} ms), "
+                     f"usable {rc.get('usable')}")
     late = (r.send or {}).get("max_late_ms")
     if late is not None:
-        lines.append(f"sender: at most {late:g} ms behind its schedule; losses are judged by send time")
+        lines.append(f"sender: at most {late:g} ms behind its schedule (losses are judged by send time)")
     lines += _checks(r, verbose)
     return "\n".join(lines)
 

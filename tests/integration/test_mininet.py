@@ -82,6 +82,7 @@ def test_cli_scripted_session_fails_over_and_leaves_nothing():
         "lagstatus",
         "link sw server up",
         "pingall",
+        "iperf",
         "exit",
     ]
     t0 = time.monotonic()
@@ -123,6 +124,8 @@ def test_cli_scripted_session_fails_over_and_leaves_nothing():
     assert "agent: offload uses no port (rules drop); table (entry:port) 0:drop" in section(out, commands, "lagstatus")
     assert "offload uses pf0" in section(out, commands, "link sw server up")
     assert "Results: 0% dropped" in section(out, commands, "pingall")
+    iperf = section(out, commands, "iperf")  # Mininet's: client <-> the server's bond address
+    assert re.search(r"Results: \['[\d.]+ [KMG]?bits/sec', '[\d.]+ [KMG]?bits/sec'\]", iperf), iperf
 
     assert rc == 0, text[-3000:]
     assert f"lab {lab} removed" in text

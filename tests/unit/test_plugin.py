@@ -115,3 +115,21 @@ def test_topology_paths_resolve_from_the_test_file_then_the_rootdir(tmp_path):
     assert pytest_plugin.resolve_path("here.yaml", test_file, str(tmp_path)) == str(sub / "here.yaml")
     assert pytest_plugin.resolve_path("top.yaml", test_file, str(tmp_path)) == str(tmp_path / "top.yaml")
     assert pytest_plugin.resolve_path("missing.yaml", test_file, str(tmp_path)) == "missing.yaml"
+
+
+def test_results_of_a_shared_lab_go_to_the_test_that_made_them():
+    class Item:
+        def __init__(self):
+            self.user_properties = []
+
+    class SharedLab:
+        name = "s"
+        results = [{"kind": "hash", "n": 1}]
+
+    seen = {}
+    first, second = Item(), Item()
+    pytest_plugin.attach_results(first, [SharedLab], seen)
+    SharedLab.results.append({"kind": "failover", "n": 2})
+    pytest_plugin.attach_results(second, [SharedLab], seen)
+    assert [name for name, _ in first.user_properties] == ["testbed.hash"]
+    assert second.user_properties == [("testbed.failover", '{"kind": "failover", "n": 2}')]

@@ -9,6 +9,7 @@ import pytest
 from testbed.verify.failover import (
     FailoverResult,
     FailoverTolerance,
+    Reaction,
     SendTimes,
     StreamMeta,
     evaluate_failover,
@@ -50,12 +51,12 @@ TOL = FailoverTolerance(agent_allowance_ms=50.0)
 
 
 def run(vf_lost, bond_lost, wire=lambda k: "pf0" if k < 100 else "pf1", events=(FAIL,), late_ms=None,
-        tol=TOL, expect_return=False, metas=METAS):
+        tol=TOL, expect_return=False, metas=METAS, reactions=()):
     recs, wires = {}, {}
     for i, (m, lost) in enumerate(zip(metas, (vf_lost, bond_lost))):
         recs[m.name], wires[m.name] = stream(i, lost, wire, late_ms)
     return evaluate_failover(metas, recs, wires, ticks=TICKS, rate_pps=RATE, start_ns=START, events=list(events),
-                             failed_port="pf0", expect_return=expect_return, tolerance=tol)
+                             failed_port="pf0", expect_return=expect_return, tolerance=tol, reactions=reactions)
 
 
 def by_name(figures):
@@ -76,18 +77,40 @@ def test_offload_loss_past_the_allowance_is_counted_and_fails():
     figs, checks, _ = run(range(100, 115), range(100, 104))  # 110 ms past the bond's last loss
     f = by_name(figs)["vf0 tx"]
     # allowed: up to the bond's last loss (tick 103, 1030 ms) + 50 ms -> tick 108; 109..114 are beyond
-    assert f.lost_beyond_bond == 6
+    assert (f.lost_in_bond_window, f.lost_in_agent_reaction, f.lost_beyond_bond) == (9, 0, 6)
     failed = [c for c in checks if not c.passed]
-    assert [c.name for c in failed] == ["vf0 tx: lost beyond the bond's window"]
+    assert [c.name for c in failed] == ["vf0 tx: lost beyond the bond's window and the agent's reaction"]
     assert failed[0].measured == 6
+
+
+def test_loss_while_the_agent_reacted_is_told_apart():
+    """The agent's rules were in place 1150 ms in: what the VF lost until then (+ 50 ms) is its reaction."""
+    done = Reaction(START + 1150 * MS, 40.0, "bond0,pf0")
+    figs, checks, _ = run(range(100, 115), range(100, 104), reactions=[done])
+    f = by_name(figs)["vf0 tx"]
+    assert (f.lost_in_bond_window, f.lost_in_agent_reaction, f.lost_beyond_bond) == (9, 6, 0)
+    assert f.windows == [{"event": "fail server:pf0", "bond_from_ms": 1000.0, "bond_to_ms": 1030.0,
+                          "agent_done_ms": 1150.0}]
+    assert all(c.passed for c in checks)
+    assert [c.measured for c in checks if c.name == "agent reaction (bond0,pf0)"] == [40.0]
+    figs, _, _ = run(range(100, 125), range(100, 104), reactions=[done])  # until 1240 ms: 4 past 1200
+    assert by_name(figs)["vf0 tx"].lost_beyond_bond == 4
+
+
+def test_a_slow_agent_reaction_fails_its_own_check():
+    slow = Reaction(START + 1600 * MS, 620.0, "bond0")
+    _, checks, _ = run([], [], reactions=[slow])
+    bad = [c for c in checks if not c.passed]
+    assert [c.name for c in bad] == ["agent reaction (bond0)"] and bad[0].tolerance.startswith("<= 500 ms")
 
 
 def test_loss_far_from_any_event_is_beyond_even_for_the_bond():
     figs, checks, _ = run([250], [200])
     f = by_name(figs)
     assert f["vf0 tx"].lost_beyond_bond == 1 and f["bond tx"].lost_beyond_bond == 1
-    assert {c.name for c in checks if not c.passed} == {"vf0 tx: lost beyond the bond's window",
-                                                        "bond tx: lost outside its failover window"}
+    assert {c.name for c in checks if not c.passed} == {
+        "vf0 tx: lost beyond the bond's window and the agent's reaction",
+        "bond tx: lost outside its failover window"}
 
 
 def test_bond_without_loss_anchors_the_window_at_the_event_call():
@@ -125,28 +148,30 @@ def test_wires_before_after_and_back():
     figs, checks, series = run(range(100, 104), range(100, 103), wire=wire, events=(FAIL, restore),
                                expect_return=True)
     f = by_name(figs)["vf0 tx"]
-    assert (f.wire_before, f.wire_after, f.wire_restored) == ("pf0", "pf1", "pf0")
+    assert (f.wire_before, f.wire_after, f.wire_restored, f.wire_end) == ("pf0", "pf1", "pf0", "pf0")
+    assert f.flows_back == 1
     assert f.wires_before == {"pf0": 100}
     # after: from the call's end + allowance (1052 ms -> tick 106) to the repair (tick 200)
     assert f.wires_after == {"pf1": 94}
     assert f.restore_gap_ms is not None
-    assert any(c.name == "vf0 tx: back on its port after the repair" and c.passed for c in checks)
-    assert set(series["wires"]) == {"pf0", "pf1"} and series["bucket_ms"] == 10.0
+    assert any(c.name == "vf0 tx: flows back on their port at the end" and c.passed for c in checks)
+    assert set(series["wires"]) == {"pf0", "pf1"} and series["bucket_ms"] == 50.0  # ~5 packets a bucket
     assert [e["name"] for e in series["events"]] == ["fail server:pf0", "restore server:pf0"]
 
 
 def test_a_stream_left_on_the_failed_port_fails():
     figs, checks, _ = run([], [], wire=lambda k: "pf0")
     bad = {c.name for c in checks if not c.passed}
-    assert bad == {"vf0 tx: carried after the failure", "bond tx: carried after the failure"}
+    assert bad == {"vf0 tx: after the failure, packets on pf0 / on live ports",
+                   "bond tx: after the failure, packets on pf0 / on live ports"}
 
 
 def test_not_back_after_the_repair_fails_when_expected():
     restore = ("restore server:pf0", START + 2000 * MS, START + 2001 * MS)
     _, checks, _ = run([], [], wire=lambda k: "pf0" if k < 100 else "pf1", events=(FAIL, restore),
                        expect_return=True)
-    assert {c.name for c in checks if not c.passed} == {"vf0 tx: back on its port after the repair",
-                                                        "bond tx: back on its port after the repair"}
+    assert {c.name for c in checks if not c.passed} == {"vf0 tx: flows back on their port at the end",
+                                                        "bond tx: flows back on their port at the end"}
 
 
 def test_duplicates_and_reordering_fail():

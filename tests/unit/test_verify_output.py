@@ -70,9 +70,10 @@ def bondhash_result() -> BondHashResult:
 def test_failover_table_shows_the_offload_gap_next_to_the_bonds():
     text = render(failover_result())
     assert text.startswith("lab ab: fail server:pf0 at 1 s; 3 streams x 100 pps for 3 s")
-    assert "vf0 rx: gap 40.0 ms next to the bond's 40.0 ms; lost 3 (bond 3), 0 beyond the bond's window" in text
+    assert ("vf0 rx: gap 40.0 ms next to the bond's 40.0 ms; lost 3 (bond 3): 3 in the bond's window, "
+            "0 while the agent reacted, 0 beyond") in text
     assert "pf0 > pf1 > -" in text and "ICRC bad" in text
-    assert "agent: first reaction done 14.2 ms after the failure began" in text
+    assert "agent: bond0,pf0: rules applied 14.2 ms after the failure began (event->applied 3.1 ms)" in text
     assert text.rstrip().endswith("checks)") and "verdict: PASS" in text
 
 
