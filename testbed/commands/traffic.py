@@ -68,7 +68,8 @@ def _finish(args: argparse.Namespace, result: Any) -> int:
 def _tolerance(args: argparse.Namespace) -> Any:
     from testbed.verify.failover import FailoverTolerance
 
-    return FailoverTolerance(agent_allowance_ms=args.allowance)
+    return FailoverTolerance(agent_allowance_ms=args.allowance, agent_notice_ms=args.notice,
+                             max_agent_latency_ms=args.max_agent_latency)
 
 
 def cmd_failover(args: argparse.Namespace) -> int:
@@ -126,7 +127,8 @@ def _outputs(p: argparse.ArgumentParser) -> None:
     add_quiet(p)
     p.add_argument("--verbose", action="store_true", help="list every check, not only the failed ones")
     p.add_argument("--plot", metavar="FILE.png", help="draw the result (needs matplotlib)")
-    p.add_argument("--pcap", metavar="FILE", help="keep the frames captured on the NIC's wires (switch side)")
+    p.add_argument("--pcap", metavar="FILE", help="keep the frames captured on the NIC's wires (switch side); "
+                                                  "hash: FILE, FILE.failed, FILE.restored per phase")
 
 
 def _stream_options(p: argparse.ArgumentParser, rate: float) -> None:
@@ -143,9 +145,12 @@ def _stream_options(p: argparse.ArgumentParser, rate: float) -> None:
     p.add_argument("--direction", choices=("rx", "tx", "both"), default="both",
                    help="rx: client -> target (RX steering), tx: target -> client (TX steering); default both")
     p.add_argument("--no-bond", action="store_true", help="no bond stream beside the targets' (no reference gap)")
-    p.add_argument("--allowance", type=float, default=150.0, metavar="MS",
-                   help="how much longer than the bond's own outage the offload may lose packets "
-                        "(the agent's reaction; default 150)")
+    p.add_argument("--allowance", type=float, default=50.0, metavar="MS",
+                   help="slack around the bond's outage and the agent's reaction (default 50)")
+    p.add_argument("--notice", type=float, default=150.0, metavar="MS",
+                   help="how long after the bond's outage the agent may hear of it (default 150)")
+    p.add_argument("--max-agent-latency", type=float, default=500.0, metavar="MS",
+                   help="the agent's event -> rules applied, per reaction (default 500, sized for a TCG guest)")
 
 
 def register(sub: Any) -> None:
@@ -163,10 +168,12 @@ def register(sub: Any) -> None:
                         description=_wrap("Sequenced streams client<->target (both directions by default) and, beside "
                                     "them, client<->bond (the reference), all on one schedule; the port fails "
                                     "--fail-at seconds in. Per stream: sent, lost, lost beyond the bond's own "
-                                    "failover window (+ --allowance), duplicated, reordered, the gap around the "
-                                    "failure and the repair, the largest gap, and which wire carried it before "
-                                    "and after. PASS: no offload stream loses a packet beyond the bond's window, "
-                                    "none is duplicated or reordered, every stream continues on a live port."),
+                                    "failover window and the agent's reaction to it, duplicated, reordered, the gap "
+                                    "around the failure and the repair, the largest gap, and which wire carried it "
+                                    "before and after. PASS: no offload stream loses a packet beyond the bond's "
+                                    "window and the agent's reaction, none is duplicated or reordered, after the "
+                                    "failure nothing crosses the failed port, the agent reacts within "
+                                    "--max-agent-latency."),
                         epilog="examples:\n"
                                "  sudo testbed traffic failover ab --target server:vf0 --target server:rdma0\n"
                                "  sudo testbed traffic failover ab --restore-after 1.5 --plot failover.png\n\n"

@@ -16,6 +16,8 @@
 
 The NIC host's bond becomes its default Mininet interface (``NicHost``), so
 ``pingall``/``iperf`` and ``client ping server`` use the bond's address.
+``iperf`` (TCP) runs through ``testbed.mininet.iperf``: Mininet 2.3.0's own
+hangs with iperf >= 2.0.14.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from mininet.nodelib import LinuxBridge
 from testbed import labstore, naming, nsfs, realize, teardown
 from testbed.errors import BuildError, TestbedError, UsageError
 from testbed.mininet import netns
+from testbed.mininet.iperf import iperf_tcp
 from testbed.mininet.topo import SWITCH, LagTopo, NicHost
 
 Progress = Callable[[str], None]
@@ -158,6 +161,14 @@ class LagNet(Mininet):
         self.rec.state = "up"
         labstore.write(self.rec)
 
+    def iperf(self, hosts: Any = None, l4Type: str = "TCP", udpBw: str = "10M", fmt: Any = None,  # noqa: N803
+              seconds: int = 5, port: int = 5001) -> Any:
+        """Mininet's iperf; TCP through ``testbed.mininet.iperf``, which works with iperf >= 2.0.14."""
+        if l4Type != "TCP":
+            return super().iperf(hosts, l4Type, udpBw, fmt, seconds, port)
+        client, server = hosts or [self.hosts[0], self.hosts[-1]]
+        return iperf_tcp(self, client, server, fmt, seconds, port)
+
     def _register_bond(self, host: Any) -> None:
         """Tell Mininet about the bond, so it is the NIC host's default interface."""
         node = self[host.name]
@@ -172,6 +183,7 @@ class LagNet(Mininet):
         if self.stopped:
             return
         self.stopped = True
+        atexit.unregister(self._at_exit)
         if self.rec is None and not (self.hosts or self.switches):
             return  # nothing was built (e.g. the lab name was taken)
         try:

@@ -18,22 +18,23 @@ target -> client, TX steering):
   interpolated between neighbours for one lost everywhere).  Judging in
   send time, not in the schedule, keeps the verdict right when the sender
   falls behind and catches up (a loaded TCG guest does);
-- the **bond's window** around an event: from the earlier of the event's
-  start and the first packet the bond's stream of the same direction lost
-  near it, to the later of the event's end (the netlink call that fails the
-  port can take long in a slow guest; the carrier drops somewhere in it)
-  and the last one it lost (sought ``window_ms`` + ``extra_ms`` after the
-  event; ``extra_ms`` is the bond's updelay for a repair);
-- the **agent's reaction** to an event: until the last reaction the agent
-  finished (``agent.json``) after the event and before the next one.  The
-  offload follows the bond: the agent hears the bond's netlink event and
-  then moves its rules, so the offload loses until then;
+- the **bond's windows**: the span of each netlink call that made an event
+  (the carrier drops somewhere inside it; in a slow guest it can take
+  hundreds of ms) and each run of packets the bond's stream of the same
+  direction lost near an event (up to ``window_ms`` + ``extra_ms`` after
+  it; ``extra_ms`` is the bond's updelay, after which a repaired port comes
+  into use), overlapping ones merged;
+- the **agent's reaction**: the offload follows the bond -- the agent hears
+  the bond's netlink event, then moves its rules.  A reaction of the agent
+  (``agent.json``: when it was done and how long it took from hearing the
+  event) that heard of the change at most ``agent_notice_ms`` after a
+  window ended extends that window to when its rules were in place.  A
+  reaction heard later (a port that comes back after updelay) extends
+  nothing: what the offload lost before it is not the bond's doing;
 - per lost packet, by send time: ``lost_in_bond_window``, else
-  ``lost_in_agent_reaction`` (after the bond's window, before the agent's
-  reaction was done), else ``lost_beyond_bond`` -- with
-  ``agent_allowance_ms`` of slack after the later of the two ends (packets
-  in flight, the agent's millisecond time stamps).  For a bond stream
-  every loss outside its own windows is beyond.
+  ``lost_in_agent_reaction``, else ``lost_beyond_bond`` -- windows widened
+  by ``agent_allowance_ms`` (packets in flight, the agent's millisecond
+  stamps).  For a bond stream every loss outside its own windows is beyond.
 - ``wires_before`` / ``wires_after`` / ``wires_restored``: packets of the
   stream per port on the switch-side capture, by send time: before the
   failure began, from ``agent_allowance_ms`` after it took effect (the
@@ -53,8 +54,8 @@ mode, whose table is native again once every port is back) every flow
 ends on the port it used before the failure.
 
 Public API:
-    FailoverTolerance(agent_allowance_ms=50.0, max_agent_latency_ms=500.0, window_ms=500.0,
-                      max_duplicated=0, max_reordered_in_flow=0)          frozen dataclass
+    FailoverTolerance(agent_allowance_ms=50.0, agent_notice_ms=150.0, max_agent_latency_ms=500.0,
+                      window_ms=500.0, max_duplicated=0, max_reordered_in_flow=0)   frozen dataclass
     StreamMeta(name, target, kind, direction, flows)                      frozen dataclass
     Reaction(done_ns, latency_ms, trigger)                                NamedTuple (the agent's)
     StreamFigures                                                          dataclass; .to_dict()
@@ -83,7 +84,8 @@ SERIES_BUCKET_MS = 10.0  # the finest timeline bucket (plots)
 
 @dataclass(frozen=True)
 class FailoverTolerance:
-    agent_allowance_ms: float = 50.0  # slack after the bond's window / the agent's reaction
+    agent_allowance_ms: float = 50.0  # slack around the windows (packets in flight, ms time stamps)
+    agent_notice_ms: float = 150.0  # the agent hears of a change at most this long after a window ended
     max_agent_latency_ms: float = 500.0  # event -> rules applied, per reaction (TCG-sized; ~ms on a host)
     window_ms: float = 500.0  # how far after an event its gap and the bond's loss are sought
     max_duplicated: int = 0
@@ -133,7 +135,7 @@ class StreamFigures:
     fail_gap_ms: Optional[float]
     restore_gap_ms: Optional[float]
     lost_runs: List[Tuple[int, int]]
-    windows: List[Dict[str, Optional[float]]]  # per event, ms from the start: bond window, agent done
+    windows: List[Dict[str, Optional[float]]]  # ms from the start: bond window [from, to], agent done
     wires_before: Dict[str, int]
     wires_after: Dict[str, int]
     wires_restored: Dict[str, int]
@@ -282,37 +284,53 @@ def _lost_times(lost_runs: Sequence[Tuple[int, int]], when: SendTimes) -> List[i
     return [when(q) for a, b in lost_runs for q in range(a, b + 1)]
 
 
-def _bond_windows(ref_lost: Sequence[int], spans: Sequence[Tuple[int, int]], pre_ns: int,
-                  posts_ns: Sequence[int]) -> List[Tuple[int, int]]:
-    """Per event (start, end ns): the bond's outage in send time (see the module docstring)."""
-    out = []
-    for (ev0, ev1), post in zip(spans, posts_ns):
-        near = [t for t in ref_lost if ev0 - pre_ns <= t <= ev1 + post]
-        out.append((min([ev0] + near), max([ev1] + near)))
+def _merge(spans: Sequence[Tuple[int, int]]) -> List[List[int]]:
+    out: List[List[int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
     return out
 
 
-def _agent_done(reactions: Sequence[Reaction], spans: Sequence[Tuple[int, int]],
-                posts_ns: Sequence[int]) -> List[Optional[int]]:
-    """Per event: when the agent finished its last reaction to it (before the next event), if it did."""
-    out: List[Optional[int]] = []
-    for i, ((ev0, ev1), post) in enumerate(zip(spans, posts_ns)):
-        until = min(ev1 + post, spans[i + 1][0]) if i + 1 < len(spans) else ev1 + post
-        done = [r.done_ns for r in reactions if ev0 <= r.done_ns <= until]
-        out.append(max(done) if done else None)
-    return out
+def _bond_windows(ref_runs: Sequence[Tuple[int, int]], spans: Sequence[Tuple[int, int]], pre_ns: int,
+                  posts_ns: Sequence[int]) -> List[List[int]]:
+    """The event calls' spans and the reference's lost runs near an event (send time), merged."""
+    out = list(spans)
+    for a, b in ref_runs:
+        if any(ev0 - pre_ns <= b and a <= ev1 + post for (ev0, ev1), post in zip(spans, posts_ns)):
+            out.append((a, b))
+    return _merge(out)
+
+
+def _agent_windows(windows: Sequence[Sequence[int]], reactions: Sequence[Reaction], start_ns: int,
+                   notice_ns: int) -> List[Optional[int]]:
+    """Per window: until when the agent's reactions that heard of its change in time extend it (or None)."""
+    ends: List[Optional[int]] = [None] * len(windows)
+    for r in sorted(reactions, key=lambda r: r.done_ns):
+        heard = r.done_ns - int((r.latency_ms or 0.0) * 1e6)
+        if heard < start_ns:
+            continue
+        for i, (lo, hi) in enumerate(windows):
+            end = max(hi, ends[i] or hi)
+            if lo <= heard <= end + notice_ns:
+                ends[i] = max(end, r.done_ns)
+                break
+    return ends
 
 
 def _phases(records: Sequence[Any], fail: Optional[Tuple[int, int]], restore: Optional[Tuple[int, int]],
             settle_ns: int):
-    """Split by send time: before the failure began, after it took effect (+ settle), after the repair
-    took effect (+ settle); what was sent in between is in transition and left out."""
+    """Split by send time: before the failure began, after it took effect (+ settle) until shortly
+    before the repair, after the repair took effect (+ settle); what was sent in between is in
+    transition and left out."""
     before, after, restored = [], [], []
     for r in records:
         t = r.tx_ns
         if fail is None or t < fail[0]:
             before.append(r)
-        elif t >= fail[1] + settle_ns and (restore is None or t < restore[0]):
+        elif t >= fail[1] + settle_ns and (restore is None or t < restore[0] - settle_ns):
             after.append(r)
         elif restore is not None and t >= restore[1] + settle_ns:
             restored.append(r)
@@ -372,24 +390,26 @@ def evaluate_failover(
     pre_ns = 5_000_000  # 5 ms before an event: the threads read the clock separately
     posts = [int((tolerance.window_ms + (extra_ms if ev[0].startswith("restore") else 0)) * 1e6) for ev in events]
     slack_ns = int(tolerance.agent_allowance_ms * 1e6)
+    notice_ns = int(tolerance.agent_notice_ms * 1e6)
     when = SendTimes([*records.values(), *wire_records.values()], start_ns, rate_pps)
     reports = {m.name: analyze_stream(records.get(m.name, ()), expected=ticks, first_seq=0, event_ns=fail_ns,
                                       window_ms=tolerance.window_ms) for m in metas}
     lost_at = {m.name: _lost_times(reports[m.name].lost_runs, when) for m in metas}
-    done = _agent_done(reactions, spans, posts)
     bonds = {m.direction: m for m in metas if m.kind == "bond"}
     figures: List[StreamFigures] = []
     checks: List[Check] = []
     for m in metas:
         rep = reports[m.name]
         ref = bonds.get(m.direction) or next(iter(bonds.values()), None)
-        windows = _bond_windows(lost_at[ref.name] if ref is not None else [], spans, pre_ns, posts)
+        ref_runs = [(when(a), when(b)) for a, b in reports[ref.name].lost_runs] if ref is not None else []
+        windows = _bond_windows(ref_runs, spans, pre_ns, posts)
+        done = _agent_windows(windows, reactions, start_ns, notice_ns) if m.offload else [None] * len(windows)
+        pad = slack_ns if m.offload else pre_ns
         in_bond = in_agent = beyond = 0
         for t in lost_at[m.name]:
-            if any(lo - pre_ns <= t <= hi + (slack_ns if m.offload else pre_ns) for lo, hi in windows):
+            if any(lo - pre_ns <= t <= hi + pad for lo, hi in windows):
                 in_bond += 1
-            elif m.offload and any(d is not None and lo - pre_ns <= t <= d + slack_ns
-                                   for (lo, _), d in zip(windows, done)):
+            elif any(d is not None and lo - pre_ns <= t <= d + slack_ns for (lo, _), d in zip(windows, done)):
                 in_agent += 1
             else:
                 beyond += 1
@@ -413,8 +433,8 @@ def evaluate_failover(
             fail_gap_ms=None if rep.event_gap_ms is None else round(rep.event_gap_ms, 3),
             restore_gap_ms=None if rgap is None else round(rgap.ms, 3),
             lost_runs=list(rep.lost_runs),
-            windows=[{"event": ev[0], "bond_from_ms": _rel(lo, start_ns), "bond_to_ms": _rel(hi, start_ns),
-                      "agent_done_ms": _rel(d, start_ns)} for ev, (lo, hi), d in zip(events, windows, done)],
+            windows=[{"from_ms": _rel(lo, start_ns), "bond_to_ms": _rel(hi, start_ns), "agent_to_ms": _rel(d, start_ns)}
+                     for (lo, hi), d in zip(windows, done)],
             wires_before=wb, wires_after=wa, wires_restored=wr,
             wire_before=_majority(wb), wire_after=_majority(wa), wire_restored=_majority(wr),
             wire_end=_majority(count_by_wire(end)), flows_back=flows_back, roce=roce,

@@ -4,8 +4,8 @@
 
     lab = Lab.up("topologies/active-backup.yaml")
     r = lab.traffic.failover(targets=["server:vf0", "server:rdma0"], fail="server:pf0")
-    print(r.summary, r.verdict)        # vf0 rx gap 31.2 ms (bond 24.0 ms), lost 9 (0 beyond ...) ... PASS
-    assert r.lost == 0                 # nothing lost beyond the bond's own failover window
+    print(r.summary, r.verdict)   # vf0 rx gap 91.0 ms (bond 46.0 ms), lost 8 (0 during the agent's ... PASS
+    assert r.lost == 0            # nothing lost beyond the bond's own failover window and the agent's reaction
 
 Streams run between a target on the NIC host (``server:vf0``,
 ``server:rdma0``, ``server:bond``) and a plain host (``client``), in both
@@ -17,20 +17,21 @@ plugin attaches to the JUnit report.
 
 Methods (tolerances are dataclasses with stated defaults; see the modules):
 
-- ``failover(target="server:vf0", fail="server:pf0", *, targets=None, rate_pps=300, duration_s=3.0,
+- ``failover(target="server:vf0", fail="server:pf0", *, targets=None, rate_pps=100, duration_s=3.0,
   fail_at_s=1.0, restore_after_s=None, flap=None, directions=("rx", "tx"), flows=1, compare_bond=True,
   fault="carrier", tolerance=None, pcap=None, peer=None) -> FailoverResult`` -- the port fails
   ``fail_at_s`` into the streams (and is repaired ``restore_after_s`` later; ``flap="server:pf1"``
-  fails that port at the same moment, the bonding selftests' recovery case); a bond stream per
+  fails that port at the same moment, the bonding selftests' recovery case; the repair waits at least
+  0.5 s after the failure's netlink call returned); a bond stream per
   direction runs beside the targets' (``compare_bond``).  Without ``restore_after_s`` the port stays
   failed (``lab.restore(...)`` repairs it).  ``fail="server:active"`` picks the bond's active port.
 - ``rdma(target="server:rdma0", fail="server:pf0", *, qps=4, ...) -> RdmaResult`` -- the same with
   RoCEv2 (one flow per QP); ``fail=None`` checks integrity without a failure.
-- ``hash(flows=256, fail=None, *, target="server:vf0", directions=("tx", "rx"), packets_per_flow=4,
+- ``hash(flows=256, fail=None, *, target="server:vf0", directions=("rx", "tx"), packets_per_flow=4,
   rate_pps=400, restore=True, fault="carrier", tolerance=None, pcap=None, peer=None) -> HashResult``
   -- active-active labs (offload ``hash`` / ``vf-split``): phases before / failed / restored.
-- ``bond_hash(policy=None, *, flows=64, stack_flows=16, packets_per_flow=2, rate_pps=500)
-  -> BondHashResult`` -- balance-xor / 802.3ad: ``policy`` one of layer2, layer2+3, layer3+4,
+- ``bond_hash(policy=None, *, host=None, flows=64, stack_flows=16, packets_per_flow=2, rate_pps=500,
+  pcap=None) -> BondHashResult`` -- balance-xor / 802.3ad: ``policy`` one of layer2, layer2+3, layer3+4,
   a list of them, or "all"; the bond's policy is switched over netlink for the run and put back.
 """
 
@@ -72,6 +73,7 @@ DPORT = 5201
 DIRECTIONS = ("rx", "tx")
 POLICIES = ("layer2", "layer2+3", "layer3+4")
 SETTLE_TIMEOUT_S = 30.0  # bond, partner and agent agreeing after a change (LACP times out in 3 s)
+MIN_FAILED_S = 0.5  # a repair waits at least this long after the failure's netlink call returned
 
 
 def _quiet(_msg: str) -> None:
@@ -152,9 +154,10 @@ class LabTraffic:
              pcap: Optional[str] = None, peer: Optional[str] = None) -> RdmaResult:
         t = stations.resolve_target(self.topo, target)
         if t.kind != "rdma":
+            rdma = t.host.nic.rdma if t.host.nic else None
             raise UsageError(f"{target} is a {t.kind}, not an RDMA function",
-                             fix=f"the RDMA function: {t.host.name}:{t.host.nic.rdma.name}" if t.host.nic and
-                             t.host.nic.rdma else "this lab has no RDMA function (topology: rdma: true)")
+                             fix=f"use {t.host.name}:{rdma.name}" if rdma else "this lab has no RDMA function "
+                                                                              "(topology: rdma: true)")
         res = self._failover(RdmaResult, [target], fail, rate_pps, duration_s, fail_at_s, restore_after_s, None,
                              _directions(directions), qps, compare_bond, fault, tolerance or FailoverTolerance(),
                              pcap, peer)
@@ -179,18 +182,22 @@ class LabTraffic:
         client = stations.peer_station(self.topo, peer)
         port = None
         faults: List[Tuple[str, Fault]] = []
-        events: List[Tuple[str, float, Callable[[], Any]]] = []
+        events: List[Tuple[Any, ...]] = []
         usable = self._steady(host)
         try:
             if fail is not None:
                 fhost, port = self._fail_port(fail)
                 if fhost.name != host.name:
                     raise UsageError(f"fail {fail}: not on the targets' host {host.name}")
+                if not self.view.port_carrier(host, port):
+                    raise UsageError(f"lab {self.topo.name}: {host.name}:{port} is already down",
+                                     fix=f"testbed restore {self.topo.name} {host.name} {port}")
                 f1 = Fault(self.topo, host, port, fault)
                 faults.append(("fail", f1))
                 events.append((f"fail {host.name}:{port}", fail_at_s, f1.apply))
-                if restore_after_s is not None:
-                    events.append((f"restore {host.name}:{port}", fail_at_s + restore_after_s, f1.revert))
+                if restore_after_s is not None:  # never sooner than MIN_FAILED_S after the failure took effect
+                    events.append((f"restore {host.name}:{port}", fail_at_s + restore_after_s, f1.revert,
+                                   MIN_FAILED_S))
                 if flap is not None:
                     if restore_after_s is None:
                         raise UsageError("flap needs restore_after_s", fix="the flap happens at the repair")
@@ -199,7 +206,7 @@ class LabTraffic:
                     faults.append(("flap", f2))
                     events.append((f"fail {host.name}:{port2} (flap)", fail_at_s + restore_after_s, f2.apply))
             updelay_s = self.view.updelay(host) / 1000.0
-            last_event = max((at + (updelay_s if name.startswith("restore") else 0.0) for name, at, _ in events),
+            last_event = max((ev[1] + (updelay_s if ev[0].startswith("restore") else 0.0) for ev in events),
                              default=0.0)
             total_s = max(duration_s, last_event + 1.5)
             count = max(1, math.ceil(total_s * rate_pps))
@@ -233,9 +240,11 @@ class LabTraffic:
             first = errors[0]
             checks.insert(0, check("failure injected and followed", getattr(first, "error", None) or first["error"],
                                    False, "no error"))
-        if port is not None and restore_after_s is not None and flap is None:
+        if expect_return:
             self.progress(f"waiting for {host.name}:{port} to be in use again")
             self.view.wait_settled(host, usable, SETTLE_TIMEOUT_S)
+        elif run.events:
+            self._steady(host)  # bond, partner and agent agree again, on whatever the bond uses now
         return cls(
             lab=self.topo.name, fail=f"{host.name}:{port}" if port else "none", rate_pps=rate_pps,
             duration_s=round(total_s, 3), ticks=run.ticks,
@@ -267,7 +276,7 @@ class LabTraffic:
     # -- hash distribution ----------------------------------------------------------------------------
 
     def hash(self, flows: int = 256, fail: Optional[str] = None, *, target: str = "server:vf0",
-             directions: Union[str, Sequence[str]] = ("tx", "rx"), packets_per_flow: int = 4,
+             directions: Union[str, Sequence[str]] = DIRECTIONS, packets_per_flow: int = 4,
              rate_pps: float = 400.0, restore: bool = True, fault: str = "carrier",
              tolerance: Optional[HashTolerance] = None, pcap: Optional[str] = None,
              peer: Optional[str] = None) -> HashResult:

@@ -16,6 +16,7 @@
 Public API:
     LabView(lab)                                      -- lab: testbed.lab.Lab
     .bond_usable(host) -> tuple[str, ...]
+    .port_carrier(host, port) -> bool
     .partner(host) -> (switch netns, bond name, policy name) | None
     .partner_usable(host) -> tuple[str, ...] | None
     .agent_view(host) -> dict | None
@@ -76,6 +77,13 @@ class LabView:
         nic = self._nic(host)
         with open_ns(host.netns) as ipr:
             return usable_ports(nic, read_state(ipr, nic, host.netns))
+
+    def port_carrier(self, host: Host, port: str) -> bool:
+        from testbed.agent.state import read_state
+
+        nic = self._nic(host)
+        with open_ns(host.netns) as ipr:
+            return read_state(ipr, nic, host.netns).port(port).carrier
 
     def partner(self, host: Host) -> Optional[Tuple[str, str, str]]:
         pn = self.partner_nic(host)

@@ -75,6 +75,8 @@ def _failover(r: Any, path: str) -> None:
 
 def _hash(r: Any, path: str) -> None:
     plt = _pyplot()
+    from matplotlib.patches import Patch
+
     buckets = r.buckets.get("before") or []
     ports = sorted({p for ph in r.phases for p in ph.expected_share})
     pcolor = {p: COLORS[i % len(COLORS)] for i, p in enumerate(ports)}
@@ -83,10 +85,9 @@ def _hash(r: Any, path: str) -> None:
         ax1.bar([b["entry"] for b in buckets], [b["flows"] for b in buckets],
                 color=[pcolor.get(b["port"], "#999999") for b in buckets])
         mean = sum(b["flows"] for b in buckets) / len(buckets)
-        ax1.axhline(mean, color="black", linestyle=":", linewidth=1, label=f"mean {mean:.1f}")
-        for p in ports:
-            ax1.bar([], [], color=pcolor[p], label=f"entry -> {p}")
-        ax1.legend(fontsize=8)
+        line = ax1.axhline(mean, color="black", linestyle=":", linewidth=1, label=f"mean {mean:.1f}")
+        handles = [Patch(color=pcolor[p], label=f"entry -> {p}") for p in ports]
+        ax1.legend(handles=[line] + handles, fontsize=8)
         ax1.set_xlabel("TX table entry (hash & mask)")
         ax1.set_ylabel("flows (rule packets / packets per flow)")
         ax1.set_title("before the failure: flows per table entry", fontsize=9, loc="left")

@@ -13,9 +13,12 @@ the bond's packet by packet.  Around the loop:
   the NIC are outgoing there), so every record says which port carried it
   (not bound to the ports: a socket bound to a port that goes admin down --
   a failure -- ends with ENETDOWN);
-- ``events`` -- ``(name, at_s, fn)`` run on a helper thread at their offset
-  from the schedule's origin (a port failure, its repair), their
-  CLOCK_REALTIME start and end recorded;
+- ``events`` -- ``(name, at_s, fn)`` or ``(name, at_s, fn, gap_s)`` run on a
+  helper thread at their offset from the schedule's origin (a port failure,
+  its repair), but not before ``gap_s`` after the previous event's call
+  returned (a failure whose netlink call took long in a slow guest still
+  gets its time before the repair); their CLOCK_REALTIME start and end are
+  recorded;
 - a progress line each second when the stream lasts longer than one;
 - UDP "sink" sockets bound to the streams' destination ports in the
   receiving namespaces, so the kernels there take the datagrams quietly
@@ -147,8 +150,8 @@ class Sinks:
 class _Events:
     """Runs ``fn``s at offsets from the schedule's origin, on one helper thread."""
 
-    def __init__(self, events: Sequence[Tuple[str, float, Callable[[], Any]]]) -> None:
-        self.events = sorted(events, key=lambda e: e[1])
+    def __init__(self, events: Sequence[Tuple[Any, ...]]) -> None:
+        self.events = sorted(((e[0], e[1], e[2], e[3] if len(e) > 3 else 0.0) for e in events), key=lambda e: e[1])
         self.done: List[EventRecord] = []
         self.errors: List[BaseException] = []
         self._cancel = threading.Event()
@@ -160,8 +163,10 @@ class _Events:
             self._thread.start()
 
     def _run(self, t0: int) -> None:
-        for name, at_s, fn in self.events:
-            if self._cancel.wait(max(0.0, (t0 + at_s * 1e9 - time.monotonic_ns()) / 1e9)):
+        prev_end = 0
+        for name, at_s, fn, gap_s in self.events:
+            due = max(t0 + int(at_s * 1e9), prev_end + int(gap_s * 1e9))
+            if self._cancel.wait(max(0.0, (due - time.monotonic_ns()) / 1e9)):
                 return
             ns = time.time_ns()
             try:
@@ -170,6 +175,7 @@ class _Events:
             except BaseException as exc:  # re-raised by run_streams once the capture stopped
                 self.errors.append(exc)
                 self.done.append(EventRecord(name, at_s, ns, time.time_ns(), repr(exc)))
+            prev_end = time.monotonic_ns()
 
     def finish(self, cancel: bool = False) -> None:
         if cancel:
@@ -242,12 +248,12 @@ def _paced_interleaved(
                     now = mono()
             if now - target > max_late:
                 max_late = now - target
-            last = now + off
             if k == 0:
-                first = last
+                first = now + off
             if tick is not None:
                 tick[0] = k
             for send, st, n, j in pairs:
+                last = mono() + off  # each frame its own stamp: another thread may run between two sends
                 try:
                     send(st[k % n](k, last))
                 except OSError as exc:
@@ -275,7 +281,7 @@ def run_streams(
     rate_pps: float,
     count: int,
     wires: Optional[Tuple[str, Mapping[str, str]]] = None,
-    events: Sequence[Tuple[str, float, Callable[[], Any]]] = (),
+    events: Sequence[Tuple[Any, ...]] = (),
     settle_s: float = 1.0,
     pcap: Optional[str] = None,
     progress: Optional[Progress] = None,

@@ -163,3 +163,22 @@ def test_followed_lines_tell_what_moved():
                  usable_after=("pf0", "pf1"), bond_ms=5.0, agent_ms=9.0)
     assert g.lines()[0] == "  bond0: uses pf0,pf1 (was pf1); pf0 up after 5 ms"
     assert g.lines()[1] == "  agent: offload uses pf0,pf1 (nothing to move)"
+
+
+SERVER_OUT = """Server listening on TCP port 5001
+read tcp flags (peer close) failed
+(null)local 10.0.0.2 port 5001 connected with 10.0.0.1 port 57580 (icwnd/mss/irtt=14/1448/40)
+[  1] local 10.0.0.2 port 5001 connected with 10.0.0.1 port 57588 (icwnd/mss/irtt=14/1448/22)
+[ ID] Interval       Transfer     Bandwidth
+[  1] 0.0000-2.0014 sec  3.66 GBytes  15.7 Gbits/sec
+"""
+
+
+def test_iperf_waits_for_the_report_of_the_clients_own_connection():
+    """iperf 2.1 prints no report for Mininet's telnet probe (port 57580): only the test's counts."""
+    from testbed.mininet.iperf import report_after
+
+    report = report_after(SERVER_OUT, "57588")
+    assert report is not None and report.rstrip().endswith("15.7 Gbits/sec")
+    assert report_after(SERVER_OUT.split("[ ID]")[0], "57588") is None, "connected, no report yet"
+    assert report_after(SERVER_OUT, "5758") is None, "whole port numbers only"

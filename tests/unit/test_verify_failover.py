@@ -89,12 +89,35 @@ def test_loss_while_the_agent_reacted_is_told_apart():
     figs, checks, _ = run(range(100, 115), range(100, 104), reactions=[done])
     f = by_name(figs)["vf0 tx"]
     assert (f.lost_in_bond_window, f.lost_in_agent_reaction, f.lost_beyond_bond) == (9, 6, 0)
-    assert f.windows == [{"event": "fail server:pf0", "bond_from_ms": 1000.0, "bond_to_ms": 1030.0,
-                          "agent_done_ms": 1150.0}]
+    assert f.windows == [{"from_ms": 1000.0, "bond_to_ms": 1030.0, "agent_to_ms": 1150.0}]
     assert all(c.passed for c in checks)
     assert [c.measured for c in checks if c.name == "agent reaction (bond0,pf0)"] == [40.0]
     figs, _, _ = run(range(100, 125), range(100, 104), reactions=[done])  # until 1240 ms: 4 past 1200
     assert by_name(figs)["vf0 tx"].lost_beyond_bond == 4
+
+
+def test_a_reaction_heard_long_after_the_window_excuses_nothing():
+    """A repair: the bond loses nothing, the port comes into use after a 500 ms updelay and the agent
+    reacts then.  What the VF lost meanwhile (1010..1400 ms) is not explained by the bond."""
+    restore = ("restore server:pf0", START + 1000 * MS, START + 1001 * MS)
+    late = Reaction(START + 1560 * MS, 40.0, "pf0")  # heard at 1520 ms: 519 ms after the window
+    figs, checks, _ = run(range(101, 141), [], events=(restore,), reactions=[late], wire=lambda k: "pf0")
+    f = by_name(figs)["vf0 tx"]
+    assert f.windows == [{"from_ms": 1000.0, "bond_to_ms": 1001.0, "agent_to_ms": None}]
+    assert (f.lost_in_bond_window, f.lost_in_agent_reaction, f.lost_beyond_bond) == (5, 0, 35)  # +50 ms slack
+    # heard 100 ms after the window ended (within agent_notice_ms): the reaction explains the loss
+    prompt = Reaction(START + 1410 * MS, 309.0, "pf0")
+    figs, _, _ = run(range(101, 141), [], events=(restore,), reactions=[prompt], wire=lambda k: "pf0")
+    assert by_name(figs)["vf0 tx"].lost_beyond_bond == 0
+
+
+def test_separate_bond_loss_runs_make_separate_windows():
+    """The bond loses at the failure and again 300 ms later (e.g. switching back after updelay): a VF
+    loss between the two is not the bond's."""
+    figs, _, _ = run([100, 101, 120, 121, 130, 131], [100, 101, 130, 131])
+    f = by_name(figs)["vf0 tx"]
+    assert [(w["from_ms"], w["bond_to_ms"]) for w in f.windows] == [(1000.0, 1010.0), (1300.0, 1310.0)]
+    assert (f.lost_in_bond_window, f.lost_beyond_bond) == (4, 2)
 
 
 def test_a_slow_agent_reaction_fails_its_own_check():
@@ -151,8 +174,8 @@ def test_wires_before_after_and_back():
     assert (f.wire_before, f.wire_after, f.wire_restored, f.wire_end) == ("pf0", "pf1", "pf0", "pf0")
     assert f.flows_back == 1
     assert f.wires_before == {"pf0": 100}
-    # after: from the call's end + allowance (1052 ms -> tick 106) to the repair (tick 200)
-    assert f.wires_after == {"pf1": 94}
+    # after: from the call's end + allowance (1052 ms -> tick 106) to 50 ms before the repair (tick 195)
+    assert f.wires_after == {"pf1": 89}
     assert f.restore_gap_ms is not None
     assert any(c.name == "vf0 tx: flows back on their port at the end" and c.passed for c in checks)
     assert set(series["wires"]) == {"pf0", "pf1"} and series["bucket_ms"] == 50.0  # ~5 packets a bucket
