@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import List, Optional
 
 from testbed.errors import LabNotFound
@@ -37,6 +37,7 @@ class LabRecord:
     netns: List[str] = field(default_factory=list)  # namespaces created so far, in order
     pid: int = 0  # the process that built it
     agent: bool = True
+    holder: int = 0  # a process the lab lives and dies with (a Mininet session's); 0: none
 
     def model(self) -> Topology:
         from testbed.loader import build_model
@@ -61,7 +62,8 @@ def read(lab: str) -> LabRecord:
     except (OSError, ValueError) as exc:
         raise LabNotFound(f"lab {lab!r}: record {lab_file(lab, 'lab.json')} unreadable: {exc}",
                           fix=f"`testbed clean --lab {lab}`") from None
-    return LabRecord(**data)
+    known = {f.name for f in fields(LabRecord)}
+    return LabRecord(**{k: v for k, v in data.items() if k in known})
 
 
 def try_read(lab: str) -> Optional[LabRecord]:

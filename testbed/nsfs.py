@@ -92,6 +92,22 @@ def create_marked_netns(netns: str, mark: str) -> None:
     _in_child(_create_child, netns, mark, what=f"create network namespace {netns}")
 
 
+def _mark_pid_child(pid: int, mark: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    path = f"/proc/{pid}/ns/net"
+    fd = os.open(path, os.O_RDONLY)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    _mark_lo(mark)
+
+
+def mark_netns_of_pid(pid: int, mark: str, *, what: str = "") -> None:
+    """Mark the (unnamed) network namespace process ``pid`` runs in: ``lo`` up with ifalias ``mark``.
+    For namespaces made by someone else for us (a Mininet node's shell) before they get a name."""
+    _in_child(_mark_pid_child, pid, mark, what=what or f"mark lo in the network namespace of pid {pid}")
+
+
 def _in_child(fn, *args, what: str) -> None:
     rfd, wfd = os.pipe()
     pid = os.fork()

@@ -14,7 +14,7 @@ from typing import Callable, List, Optional
 from pyroute2 import netns
 
 from testbed import labstore, naming
-from testbed.errors import WaitTimeout
+from testbed.errors import ConflictError, WaitTimeout
 from testbed.nl import NETNS_DIR, netns_exists, open_ns, wait_until
 from testbed.nswait import NetnsDeletion
 
@@ -96,7 +96,27 @@ def down(lab: str, *, progress: Progress = _quiet) -> List[str]:
     if rec is None:
         progress(f"lab {lab}: nothing to remove")
         return []
+    if held_elsewhere(rec):
+        raise ConflictError(
+            f"lab {lab} belongs to a running Mininet session (pid {rec.holder}); its nodes' shells keep the "
+            "namespaces alive, so removing their names would not remove them",
+            fix=f"leave that Mininet CLI (`exit`) -- it removes the lab -- or `kill {rec.holder}`")
     return remove_lab(rec, progress=progress)
+
+
+def held_elsewhere(rec: labstore.LabRecord) -> bool:
+    """The lab lives in another live process (a Mininet session) that removes it itself."""
+    return bool(rec.holder) and rec.holder != os.getpid() and _alive(rec.holder)
+
+
+def crashed(rec: labstore.LabRecord) -> bool:
+    """What ``clean`` removes without ``--all``: a removal that was interrupted, a build whose builder is
+    gone, a lab whose holding process (a Mininet session) is gone."""
+    if rec.state == "removing":
+        return True
+    if rec.state == "building" and not _alive(rec.pid):
+        return True
+    return bool(rec.holder) and not _alive(rec.holder)
 
 
 def orphans() -> List[str]:
@@ -127,7 +147,8 @@ def _alive(pid: int) -> bool:
 
 def clean(*, all_labs: bool = False, lab: Optional[str] = None, progress: Progress = _quiet) -> List[str]:
     """Remove what crashed runs left: labs whose build never finished (builder gone), labs being removed,
-    and marked namespaces without a record. ``all_labs`` also removes healthy labs."""
+    labs of a Mininet session that is gone, and marked namespaces without a record. ``all_labs`` also
+    removes healthy labs."""
     removed: List[str] = []
     for name in labstore.names():
         if lab and name != lab:
@@ -135,8 +156,13 @@ def clean(*, all_labs: bool = False, lab: Optional[str] = None, progress: Progre
         rec = labstore.try_read(name)
         if rec is None:
             continue
-        crashed = rec.state == "removing" or (rec.state == "building" and not _alive(rec.pid))
-        if all_labs or crashed or lab:
+        if lab and held_elsewhere(rec):
+            raise ConflictError(f"lab {name} belongs to a running Mininet session (pid {rec.holder})",
+                                fix=f"leave that Mininet CLI (`exit`) -- it removes the lab -- or `kill {rec.holder}`")
+        if held_elsewhere(rec):
+            progress(f"lab {name}: left alone, a running Mininet session (pid {rec.holder}) holds it")
+            continue
+        if all_labs or crashed(rec) or lab:
             progress(f"lab {name}: removing ({rec.state})")
             removed += remove_lab(rec, progress=progress)
     if not lab:

@@ -172,7 +172,7 @@ class NicReconciler:
         return {inst.rule.key: inst.rule for inst in ops.dump(self.ipr, devs)}
 
     def _apply(self, plan: rules_mod.Plan, add: List[Rule], replace: List[Rule], delete: List[Rule]) -> None:
-        phases = [rules_mod.apply_order(self.nic, group, plan.usable) for group in (add, replace, delete)]
+        phases = [rules_mod.apply_order(self.nic, group, plan.receiving) for group in (add, replace, delete)]
         for p in range(3):
             a, r, d = phases[0][p], phases[1][p], phases[2][p]
             if a or r or d:
@@ -252,6 +252,7 @@ class NicReconciler:
             out["state"] = self.state.describe()
         if plan is not None:
             out["usable"] = list(plan.usable)
+            out["receiving"] = list(plan.receiving)
             out["mapping"] = list(plan.table)
             out["tx"] = {fn: list(ports) for fn, ports in plan.tx.items()}
             out["rules"] = len(plan.rules)

@@ -15,14 +15,24 @@ Which ports are usable (the bond decides, the agent follows):
   enough), in the bond's active aggregator;
 * the bond missing or administratively down: none.
 
+Which ports deliver what arrives from the wire (``receiving``): the ports
+the bond itself takes frames from. In active-backup and 802.3ad that is the
+usable ports (the bond marks the others inactive and drops their frames);
+in balance-xor it is every enslaved port that is up, also one without MII up
+or still in its updelay: ``bond_miimon_commit`` never marks a balance-xor
+slave inactive, and the switch's LAG sends on a port as soon as it has
+carrier. Such a port delivers VF and RoCEv2 frames (and replicates
+broadcasts) although no TX entry points to it yet -- as mlx5's hash LAG,
+which remaps only TX.
+
 Rule placement (``dev`` / ``hook`` / ``prio`` / ``handle`` / label)::
 
   port ingress (pfX): frames from the wire, before the bond's rx handler
     1   1      lacp          ethertype 0x8809 -> pass (the bond's LACP, never replicated)
-    2   1      arp-backup    unusable port only: ARP -> pass (the bond's ARP monitor)
-    3   1+i    rx:<vf>       dst MAC == VF i -> redirect to its rep   | unusable: drop:<vf>
-    4   1      rx:roce       IPv4 UDP 4791 to the bond address -> RDMA rep | unusable: drop:roce
-    10+k 1     bcast:<k>     usable port: multicast dst -> mirror to VF reps (chunk k), then the bond
+    2   1      arp-backup    port not receiving only: ARP -> pass (the bond's ARP monitor)
+    3   1+i    rx:<vf>       dst MAC == VF i -> redirect to its rep   | not receiving: drop:<vf>
+    4   1      rx:roce       IPv4 UDP 4791 to the bond address -> RDMA rep | not receiving: drop:roce
+    10+k 1     bcast:<k>     receiving port: multicast dst -> mirror to VF reps (chunk k), then the bond
   port egress (pfX): frames about to leave by this port = the eswitch's loopback
     1   1+i    lb:<vf>       dst MAC == VF i -> redirect to its rep (bond -> VF, VF -> VF, RDMA -> VF)
     2   1      lb:roce       dst bond MAC, IPv4 UDP 4791 to the bond address -> RDMA rep (VF -> RDMA)
@@ -101,6 +111,7 @@ class Plan:
 
     rules: Tuple[Rule, ...]
     usable: Tuple[str, ...]  # ports that carry offloaded traffic, in port order
+    receiving: Tuple[str, ...]  # ports that deliver what arrives from the wire (a superset of usable)
     table: Tuple[Optional[str], ...]  # entry -> port (None: drop); active-backup: one entry
     tx: Mapping[str, Tuple[Optional[str], ...]]  # function -> the ports its TX entries use (read-only)
 
@@ -136,6 +147,15 @@ def usable_ports(nic: Nic, state: BondState) -> Tuple[str, ...]:
         p = state.port(state.active) if state.active else None
         return (p.name,) if p is not None and p.name in nic.ports and p.present and p.enslaved else ()
     return tuple(name for name in nic.ports if _port_usable(mode, state.port(name), state))
+
+
+def receiving_ports(nic: Nic, state: BondState) -> Tuple[str, ...]:
+    """The ports the bond takes frames from now, in ``nic.ports`` order (see the module docstring)."""
+    mode = state.mode or nic.bond.mode
+    if mode in ("active-backup", "802.3ad") or not (state.present and state.admin_up):
+        return usable_ports(nic, state)
+    return tuple(name for name in nic.ports
+                 if (p := state.port(name)).present and p.enslaved and p.admin_up)
 
 
 # --- helpers ---------------------------------------------------------------------
@@ -184,6 +204,7 @@ def _to(port: Optional[str]) -> Action:
 
 
 def _port_rules(nic: Nic, devices: Devices, port: str, usable: bool, vf_reps: List[Function]) -> List[Rule]:
+    """``usable`` here: the port delivers what arrives from the wire (it is one of the receiving ports)."""
     rules = [Rule(dev=port, prio=PRIO_LACP, handle=1, match=Match(eth_type=ETH_P_SLOW),
                   actions=(Action("pass"),), label="lacp")]
     if not usable:
@@ -260,13 +281,12 @@ def _ctx(nic: Nic, devices: Devices, table: Tuple[Optional[str], ...], vf_reps: 
 
 
 def plan(nic: Nic, state: BondState) -> Plan:
-    usable = usable_ports(nic, state)
-    return _plan(nic, usable, state.devices)
+    return _plan(nic, usable_ports(nic, state), receiving_ports(nic, state), state.devices)
 
 
 @functools.lru_cache(maxsize=16)
-def _plan(nic: Nic, usable: Tuple[str, ...], devices: Devices) -> Plan:
-    """The rules depend only on the topology, the usable ports and which devices exist.
+def _plan(nic: Nic, usable: Tuple[str, ...], receiving: Tuple[str, ...], devices: Devices) -> Plan:
+    """The rules depend only on the topology, the usable and receiving ports and which devices exist.
 
     Cached (the result is immutable): a flapping port alternates between two
     plans, and 64 VFs make ~2,500 rules.
@@ -282,14 +302,14 @@ def _plan(nic: Nic, usable: Tuple[str, ...], devices: Devices) -> Plan:
     rules: List[Rule] = []
     for port in nic.ports:
         if _present(devices, port):
-            rules += _port_rules(nic, devices, port, port in usable, vf_reps)
+            rules += _port_rules(nic, devices, port, port in receiving, vf_reps)
     tx: Dict[str, Tuple[Optional[str], ...]] = {}
     ctx = _ctx(nic, devices, table, vf_reps)
     for fn in nic.functions:
         tx[fn.name] = table
         if _present(devices, fn.rep):
             rules += _rep_rules(nic, fn, ctx)
-    return Plan(rules=tuple(rules), usable=usable, table=table, tx=MappingProxyType(tx))
+    return Plan(rules=tuple(rules), usable=usable, receiving=receiving, table=table, tx=MappingProxyType(tx))
 
 
 def desired_rules(nic: Nic, state: BondState) -> List[Rule]:
@@ -304,10 +324,12 @@ ENABLE, MOVE, DISABLE = 0, 1, 2
 def phase(rule: Rule, usable: FrozenSet[str], ports: FrozenSet[str]) -> int:
     """When a changed rule is applied: new paths first, then TX moves, then old paths close.
 
-    0: rules on ports that are usable now (delivery, loopback) — the survivor
+    0: rules on ports that receive now (delivery, loopback) — the survivor
        must deliver before flows move onto it;
     1: representor rules (TX moves);
-    2: rules on ports that are not usable (drop rules replace delivery).
+    2: rules on ports that do not receive (drop rules replace delivery).
+
+    ``usable`` here: the plan's receiving ports.
     """
     if rule.dev not in ports:
         return MOVE

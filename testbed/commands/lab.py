@@ -65,12 +65,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in labstore.names():
         rec = labstore.try_read(name)
         if rec:
-            labs.append({"lab": name, "state": rec.state, "file": rec.file, "netns": len(rec.netns)})
+            state = rec.state if not rec.holder or teardown.held_elsewhere(rec) else "crashed"
+            labs.append({"lab": name, "state": state, "file": rec.file, "netns": len(rec.netns),
+                         "mininet_pid": rec.holder or None})
     if args.json:
         emit_json(labs)
     else:
         for lab in labs:
-            print(f"{lab['lab']:12} {lab['state']:9} {lab['netns']:3} namespaces  {lab['file']}")
+            held = f"  (Mininet session pid {lab['mininet_pid']})" if lab["mininet_pid"] else ""
+            print(f"{lab['lab']:12} {lab['state']:9} {lab['netns']:3} namespaces  {lab['file']}{held}")
     return 0
 
 
@@ -129,7 +132,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("down", help="remove a lab and everything it created",
                        description="Stop the agent, delete the lab's marked namespaces (and with them every "
                                    "interface inside), wait until the kernel has destroyed them, drop the record. "
-                                   "Idempotent.")
+                                   "Idempotent. A lab of a running Mininet session is refused (exit 5): its "
+                                   "node shells hold the namespaces; leave that session's CLI instead.")
     p.add_argument("lab")
     add_json(p)
     add_quiet(p)
@@ -160,9 +164,10 @@ def register(sub: Any) -> None:
         p.set_defaults(func=lambda a, up=up: _cmd_wire(a, up))
 
     p = sub.add_parser("clean", help="remove what crashed runs left behind",
-                       description="Remove labs whose build never finished or whose removal was interrupted, and "
-                                   "namespaces that carry a testbed mark but no record. Never touches a namespace "
-                                   "without the mark. --all also removes healthy labs.")
+                       description="Remove labs whose build never finished or whose removal was interrupted, labs "
+                                   "of a Mininet session that is gone (killed), and namespaces that carry a testbed "
+                                   "mark but no record. Never touches a namespace without the mark, nor the lab of "
+                                   "a running Mininet session. --all also removes healthy labs.")
     p.add_argument("--all", action="store_true", help="remove every lab on this machine")
     p.add_argument("--lab", help="only this lab (whatever its state)")
     add_json(p)

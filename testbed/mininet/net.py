@@ -76,9 +76,7 @@ class LagNet(Mininet):
         realize.check_conflicts(self.model)
         rec = labstore.LabRecord(name=self.lab, file=self.model.file, topology=self.model.raw, pid=os.getpid())
         rec.agent = self.agent
-        # the lab lives and dies with this process; a record field for that (`clean` then treats a dead
-        # holder like a crashed build) is proposed to the lead; until it exists asdict() ignores this
-        rec.holder = os.getpid()  # type: ignore[attr-defined]
+        rec.holder = os.getpid()  # the lab lives and dies with this process: `clean` removes it once it is gone
         labstore.write(rec)
         self.rec = rec
         atexit.register(self._at_exit)

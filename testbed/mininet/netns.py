@@ -20,21 +20,9 @@ from testbed import nsfs
 from testbed.errors import BuildError, ConflictError
 from testbed.nl import NETNS_DIR, netns_exists
 
-CLONE_NEWNET = 0x40000000
-
 
 def _proc_netns(pid: int) -> str:
     return f"/proc/{pid}/ns/net"
-
-
-def _mark_child(pid: int, mark: str) -> None:
-    """In a forked child: enter ``pid``'s network namespace and mark its ``lo``."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(_proc_netns(pid), os.O_RDONLY)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns({_proc_netns(pid)}): {os.strerror(err)}")
-    nsfs._mark_lo(mark)
 
 
 def same_netns_as_us(pid: int) -> bool:
@@ -58,7 +46,7 @@ def adopt(name: str, pid: int, mark: str) -> None:
                              fix="Mininet nodes of a lab need inNamespace=True")
     except FileNotFoundError:
         raise BuildError(f"{name}: process {pid} is gone (did the Mininet node's shell exit?)") from None
-    nsfs._in_child(_mark_child, pid, mark, what=f"{name}: mark lo in the namespace of pid {pid}")
+    nsfs.mark_netns_of_pid(pid, mark, what=f"{name}: mark lo in the namespace of pid {pid}")
     path = os.path.join(NETNS_DIR, name)
     try:
         _create(name, libc=ctypes.CDLL(None, use_errno=True), pid=pid)

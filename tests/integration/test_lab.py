@@ -86,7 +86,8 @@ def test_bond_has_requested_mode_options_and_slaves(lab):
             for dev in list(nic.ports) + [f.rep for f in nic.functions]:
                 kinds = [q.get_attr("TCA_KIND") for q in ipr.get_qdiscs(index=ipr.link_lookup(ifname=dev)[0])]
                 assert "clsact" in kinds, f"clsact on {dev}"
-        b = read_bond(open_ns(host.netns), nic)
+        with open_ns(host.netns) as ipr:  # a socket left open would keep the namespace alive after `down`
+            b = read_bond(ipr, nic)
         if nic.bond.mode == "802.3ad":
             for p in b["ports"]:
                 assert {"collecting", "distributing"} <= set(p["lacp_actor"]), p

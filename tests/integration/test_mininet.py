@@ -29,6 +29,7 @@ import pytest
 from pyroute2 import netns
 
 from testbed import labstore, teardown
+from testbed.errors import ConflictError
 from testbed.nl import open_ns
 
 pytestmark = pytest.mark.integration
@@ -147,7 +148,7 @@ def test_mn_custom_topology_and_cli():
     assert host_snapshot() == before
 
 
-def test_killed_session_is_removed_by_clean():
+def test_live_session_is_refused_by_down_and_killed_one_removed_by_clean():
     before = host_snapshot()
     lab = "mncr"
     proc = subprocess.Popen([sys.executable, "-m", "testbed", "mininet", TOPO, "--name", lab, "--no-agent"],
@@ -162,6 +163,13 @@ def test_killed_session_is_removed_by_clean():
             if ready:
                 buf += os.read(proc.stdout.fileno(), 4096)
         assert lab_namespaces(lab), "the lab's namespaces exist while the session runs"
+        held = labstore.read(lab)
+        assert held.holder == proc.pid
+        with pytest.raises(ConflictError, match="running Mininet session"):
+            teardown.down(lab)  # its node shells hold the namespaces: refused, nothing changed
+        assert labstore.read(lab) == held and lab_namespaces(lab)
+        assert not set(teardown.clean()) & set(held.netns), "plain clean leaves a live session's lab alone"
+        assert labstore.try_read(lab) is not None
     finally:
         proc.send_signal(signal.SIGKILL)  # no cleanup can run: a crash
         proc.wait()
@@ -169,7 +177,7 @@ def test_killed_session_is_removed_by_clean():
         proc.stdout.close()
     rec = labstore.try_read(lab)
     assert rec is not None and lab_namespaces(lab), "a crash leaves the record and the namespaces"
-    removed = teardown.clean(lab=lab)
+    removed = teardown.clean()  # no --lab: the dead holder marks the lab as crashed
     assert sorted(removed) == sorted(rec.netns)
     assert labstore.try_read(lab) is None
     assert host_snapshot() == before
