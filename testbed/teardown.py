@@ -13,7 +13,7 @@ from typing import Callable, List, Optional
 
 from pyroute2 import netns
 
-from testbed import labstore, naming
+from testbed import labstore, naming, pids
 from testbed.errors import ConflictError, WaitTimeout
 from testbed.nl import NETNS_DIR, netns_exists, open_ns, wait_until
 from testbed.nswait import NetnsDeletion
@@ -106,7 +106,7 @@ def down(lab: str, *, progress: Progress = _quiet) -> List[str]:
 
 def held_elsewhere(rec: labstore.LabRecord) -> bool:
     """The lab lives in another live process (a Mininet session) that removes it itself."""
-    return bool(rec.holder) and rec.holder != os.getpid() and _alive(rec.holder)
+    return bool(rec.holder) and rec.holder != os.getpid() and pids.alive(rec.holder)
 
 
 def crashed(rec: labstore.LabRecord) -> bool:
@@ -114,9 +114,9 @@ def crashed(rec: labstore.LabRecord) -> bool:
     gone, a lab whose holding process (a Mininet session) is gone."""
     if rec.state == "removing":
         return True
-    if rec.state == "building" and not _alive(rec.pid):
+    if rec.state == "building" and not pids.alive(rec.pid):
         return True
-    return bool(rec.holder) and not _alive(rec.holder)
+    return bool(rec.holder) and not pids.alive(rec.holder)
 
 
 def orphans() -> List[str]:
@@ -131,18 +131,6 @@ def orphans() -> List[str]:
         if m and m.startswith(naming.MARK_PREFIX):
             out.append(n)
     return out
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def clean(*, all_labs: bool = False, lab: Optional[str] = None, progress: Progress = _quiet) -> List[str]:

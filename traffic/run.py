@@ -21,13 +21,13 @@ An event that raised is re-raised after the stream, once the capture stopped.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from testbed.errors import UsageError, WaitTimeout
 from traffic.analysis import StreamReport, analyze_stream
+from traffic.events import EventRecord, EventRunner
 from traffic.receiver import Receiver
 from traffic.records import RxRecord
 from traffic.sender import RawSender, SendResult
@@ -38,14 +38,6 @@ START_LEAD_NS = 20_000_000  # the stream starts 20 ms after the call: both threa
 class Endpoint(NamedTuple):
     netns: Optional[str]
     ifname: Optional[str]
-
-
-class EventRecord(NamedTuple):
-    name: str
-    at_s: float
-    ns: int  # CLOCK_REALTIME when fn() was called
-    end_ns: int  # ... when it returned
-    error: Optional[str]
 
 
 @dataclass
@@ -66,40 +58,6 @@ class StreamRun:
         if with_records:
             out["records"] = [r.to_dict() for r in self.records]
         return out
-
-
-class _EventRunner:
-    """Runs ``fn``s at offsets from a start time, on one helper thread."""
-
-    def __init__(self, events: Sequence[Tuple[str, float, Callable[[], Any]]]) -> None:
-        self.events = sorted(events, key=lambda e: e[1])
-        self.done: List[EventRecord] = []
-        self.errors: List[BaseException] = []
-        self._cancel = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-
-    def start(self, t0_mono_ns: int) -> None:
-        if self.events:
-            self._thread = threading.Thread(target=self._run, args=(t0_mono_ns,), daemon=True)
-            self._thread.start()
-
-    def _run(self, t0: int) -> None:
-        for name, at_s, fn in self.events:
-            if self._cancel.wait(max(0.0, (t0 + at_s * 1e9 - time.monotonic_ns()) / 1e9)):
-                return  # cancelled: the send failed
-            ns = time.time_ns()
-            try:
-                fn()
-                self.done.append(EventRecord(name, at_s, ns, time.time_ns(), None))
-            except BaseException as exc:  # re-raised by the caller after the stream
-                self.errors.append(exc)
-                self.done.append(EventRecord(name, at_s, ns, time.time_ns(), repr(exc)))
-
-    def finish(self, cancel: bool = False) -> None:
-        if cancel:
-            self._cancel.set()
-        if self._thread is not None:
-            self._thread.join()
 
 
 def run_stream(
@@ -127,7 +85,7 @@ def run_stream(
     tx_ep, rx_ep = Endpoint(*tx), Endpoint(*rx)
     if not tx_ep.ifname:
         raise UsageError("run_stream: the sender needs an interface", fix="tx=(netns, ifname)")
-    runner = _EventRunner(events)
+    runner = EventRunner(events)
     receiver = Receiver(rx_ep.netns, rx_ep.ifname, stream_id=stream_ids.pop(), ifnames=ifnames, pcap=pcap)
     with receiver, RawSender(tx_ep.netns, tx_ep.ifname) as sender:
         t0 = time.monotonic_ns() + START_LEAD_NS  # one origin for the schedule and the events

@@ -24,26 +24,12 @@ import time
 import traceback
 from typing import Optional, TextIO
 
-from testbed import labstore
+from testbed import labstore, pids
 from testbed.agent.loop import Agent
 from testbed.agent.report import Reporter
 from testbed.errors import AgentError, ConflictError, TestbedError, WaitTimeout
 
 PIDFILE = "agent.pid"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _is_agent(pid: int, lab: str) -> bool:
@@ -62,7 +48,7 @@ def running(lab: str) -> Optional[int]:
             pid = int(fh.read().strip() or 0)
     except (OSError, ValueError):
         return None
-    if pid > 0 and pid != os.getpid() and _pid_alive(pid) and _is_agent(pid, lab):
+    if pid > 0 and pid != os.getpid() and pids.alive(pid) and _is_agent(pid, lab):
         return pid
     return None
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 
-def _port_line(p: Dict[str, Any], active: Any) -> str:
+def port_line(p: Dict[str, Any], active: Any) -> str:
+    """``  * pf0    carrier=up   bond=active  mii=up`` (``*``: the bond's active port)."""
     if not p.get("present"):
         return f"    {p['name']:6} MISSING"
     flag = "*" if p["name"] == active else " "
     line = (f"  {flag} {p['name']:6} carrier={'up' if p.get('carrier') else 'DOWN':4} "
-            f"bond={p.get('bond_state', '-'):7} mii={p.get('mii_status', '-')}")
+            f"bond={p.get('bond_state') or '-':7} mii={p.get('mii_status') or '-'}")
     if "lacp_actor" in p:
         line += f" lacp={','.join(p['lacp_actor']) or '-'}"
     return line
@@ -29,7 +30,7 @@ def render_status(data: Dict[str, Any]) -> str:
         b = h["bond"]
         out.append(f"host {h['name']} [{h['netns']}]: {b['name']} {b.get('mode')} {b['address']} "
                    f"active={b.get('active_port') or '-'} offload={h['offload']['mode']}")
-        out += [_port_line(p, b.get("active_port")) for p in b["ports"]]
+        out += [port_line(p, b.get("active_port")) for p in b["ports"]]
         for f in h["vfs"] + ([h["rdma"]] if h.get("rdma") else []):
             out.append(f"    {f['kind']:4} {f['name']:6} [{f['netns']}] {f.get('mac')} "
                        f"{' '.join(f.get('addresses', []))} rep={f['representor']}")

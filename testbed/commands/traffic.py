@@ -69,7 +69,7 @@ def _tolerance(args: argparse.Namespace) -> Any:
     from testbed.verify.failover import FailoverTolerance
 
     return FailoverTolerance(agent_allowance_ms=args.allowance, agent_notice_ms=args.notice,
-                             max_agent_latency_ms=args.max_agent_latency)
+                             max_agent_latency_ms=args.max_agent_latency, max_send_late_ms=args.max_send_late)
 
 
 def cmd_failover(args: argparse.Namespace) -> int:
@@ -81,7 +81,7 @@ def cmd_failover(args: argparse.Namespace) -> int:
     res = tr.failover(targets=args.target or ["server:vf0"], fail=args.fail, rate_pps=args.rate,
                       duration_s=args.duration, fail_at_s=args.fail_at, restore_after_s=args.restore_after,
                       flap=args.flap, directions=args.direction, flows=args.flows, compare_bond=not args.no_bond,
-                      fault=args.fault, tolerance=_tolerance(args), pcap=args.pcap)
+                      fault=args.fault, tolerance=_tolerance(args), pcap=args.pcap, attempts=args.attempts)
     return _finish(args, res)
 
 
@@ -94,7 +94,7 @@ def cmd_rdma(args: argparse.Namespace) -> int:
     res = tr.rdma(target=args.target, fail=None if args.no_fail else args.fail, qps=args.qps, rate_pps=args.rate,
                   duration_s=args.duration, fail_at_s=args.fail_at, restore_after_s=args.restore_after,
                   directions=args.direction, compare_bond=not args.no_bond, fault=args.fault,
-                  tolerance=_tolerance(args), pcap=args.pcap)
+                  tolerance=_tolerance(args), pcap=args.pcap, attempts=args.attempts)
     return _finish(args, res)
 
 
@@ -151,6 +151,12 @@ def _stream_options(p: argparse.ArgumentParser, rate: float) -> None:
                    help="how long after the bond's outage the agent may hear of it (default 150)")
     p.add_argument("--max-agent-latency", type=float, default=500.0, metavar="MS",
                    help="the agent's event -> rules applied, per reaction (default 500, sized for a TCG guest)")
+    p.add_argument("--max-send-late", type=float, default=250.0, metavar="MS",
+                   help="a run whose sender fell further behind its schedule is not a valid measurement "
+                        "(default 250)")
+    p.add_argument("--attempts", type=int, default=2, metavar="N",
+                   help="runs in all when a run is not a valid measurement and left the lab as it found it "
+                        "(default 2; 1: never redo)")
 
 
 def register(sub: Any) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from testbed import status
+from testbed.commands.render import port_line
 from testbed.errors import UsageError
 from testbed.topology import Topology
 
@@ -43,17 +44,6 @@ def ranges(mapping: Sequence[Optional[str]]) -> str:
     return " ".join(out)
 
 
-def _port_line(p: Dict[str, Any], active: Optional[str]) -> str:
-    if not p.get("present"):
-        return f"    {p['name']:6} missing"
-    flag = "*" if p["name"] == active else " "
-    line = (f"  {flag} {p['name']:6} carrier={'up' if p.get('carrier') else 'DOWN':4} "
-            f"bond={p.get('bond_state') or '-':7} mii={p.get('mii_status') or '-'}")
-    if "lacp_actor" in p:
-        line += f" lacp={','.join(p['lacp_actor']) or '-'}"
-    return line
-
-
 def render(data: Dict[str, Any], rules: bool = False) -> str:
     agent = data.get("agent") or {}
     nics = agent.get("nics") or {}
@@ -69,7 +59,7 @@ def render(data: Dict[str, Any], rules: bool = False) -> str:
             head += f" active={b.get('active_port') or '-'}"
         out.append(head + f" offload={h['offload']['mode']}")
         ports = sorted(b["ports"], key=lambda p: p["name"] != b.get("active_port"))
-        out += [_port_line(p, b.get("active_port")) for p in ports]
+        out += [port_line(p, b.get("active_port")) for p in ports]
         entry = nics.get(h["name"])
         if not agent:
             out.append("  agent: not running (no agent.json)")

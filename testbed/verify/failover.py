@@ -43,7 +43,10 @@ target -> client, TX steering):
   after the repair (where the stream settled); ``flows_back``: flows whose
   port at the end is their port before the failure.
 
-Checks: per stream no duplicate and no in-flow reordering; every offload
+Checks (besides the run's validity, ``sender_check``: a sender far behind
+its schedule bunches packets and skews every time-based figure, so such a
+run is reported as not a valid measurement and ``LabTraffic`` redoes it):
+per stream no duplicate and no in-flow reordering; every offload
 stream loses nothing beyond the bond's window and the agent's reaction
 (the acceptance figure), every reaction of the agent took at most
 ``max_agent_latency_ms`` from the event to its rules applied; after the
@@ -55,13 +58,17 @@ ends on the port it used before the failure.
 
 Public API:
     FailoverTolerance(agent_allowance_ms=50.0, agent_notice_ms=150.0, max_agent_latency_ms=500.0,
-                      window_ms=500.0, max_duplicated=0, max_reordered_in_flow=0)   frozen dataclass
+                      window_ms=500.0, max_duplicated=0, max_reordered_in_flow=0,
+                      max_send_late_ms=250.0)                                 frozen dataclass
+    sender_check(max_late_ms, tolerance) -> Check                          the run's validity
+    SENDER_CHECK                                                           its name
     StreamMeta(name, target, kind, direction, flows)                      frozen dataclass
     Reaction(done_ns, latency_ms, trigger)                                NamedTuple (the agent's)
     StreamFigures                                                          dataclass; .to_dict()
     FailoverResult                                                         dataclass; kind "failover",
-        .passed, .verdict, .checks, .lost (beyond the bond's window and the agent's reaction, offload
-        streams), .lost_total, .stream(name), .bond_gap_ms, .offload_gap_ms, .summary, .to_dict(series=False)
+        .passed, .verdict, .checks, .invalid, .earlier_attempts, .lost (beyond the bond's window and the
+        agent's reaction, offload streams), .lost_total, .stream(name), .bond_gap_ms, .offload_gap_ms,
+        .summary, .to_dict(series=False)
     RdmaResult(FailoverResult)                                             kind "rdma"; .icrc_bad, .psn_errors
     SendTimes(record_lists, start_ns, rate_pps)(seq) -> ns                 send time of a sequence number
     evaluate_failover(metas, records, wire_records, *, ticks, rate_pps, start_ns, events,
@@ -90,9 +97,20 @@ class FailoverTolerance:
     window_ms: float = 500.0  # how far after an event its gap and the bond's loss are sought
     max_duplicated: int = 0
     max_reordered_in_flow: int = 0
+    max_send_late_ms: float = 250.0  # the sender this far behind its schedule: not a valid measurement
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+SENDER_CHECK = "sender kept its schedule (a valid measurement)"
+
+
+def sender_check(max_late_ms: float, tol: FailoverTolerance) -> Check:
+    """A run whose sender fell far behind (an overloaded machine: a TCG guest beside other guests) bunches
+    its packets and skews every time-based figure; its verdict says so instead of blaming the offload."""
+    return check(SENDER_CHECK, round(max_late_ms, 1), max_late_ms <= tol.max_send_late_ms,
+                 f"<= {tol.max_send_late_ms:g} ms behind")
 
 
 class Reaction(NamedTuple):
@@ -166,7 +184,13 @@ class FailoverResult(Verdicts):
     agent: Dict[str, Any] = field(default_factory=dict)  # the agent's reactions to the events
     send: Dict[str, Any] = field(default_factory=dict)  # schedule figures (max lateness, elapsed)
     series: Dict[str, Any] = field(default_factory=dict, repr=False)  # per-wire timelines, for plots
+    earlier_attempts: List[Dict[str, Any]] = field(default_factory=list)  # runs redone as not valid
     kind: str = "failover"
+
+    @property
+    def invalid(self) -> bool:
+        """The run was not a valid measurement (the sender fell behind its schedule): redo, don't judge."""
+        return any(c.name == SENDER_CHECK and not c.passed for c in self.checks)
 
     def stream(self, name: str) -> StreamFigures:
         for s in self.streams:
@@ -220,7 +244,7 @@ class FailoverResult(Verdicts):
             "bond_gap_ms": self.bond_gap_ms, "offload_gap_ms": self.offload_gap_ms,
             "events": self.events, "tolerance": self.tolerance.to_dict(),
             "streams": [s.to_dict() for s in self.streams], "checks": [c.to_dict() for c in self.checks],
-            "agent": self.agent, "send": self.send,
+            "agent": self.agent, "send": self.send, "earlier_attempts": self.earlier_attempts,
         }
         if series:
             out["series"] = self.series

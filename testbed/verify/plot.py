@@ -14,6 +14,8 @@ Public API:
 
 from __future__ import annotations
 
+import os
+import tempfile
 import textwrap
 from typing import Any, Dict, List
 
@@ -22,7 +24,21 @@ from testbed.errors import CapabilityError
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
+def _config_dir() -> None:
+    """matplotlib wants a writable config/cache directory; in the VM lane $HOME is the host's, read-only.
+    Without one it warns on every run and rebuilds its font cache: give it one under the temp dir."""
+    if "MPLCONFIGDIR" in os.environ:
+        return
+    home = os.path.join(os.path.expanduser("~"), ".config", "matplotlib")
+    probe = home if os.path.isdir(home) else os.path.dirname(home)
+    if not os.access(probe, os.W_OK):
+        path = os.path.join(tempfile.gettempdir(), f"testbed-matplotlib-{os.getuid()}")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.environ["MPLCONFIGDIR"] = path
+
+
 def _pyplot() -> Any:
+    _config_dir()
     try:
         import matplotlib
 

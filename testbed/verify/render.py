@@ -73,6 +73,9 @@ def render_failover(r: Any, verbose: bool = False) -> str:
     late = (r.send or {}).get("max_late_ms")
     if late is not None:
         lines.append(f"sender: at most {late:g} ms behind its schedule (losses are judged by send time)")
+    for i, a in enumerate(getattr(r, "earlier_attempts", None) or [], start=1):
+        lines.append(f"run {i} of this result was redone: the sender fell {a['max_late_ms']:g} ms behind its "
+                     f"schedule (not a valid measurement); it would have said {a['verdict']}")
     lines += _checks(r, verbose)
     return "\n".join(lines)
 

@@ -47,10 +47,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from testbed.errors import UsageError, WaitTimeout
 from testbed.verify.stations import Station
+from traffic.events import EventRecord, EventRunner
 from traffic.netns import run_in_netns
 from traffic.pcap import PcapWriter
 from traffic.receiver import CapturedFrame, Receiver
@@ -74,14 +75,6 @@ class StreamSpec:
     tx: Station
     rx: Station
     templates: Sequence[Any]  # traffic.packets.FrameTemplate
-
-
-class EventRecord(NamedTuple):
-    name: str
-    at_s: float
-    ns: int  # CLOCK_REALTIME when fn() was called
-    end_ns: int  # ... when it returned
-    error: Optional[str]
 
 
 @dataclass
@@ -145,43 +138,6 @@ class Sinks:
         for s in self.socks:
             s.close()
         self.socks.clear()
-
-
-class _Events:
-    """Runs ``fn``s at offsets from the schedule's origin, on one helper thread."""
-
-    def __init__(self, events: Sequence[Tuple[Any, ...]]) -> None:
-        self.events = sorted(((e[0], e[1], e[2], e[3] if len(e) > 3 else 0.0) for e in events), key=lambda e: e[1])
-        self.done: List[EventRecord] = []
-        self.errors: List[BaseException] = []
-        self._cancel = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-
-    def start(self, t0_mono_ns: int) -> None:
-        if self.events:
-            self._thread = threading.Thread(target=self._run, args=(t0_mono_ns,), name="verify-events", daemon=True)
-            self._thread.start()
-
-    def _run(self, t0: int) -> None:
-        prev_end = 0
-        for name, at_s, fn, gap_s in self.events:
-            due = max(t0 + int(at_s * 1e9), prev_end + int(gap_s * 1e9))
-            if self._cancel.wait(max(0.0, (due - time.monotonic_ns()) / 1e9)):
-                return
-            ns = time.time_ns()
-            try:
-                fn()
-                self.done.append(EventRecord(name, at_s, ns, time.time_ns(), None))
-            except BaseException as exc:  # re-raised by run_streams once the capture stopped
-                self.errors.append(exc)
-                self.done.append(EventRecord(name, at_s, ns, time.time_ns(), repr(exc)))
-            prev_end = time.monotonic_ns()
-
-    def finish(self, cancel: bool = False) -> None:
-        if cancel:
-            self._cancel.set()
-        if self._thread is not None:
-            self._thread.join()
 
 
 class _Ticker:
@@ -298,7 +254,7 @@ def run_streams(
     senders: List[RawSender] = []
     receivers: Dict[Tuple[str, str], Receiver] = {}
     wire_rx: Dict[str, Receiver] = {}
-    runner = _Events(events)
+    runner = EventRunner(events, "verify-events")
     ticker = _Ticker(progress, count / rate_pps, "traffic", count)
     try:
         for s in specs:

@@ -8,7 +8,8 @@ import pytest
 
 from testbed.errors import UsageError
 from testbed.verify.stations import Station
-from testbed.verify.streams import StreamSpec, _Events, run_streams
+from testbed.verify.streams import StreamSpec, run_streams
+from traffic.events import EventRunner
 
 
 def test_events_run_at_their_offsets_and_a_repair_waits_for_the_failure():
@@ -22,7 +23,7 @@ def test_events_run_at_their_offsets_and_a_repair_waits_for_the_failure():
         calls.append(("restore", time.monotonic_ns()))
 
     t0 = time.monotonic_ns() + 10_000_000
-    ev = _Events([("restore", 0.05, quick, 0.1), ("fail", 0.0, slow)])
+    ev = EventRunner([("restore", 0.05, quick, 0.1), ("fail", 0.0, slow)])
     ev.start(t0)
     ev.finish()
     assert [c[0] for c in calls] == ["fail", "restore"]
@@ -37,7 +38,7 @@ def test_an_event_that_raises_is_recorded_and_kept():
     def boom():
         raise OSError(5, "no")
 
-    ev = _Events([("fail", 0.0, boom)])
+    ev = EventRunner([("fail", 0.0, boom)])
     ev.start(time.monotonic_ns())
     ev.finish()
     assert ev.done[0].error and isinstance(ev.errors[0], OSError)
