@@ -1,4 +1,5 @@
-"""The main job: bring up a lab, fail the active port, show that the bond *and* the offload followed.
+"""The main job: bring up a lab, fail the active port, show that the bond *and* the offload followed,
+then prove it with real VF and RDMA traffic through a second failover (``testbed traffic failover``).
 
 Used by ``testbed demo`` (and through it by ``tools/demo``). Everything it
 builds is removed at the end, also on error or Ctrl-C.
@@ -47,7 +48,23 @@ def _snapshot(topo: Topology, host: Host) -> Dict[str, Any]:
             "rule_packets": rules}
 
 
-def run(topo: Topology, *, agent: bool = True, keep: bool = False, progress: Progress) -> Dict[str, Any]:
+def traffic_failover(topo: Topology, host: Host, agent: bool, progress: Progress) -> Dict[str, Any]:
+    """Real packets through a second failover: the first VF's and the RDMA function's streams beside the
+    bond's, both directions, the active port failed and repaired 2 s later (``testbed traffic failover``)."""
+    from testbed.lab import Lab
+    from testbed.verify import LabTraffic
+
+    nic = host.nic
+    targets = [f"{host.name}:{fn.name}" for fn in (*nic.vfs[:1], *([nic.rdma] if nic.rdma else []))]
+    res = LabTraffic(Lab(topo, agent=agent), progress=progress).failover(
+        targets=targets or [f"{host.name}:bond"], fail=f"{host.name}:active", restore_after_s=2.0)
+    return {"verdict": res.verdict, "fail": res.fail, "targets": targets, "lost": res.lost,
+            "lost_total": res.lost_total, "bond_gap_ms": res.bond_gap_ms, "offload_gap_ms": res.offload_gap_ms,
+            "summary": res.summary, "checks": len(res.checks), "failed": [c.to_dict() for c in res.failures]}
+
+
+def run(topo: Topology, *, agent: bool = True, keep: bool = False, traffic: bool = True,
+        progress: Progress) -> Dict[str, Any]:
     host, client = _nic_host(topo), _client(topo)
     nic = host.nic
     vf = nic.vfs[0] if nic.vfs else None
@@ -90,9 +107,14 @@ def run(topo: Topology, *, agent: bool = True, keep: bool = False, progress: Pro
         ok = ok and all(p["received"] > 0 for p in after["ping"].values())
         if agent:
             ok = ok and victim not in (after["offload_usable"] or []) and survivor in (after["offload_usable"] or [])
-        result["verdict"] = "PASS" if ok else "FAIL"
         agent_state = status.agent_status(topo.name) or {}
         result["agent_reactions"] = [r.get("text") for r in agent_state.get("reactions", [])][-3:]
+        if traffic and agent:
+            progress(f"restore {host.name}:{victim}, then real traffic through a second failover")
+            wire.set_wire(topo.name, host.name, victim, up=True)
+            result["traffic"] = traffic_failover(topo, host, agent, progress)
+            ok = ok and result["traffic"]["verdict"] == "PASS"
+        result["verdict"] = "PASS" if ok else "FAIL"
         return result
     finally:
         if not keep:
@@ -123,5 +145,12 @@ def render(result: Dict[str, Any]) -> str:
                  f"{result.get('offload_moved_ms', '-')} ms (as seen by polling)")
     for text in result.get("agent_reactions", []):
         lines.append(f"  agent: {text}")
+    tr = result.get("traffic")
+    if tr:
+        lines.append(f"traffic failover ({', '.join(tr['targets'])} and the bond, 100 pps each way, fail {tr['fail']}, "
+                     f"repair 2 s later): {tr['verdict']} ({tr['checks'] - len(tr['failed'])}/{tr['checks']} checks), "
+                     f"{tr['lost']} packets lost beyond the bond's own window")
+        lines += [f"  {part}" for part in tr["summary"].split("; ")]
+        lines += [f"  FAIL {c['name']}: {c['measured']} (want {c['tolerance']})" for c in tr["failed"]]
     lines.append(f"verdict: {result.get('verdict')}")
     return "\n".join(lines)
