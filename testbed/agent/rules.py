@@ -203,23 +203,23 @@ def _to(port: Optional[str]) -> Action:
 # --- the rules -------------------------------------------------------------------
 
 
-def _port_rules(nic: Nic, devices: Devices, port: str, usable: bool, vf_reps: List[Function]) -> List[Rule]:
-    """``usable`` here: the port delivers what arrives from the wire (it is one of the receiving ports)."""
+def _port_rules(nic: Nic, devices: Devices, port: str, receiving: bool, vf_reps: List[Function]) -> List[Rule]:
+    """``receiving``: the port delivers what arrives from the wire."""
     rules = [Rule(dev=port, prio=PRIO_LACP, handle=1, match=Match(eth_type=ETH_P_SLOW),
                   actions=(Action("pass"),), label="lacp")]
-    if not usable:
+    if not receiving:
         rules.append(Rule(dev=port, prio=PRIO_ARP_BACKUP, handle=1, match=Match(eth_type=ETH_P_ARP),
                           actions=(Action("pass"),), label="arp-backup"))
     for i, vf in enumerate(nic.vfs):
         if _present(devices, vf.rep):
-            act = Action("redirect", dev=vf.rep) if usable else Action("drop")
+            act = Action("redirect", dev=vf.rep) if receiving else Action("drop")
             rules.append(Rule(dev=port, prio=PRIO_RX_VF, handle=1 + i, match=Match(dst_mac=vf.mac),
-                              actions=(act,), label=f"{'rx' if usable else 'drop'}:{vf.name}"))
+                              actions=(act,), label=f"{'rx' if receiving else 'drop'}:{vf.name}"))
     if nic.rdma and _present(devices, nic.rdma.rep):
-        act = Action("redirect", dev=nic.rdma.rep) if usable else Action("drop")
+        act = Action("redirect", dev=nic.rdma.rep) if receiving else Action("drop")
         rules.append(Rule(dev=port, prio=PRIO_RX_ROCE, handle=1, match=_roce_match(nic), actions=(act,),
-                          label=f"{'rx' if usable else 'drop'}:roce"))
-    if usable and vf_reps:
+                          label=f"{'rx' if receiving else 'drop'}:roce"))
+    if receiving and vf_reps:
         mirrors = [Action("mirror", dev=vf.rep) for vf in vf_reps]
         rules += _replicate(port, "ingress", PRIO_RX_BCAST, MULTICAST_MATCH, "bcast", mirrors)
     # egress: the eswitch's loopback, the same whatever the port's state
@@ -321,29 +321,27 @@ def desired_rules(nic: Nic, state: BondState) -> List[Rule]:
 ENABLE, MOVE, DISABLE = 0, 1, 2
 
 
-def phase(rule: Rule, usable: FrozenSet[str], ports: FrozenSet[str]) -> int:
+def phase(rule: Rule, receiving: FrozenSet[str], ports: FrozenSet[str]) -> int:
     """When a changed rule is applied: new paths first, then TX moves, then old paths close.
 
     0: rules on ports that receive now (delivery, loopback) — the survivor
        must deliver before flows move onto it;
     1: representor rules (TX moves);
     2: rules on ports that do not receive (drop rules replace delivery).
-
-    ``usable`` here: the plan's receiving ports.
     """
     if rule.dev not in ports:
         return MOVE
     if rule.hook == "egress":
         return ENABLE
-    return ENABLE if rule.dev in usable else DISABLE
+    return ENABLE if rule.dev in receiving else DISABLE
 
 
-def apply_order(nic: Nic, rules: Sequence[Rule], usable: Sequence[str]) -> List[List[Rule]]:
+def apply_order(nic: Nic, rules: Sequence[Rule], receiving: Sequence[str]) -> List[List[Rule]]:
     """Split ``rules`` into the three phases above (each list keeps the input order)."""
-    u, ports = frozenset(usable), frozenset(nic.ports)
+    r, ports = frozenset(receiving), frozenset(nic.ports)
     out: List[List[Rule]] = [[], [], []]
-    for r in rules:
-        out[phase(r, u, ports)].append(r)
+    for rule in rules:
+        out[phase(rule, r, ports)].append(rule)
     return out
 
 

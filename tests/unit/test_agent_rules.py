@@ -469,11 +469,28 @@ def test_apply_order_new_path_first_then_tx_then_old_path():
     nic = make_nic("active-backup", vfs=2)
     before, after = ab_plan(nic, "pf0"), ab_plan(nic, "pf1", down={"pf0"})
     add, replace, delete = changes(before, after)
-    phases = rules.apply_order(nic, add + replace + delete, after.usable)
+    phases = rules.apply_order(nic, add + replace + delete, after.receiving)
     assert {r.dev for r in phases[0]} == {"pf1"}
     assert {r.dev for r in phases[1]} == {fn.rep for fn in nic.functions}
     assert {r.dev for r in phases[2]} == {"pf0"}
     assert sum(map(len, phases)) == len(add + replace + delete)
+
+
+def test_balance_xor_port_in_updelay_receives_but_carries_no_tx():
+    """The bond takes frames on a balance-xor port during its updelay (it never marks the slave inactive) and
+    the switch's LAG already sends there: the port delivers to the VFs, but no TX entry uses it yet."""
+    nic = make_nic("balance-xor", "hash", vfs=2)
+    plan = rules.plan(nic, bond_state(nic, [port("pf0", "back"), port("pf1", "up")]))
+    assert plan.usable == ("pf1",) and plan.receiving == ("pf0", "pf1")
+    assert set(plan.table) == {"pf1"}
+    pf0 = {r.label: r for r in plan.rules if r.dev == "pf0" and r.hook == "ingress"}
+    assert pf0["rx:vf0"].actions == (Action("redirect", "vf0-rep"),)
+    assert pf0["rx:roce"].actions == (Action("redirect", "rdma0-rep"),)
+    assert "arp-backup" not in pf0 and not [k for k in pf0 if k.startswith("drop:")]
+    # 802.3ad is different: a port that is not collecting+distributing is inactive and drops
+    lacp = make_nic("802.3ad", "hash", vfs=2)
+    plan = rules.plan(lacp, bond_state(lacp, [port("pf0", "c-only"), port("pf1", "cd")]))
+    assert plan.receiving == plan.usable == ("pf1",)
 
 
 def test_plan_summary_and_devices():
