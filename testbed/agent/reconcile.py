@@ -21,16 +21,14 @@ it. Each rule change is a ``tc filter replace`` of the same key (atomic).
 
 from __future__ import annotations
 
-import socket
-import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from testbed.agent import rules as rules_mod
 from testbed.agent.state import BondState, read_state
 from testbed.errors import NetlinkOpError, TestbedError
-from testbed.tc import codec, flower, nlpipe, ops
+from testbed.tc import codec, ops
 from testbed.tc.rule import Rule
 from testbed.topology import Host
 
@@ -88,37 +86,6 @@ class Reaction:
         }
 
 
-RTM_GETQDISC = 38
-TCA_KIND = 1
-_TCMSG = struct.Struct("=BxxxiIII")  # family, ifindex, handle, parent, info
-
-
-def clsact_devices(ipr: Any) -> Set[str]:
-    """Names of the interfaces that have a clsact qdisc: one qdisc dump, one link dump.
-
-    (``ops.ensure_clsact`` per device costs a link dump, an add and, as the
-    qdisc usually exists, a qdisc dump each: seconds for 66 devices under TCG.)
-    """
-    names = {index: name for name, index in nlpipe.link_index(ipr).items()}
-    out: Set[str] = set()
-    body = _TCMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-    for msg in nlpipe.dump(ipr, RTM_GETQDISC, body, "qdiscs"):
-        _, index, handle, _, _ = _TCMSG.unpack_from(msg, nlpipe.HDR.size)
-        if handle != flower.CLSACT_HANDLE:
-            continue
-        offset = nlpipe.HDR.size + _TCMSG.size
-        while offset + 4 <= len(msg):
-            nla_len, nla_type = struct.unpack_from("=HH", msg, offset)
-            if nla_len < 4:
-                break
-            if nla_type == TCA_KIND:
-                if bytes(msg[offset + 4:offset + nla_len]).rstrip(b"\0") == b"clsact" and index in names:
-                    out.add(names[index])
-                break
-            offset += (nla_len + 3) & ~3
-    return out
-
-
 def fast_diff(desired: Tuple[Rule, ...], have: Dict[Key, Rule]) -> Diff:
     """``ops.diff`` for two sets of canonical rules: plain ``==``, no re-canonicalizing (the event path).
 
@@ -165,7 +132,7 @@ class NicReconciler:
 
     def _dump(self, state: BondState) -> Dict[Key, Rule]:
         devs = self._present_devices(state)
-        have = clsact_devices(self.ipr)
+        have = ops.clsact_devices(self.ipr)
         for dev in devs:
             if dev not in have:
                 ops.ensure_clsact(self.ipr, dev)

@@ -152,11 +152,11 @@ def _stream_options(p: argparse.ArgumentParser, rate: float) -> None:
     p.add_argument("--max-agent-latency", type=float, default=500.0, metavar="MS",
                    help="the agent's event -> rules applied, per reaction (default 500, sized for a TCG guest)")
     p.add_argument("--max-send-late", type=float, default=250.0, metavar="MS",
-                   help="a run whose sender fell further behind its schedule is not a valid measurement "
-                        "(default 250)")
+                   help="a failed run whose sender fell further behind its schedule (an overloaded machine) "
+                        "is run again (default 250)")
     p.add_argument("--attempts", type=int, default=2, metavar="N",
-                   help="runs in all when a run is not a valid measurement and left the lab as it found it "
-                        "(default 2; 1: never redo)")
+                   help="runs in all for such a run, when the run puts the lab back by itself (a repair, no "
+                        "flap) (default 2; 1: never again)")
 
 
 def register(sub: Any) -> None:

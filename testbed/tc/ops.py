@@ -95,6 +95,22 @@ def ensure_clsact(ipr, ifname: str) -> None:
     raise _op_error(f"{ifname}: add clsact qdisc", reply, _qdisc_fix(reply.errno))
 
 
+def clsact_devices(ipr) -> set[str]:
+    """Names of the interfaces that have a clsact qdisc: one qdisc dump, one link dump.
+
+    (``ensure_clsact`` per device costs a link dump, an add and, as the
+    qdisc usually exists, a qdisc dump each: seconds for 66 devices under TCG.)
+    """
+    names = {index: name for name, index in nlpipe.link_index(ipr).items()}
+    out = set()
+    body = _TCMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    for msg in nlpipe.dump(ipr, RTM_GETQDISC, body, "qdiscs"):
+        index, handle, kind = _kind_of(msg)
+        if handle == flower.CLSACT_HANDLE and kind == "clsact" and index in names:
+            out.add(names[index])
+    return out
+
+
 def _qdisc_fix(code: int) -> Optional[str]:
     return {
         errno.ENOENT: "modprobe sch_ingress (it provides clsact)",

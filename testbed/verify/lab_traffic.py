@@ -49,14 +49,12 @@ from testbed.topology import Host
 from testbed.verify import stations
 from testbed.verify.checks import check
 from testbed.verify.failover import (
-    SENDER_CHECK,
     FailoverResult,
     FailoverTolerance,
     RdmaResult,
     Reaction,
     StreamMeta,
     evaluate_failover,
-    sender_check,
 )
 from testbed.verify.faults import Fault
 from testbed.verify.hashdist import HashResult, HashTolerance, PhaseFigures, evaluate_moves, evaluate_phase
@@ -146,7 +144,7 @@ class LabTraffic:
                  peer: Optional[str] = None, attempts: int = 2) -> FailoverResult:
         args = (list(targets or [target]), fail, rate_pps, duration_s, fail_at_s, restore_after_s, flap,
                 _directions(directions), flows, compare_bond, fault, tolerance or FailoverTolerance(), pcap, peer)
-        return self._record(self._attempts(FailoverResult, args, attempts, fail, restore_after_s))
+        return self._record(self._attempts(FailoverResult, args, attempts, fail, restore_after_s, flap))
 
     def rdma(self, target: str = "server:rdma0", fail: Optional[str] = "server:pf0", *, qps: int = 4,
              rate_pps: float = 100.0, duration_s: float = 3.0, fail_at_s: float = 1.0,
@@ -164,29 +162,32 @@ class LabTraffic:
         return self._record(self._attempts(RdmaResult, args, attempts, fail, restore_after_s))
 
     def _attempts(self, cls: Any, args: Tuple[Any, ...], attempts: int, fail: Optional[str],
-                  restore_after_s: Optional[float]) -> Any:
-        """Run; redo a run that was not a valid measurement (``invalid``: the sender fell behind its
-        schedule) up to ``attempts`` runs in all -- only when the run leaves the lab as it found it (no
-        failure, or one repaired during the run). The result keeps the earlier runs' verdicts."""
+                  restore_after_s: Optional[float], flap: Optional[str] = None) -> Any:
+        """Run; a run that failed while its sender fell far behind its schedule (``invalid``) is redone, up
+        to ``attempts`` runs in all, once bond, partner and agent use the ports they used before it -- only
+        when the run puts the lab back by itself (no failure, or one repaired in the run, and no flap).
+        The result keeps the earlier runs' verdicts."""
         if attempts < 1:
             raise UsageError(f"attempts {attempts}", fix="1 or more")
         earlier: List[Dict[str, Any]] = []
-        redo_ok = fail is None or restore_after_s is not None
+        redo_ok = (fail is None or restore_after_s is not None) and flap is None
+        settle_on: Optional[List[str]] = None
         while True:
-            res = self._failover(cls, *args)
+            res = self._failover(cls, *args, settle_on=settle_on)
             res.earlier_attempts = earlier
             if res.passed or not res.invalid or not redo_ok or len(earlier) + 1 >= attempts:
                 return res
-            late = next(c.measured for c in res.checks if c.name == SENDER_CHECK)
-            earlier.append({"verdict": res.verdict, "max_late_ms": late,
+            earlier.append({"verdict": res.verdict, "max_late_ms": res.max_late_ms,
                             "failed": [c.name for c in res.failures]})
-            self.progress(f"the sender fell {late} ms behind its schedule (an overloaded machine): not a valid "
-                          f"measurement; running it again ({len(earlier) + 1}/{attempts})")
+            settle_on = list(res.agent.get("usable_before") or [])
+            self.progress(f"FAIL with the sender {res.max_late_ms:g} ms behind its schedule (an overloaded "
+                          f"machine): running it again ({len(earlier) + 1}/{attempts})")
 
     def _failover(self, cls: Any, target_specs: List[str], fail: Optional[str], rate_pps: float, duration_s: float,
                   fail_at_s: float, restore_after_s: Optional[float], flap: Optional[str],
                   directions: Tuple[str, ...], flows: int, compare_bond: bool, fault: str,
-                  tolerance: FailoverTolerance, pcap: Optional[str], peer: Optional[str]) -> Any:
+                  tolerance: FailoverTolerance, pcap: Optional[str], peer: Optional[str],
+                  settle_on: Optional[Sequence[str]] = None) -> Any:
         if rate_pps <= 0 or duration_s <= 0 or flows < 1 or flows > 1000:
             raise UsageError(f"rate {rate_pps} pps, duration {duration_s} s, flows {flows}",
                              fix="positive rate and duration, 1..1000 flows")
@@ -203,7 +204,11 @@ class LabTraffic:
         port = None
         faults: List[Tuple[str, Fault]] = []
         events: List[Tuple[Any, ...]] = []
-        usable = self._steady(host)
+        if settle_on is not None:  # a redo: the ports in use before the first run, once more
+            self.view.wait_settled(host, settle_on, SETTLE_TIMEOUT_S)
+            usable = tuple(settle_on)
+        else:
+            usable = self._steady(host)
         try:
             if fail is not None:
                 fhost, port = self._fail_port(fail)
@@ -255,7 +260,6 @@ class LabTraffic:
             metas, run.records, run.wire_records, ticks=run.ticks, rate_pps=rate_pps, start_ns=run.start_ns,
             events=ev, failed_port=port, refused=run.refused, reactions=reactions, extra_ms=updelay_s * 1000,
             expect_return=expect_return, tolerance=tolerance)
-        checks.insert(0, sender_check(run.max_late_us / 1000, tolerance))
         errors = [e for e in run.events if e.error] + [r for r in agent["reactions"] if r.get("error")]
         if errors:
             first = errors[0]

@@ -73,9 +73,12 @@ def render_failover(r: Any, verbose: bool = False) -> str:
     late = (r.send or {}).get("max_late_ms")
     if late is not None:
         lines.append(f"sender: at most {late:g} ms behind its schedule (losses are judged by send time)")
+        if getattr(r, "invalid", False):
+            lines.append(f"  more than {r.tolerance.max_send_late_ms:g} ms: an overloaded machine; its timing may "
+                         "have skewed the figures")
     for i, a in enumerate(getattr(r, "earlier_attempts", None) or [], start=1):
-        lines.append(f"run {i} of this result was redone: the sender fell {a['max_late_ms']:g} ms behind its "
-                     f"schedule (not a valid measurement); it would have said {a['verdict']}")
+        lines.append(f"run {i} was redone: it said {a['verdict']} with the sender {a['max_late_ms']:g} ms behind "
+                     f"its schedule (an overloaded machine); failed: {'; '.join(a['failed'])}")
     lines += _checks(r, verbose)
     return "\n".join(lines)
 
