@@ -33,7 +33,6 @@ of the schedule, so that another thread can act at known offsets from it
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import math
 import socket
@@ -43,16 +42,13 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from testbed.errors import TestbedError, UsageError
 from traffic.netns import run_in_netns
+from traffic.pacing import fine_timer_slack, start_at, wait_until
 
 if TYPE_CHECKING:  # scapy-free at run time
     from traffic.packets import FrameTemplate
 
-SPIN_NS = 80_000  # spin (rather than sleep) for the last 80 us before a deadline
 _REFUSED = (errno.ENOBUFS, errno.EAGAIN, errno.ENETDOWN)  # counted as refused, not raised
-PR_SET_TIMERSLACK = 29
-PR_GET_TIMERSLACK = 30
 
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -157,9 +153,7 @@ class RawSender:
                 count = max(1, math.ceil(rate_pps * duration_s))
             return self._paced(stamps, count, rate_pps, first_seq, start_mono_ns)
         if start_mono_ns is not None:
-            wait = start_mono_ns - time.monotonic_ns()
-            if wait > 0:
-                time.sleep(wait / 1e9)  # a deadline: the caller's chosen start, not a fixed delay
+            start_at(start_mono_ns)
         return self._unpaced(stamps, count, duration_s, first_seq)
 
     def _unpaced(
@@ -208,27 +202,17 @@ class RawSender:
     ) -> SendResult:
         send = self.sock.send
         mono = time.monotonic_ns
-        sleep = time.sleep
         n = len(stamps)
         interval = 1e9 / rate_pps
         refused = 0
         max_late = 0
-        old_slack = _libc.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0)
-        _libc.prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)  # 1 us: sleeps end close to asked
-        try:
+        with fine_timer_slack():
             off = realtime_offset_ns()
             start = mono() if start_mono_ns is None else start_mono_ns
             first_ns = last_ns = start + off
             for i in range(count):
                 target = start + int(i * interval)
-                now = mono()
-                if now < target:
-                    if target - now > SPIN_NS:
-                        sleep((target - now - SPIN_NS) / 1e9)  # poll: pacing loop
-                        now = mono()
-                    while now < target:  # poll: spin to the deadline
-                        sleep(0)  # lets other threads take the GIL (e.g. an event injector)
-                        now = mono()
+                now = wait_until(target)
                 if now - target > max_late:
                     max_late = now - target
                 last_ns = now + off
@@ -242,9 +226,6 @@ class RawSender:
                 if i == 0:
                     first_ns = last_ns
             elapsed = (mono() - start) / 1e9
-        finally:
-            if old_slack > 0:
-                _libc.prctl(PR_SET_TIMERSLACK, old_slack, 0, 0, 0)
         return _result(count, first_seq, start + off, first_ns, last_ns, elapsed, max_late, refused)
 
 

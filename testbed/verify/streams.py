@@ -41,7 +41,6 @@ Public API:
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import socket
 import threading
@@ -53,17 +52,14 @@ from testbed.errors import UsageError, WaitTimeout
 from testbed.verify.stations import Station
 from traffic.events import EventRecord, EventRunner
 from traffic.netns import run_in_netns
+from traffic.pacing import fine_timer_slack, wait_until
 from traffic.pcap import PcapWriter
 from traffic.receiver import CapturedFrame, Receiver
 from traffic.records import RxRecord
 from traffic.sender import RawSender, realtime_offset_ns
 
 START_LEAD_NS = 50_000_000  # the schedule starts 50 ms after the call: every thread is ready
-SPIN_NS = 80_000  # sleep until 80 us before a tick, then spin (as traffic.sender does)
 _REFUSED = (errno.ENOBUFS, errno.EAGAIN, errno.ENETDOWN)  # a dead path: counted, not raised
-PR_SET_TIMERSLACK = 29
-PR_GET_TIMERSLACK = 30
-_libc = ctypes.CDLL(None, use_errno=True)
 
 Progress = Callable[[str], None]
 
@@ -183,25 +179,15 @@ def _paced_interleaved(
     sizes = [len(s) for s in stamps]
     refused = [0] * len(sends)
     mono = time.monotonic_ns
-    sleep = time.sleep
     interval = 1e9 / rate_pps
     max_late = 0
-    old_slack = _libc.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0)
-    _libc.prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)  # 1 us: sleeps end close to what was asked
-    try:
+    with fine_timer_slack():
         off = realtime_offset_ns()
         first = last = start_mono + off
         pairs = list(zip(sends, stamps, sizes, range(len(sends))))
         for k in range(count):
             target = start_mono + int(k * interval)
-            now = mono()
-            if now < target:
-                if target - now > SPIN_NS:
-                    sleep((target - now - SPIN_NS) / 1e9)  # poll: pacing loop
-                    now = mono()
-                while now < target:  # poll: spin to the tick
-                    sleep(0)  # lets the receivers and the event thread take the GIL
-                    now = mono()
+            now = wait_until(target)
             if now - target > max_late:
                 max_late = now - target
             if k == 0:
@@ -216,9 +202,6 @@ def _paced_interleaved(
                     if exc.errno not in _REFUSED:
                         raise
                     refused[j] += 1
-    finally:
-        if old_slack > 0:
-            _libc.prctl(PR_SET_TIMERSLACK, old_slack, 0, 0, 0)
     return start_mono + off, first, last, max_late / 1000, refused
 
 
