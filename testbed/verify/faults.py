@@ -72,24 +72,24 @@ class Fault:
                      actions=(Action("drop"),), label="verify:nolacp") for hook in ("ingress", "egress")]
 
     def apply(self) -> None:
-        if self.how == "carrier":
-            with netlink_op(f"{self.netns}: {self.peer}: set down"):
-                self.ipr.link("set", index=self.index, state="down")
-        else:
-            from testbed.tc import ops
-
-            ops.apply(self.ipr, replace=self._lacp_rules())
-        self.applied = True
+        self._set(faulty=True)
 
     def revert(self) -> None:
+        self._set(faulty=False)
+
+    def _set(self, faulty: bool) -> None:
         if self.how == "carrier":
-            with netlink_op(f"{self.netns}: {self.peer}: set up"):
-                self.ipr.link("set", index=self.index, state="up")
+            state = "down" if faulty else "up"
+            with netlink_op(f"{self.netns}: {self.peer}: set {state}"):
+                self.ipr.link("set", index=self.index, state=state)
         else:
             from testbed.tc import ops
 
-            ops.apply(self.ipr, delete=self._lacp_rules())
-        self.applied = False
+            if faulty:
+                ops.apply(self.ipr, replace=self._lacp_rules())
+            else:
+                ops.apply(self.ipr, delete=self._lacp_rules())
+        self.applied = faulty
 
     def close(self) -> None:
         self.ipr.close()

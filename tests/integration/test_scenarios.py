@@ -54,6 +54,16 @@ def put_back(lab, updelay: int = 0) -> None:
     lab.traffic.view.wait_settled(h, want, timeout=60)
 
 
+def failover_with_updelay(lab, updelay: int, **kwargs):
+    """``lab.traffic.failover(**kwargs)`` with the bond's updelay set to ``updelay`` ms; the lab is put back
+    (every port up, updelay 0, all settled) whatever happens."""
+    lab.traffic.view.set_updelay(server(lab), updelay)
+    try:
+        return lab.traffic.failover(**kwargs)
+    finally:
+        put_back(lab)
+
+
 def explain(result) -> str:
     from testbed.verify.render import render
 
@@ -99,13 +109,8 @@ class TestActiveBackup:
     def test_mode1_recovery_when_the_other_port_fails(self, shared_lab, updelay):
         """pf0 fails; 1 s later it comes back *and* pf1 fails.  With no other port up the bond takes pf0
         at once whatever updelay says (bonding.txt 13.1), and the VF's rules must follow."""
-        h = server(shared_lab)
-        shared_lab.traffic.view.set_updelay(h, updelay)
-        try:
-            r = shared_lab.traffic.failover(target="server:vf0", fail="server:pf0", restore_after_s=1.0,
-                                            flap="server:pf1", duration_s=3.5)
-        finally:
-            put_back(shared_lab)
+        r = failover_with_updelay(shared_lab, updelay, target="server:vf0", fail="server:pf0",
+                                  restore_after_s=1.0, flap="server:pf1", duration_s=3.5)
         assert r.passed, explain(r)
         for s in r.streams:
             assert (s.wire_before, s.wire_after, s.wire_end) == ("pf0", "pf1", "pf0"), explain(r)
@@ -162,13 +167,8 @@ class TestVfActiveActive:
 
     @pytest.mark.parametrize("updelay", [0, 200, 2000])
     def test_mode2_recovery_when_the_other_port_fails(self, shared_lab, updelay):
-        h = server(shared_lab)
-        shared_lab.traffic.view.set_updelay(h, updelay)
-        try:
-            r = shared_lab.traffic.failover(target="server:vf1", fail="server:pf0", restore_after_s=1.0,
-                                            flap="server:pf1", duration_s=3.5, flows=8)
-        finally:
-            put_back(shared_lab)
+        r = failover_with_updelay(shared_lab, updelay, target="server:vf1", fail="server:pf0",
+                                  restore_after_s=1.0, flap="server:pf1", duration_s=3.5, flows=8)
         assert r.passed, explain(r)
         for s in r.streams:
             assert s.wire_end == "pf0" and set(s.wires_after) == {"pf1"}, explain(r)
@@ -180,13 +180,8 @@ class TestVfActiveActive:
         """A repaired port in its updelay: the bond already takes frames there and the switch's LAG sends on
         it, so the offload must deliver them too (balance-xor receives on every enslaved port; until the
         agent learned that, VF RX lost 38 packets beyond the bond's window here at updelay 500)."""
-        h = server(shared_lab)
-        shared_lab.traffic.view.set_updelay(h, 500)
-        try:
-            r = shared_lab.traffic.failover(target="server:vf1", fail="server:pf0", restore_after_s=1.0,
-                                            directions="rx", flows=8)
-        finally:
-            put_back(shared_lab)
+        r = failover_with_updelay(shared_lab, 500, target="server:vf1", fail="server:pf0",
+                                  restore_after_s=1.0, directions="rx", flows=8)
         assert r.passed, explain(r)
 
 
