@@ -69,9 +69,10 @@ def has(feature: str, release: Optional[str] = None, root: str = "/") -> bool:
 def needed_kernel(feature: str) -> str:
     """A phrase naming the kernel a feature needs, for error messages."""
     if feature == "rxe_netns":
-        return "Linux %d.%d or newer (in the VM lane: `testbed vm --kernel 7.3`)" % RXE_NETNS_KERNEL
+        major, minor = RXE_NETNS_KERNEL
+        return f"Linux {major}.{minor} or newer (in the VM lane: `testbed vm --kernel 7.3`)"
     if feature == "flower_hash":
-        return "Linux %d.%d or newer" % FLOWER_HASH_KERNEL
+        return "Linux {}.{} or newer".format(*FLOWER_HASH_KERNEL)
     return f"a kernel with {FEATURES[feature]}"
 
 
