@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import subprocess
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
-from testbed import labstore, realize, status, teardown, wire
+from testbed import bringup, labstore, status, teardown, wire
 from testbed.nl import open_ns, wait_until
+from testbed.progress import Progress
 from testbed.topology import Host, Topology
-
-Progress = Callable[[str], None]
 
 
 def ping(ns: str, addr: str, count: int = 3) -> Dict[str, Any]:
@@ -70,13 +69,8 @@ def run(topo: Topology, *, agent: bool = True, keep: bool = False, traffic: bool
     vf = nic.vfs[0] if nic.vfs else None
     result: Dict[str, Any] = {"lab": topo.name, "file": topo.file, "host": host.name, "steps": []}
     t0 = time.monotonic()
-    realize.up(topo, progress=progress)
+    bringup.up(topo, agent=agent, progress=progress)
     try:
-        if agent:
-            from testbed.agent import launcher
-
-            progress("starting the offload agent")
-            launcher.start(topo.name, timeout=120.0)
         targets = [("bond", str(nic.address.ip))] + ([(vf.name, str(vf.address.ip))] if vf else [])
         result["up_s"] = round(time.monotonic() - t0, 2)
         before = _snapshot(topo, host)

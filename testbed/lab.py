@@ -8,18 +8,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from testbed import labstore, loader, realize, status, teardown, wire
+from testbed import bringup, loader, status, teardown, wire
 from testbed.errors import UsageError
 from testbed.nl import wait_until
+from testbed.progress import Progress, quiet
 from testbed.topology import Host, Topology
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 def split_endpoint(spec: str) -> Tuple[str, str]:
@@ -40,22 +35,10 @@ class Lab:
 
     @classmethod
     def up(cls, path: str, *, name: Optional[str] = None, agent: bool = True,
-           progress: Progress = _quiet, agent_timeout: float = 120.0) -> Lab:
+           progress: Progress = quiet, agent_timeout: float = bringup.AGENT_TIMEOUT) -> Lab:
         topo = loader.load(path, lab_name=name)
-        realize.up(topo, progress=progress)
-        lab = cls(topo, agent=agent)
-        if agent:
-            try:
-                from testbed.agent import launcher
-
-                launcher.start(topo.name, timeout=agent_timeout)
-                rec = labstore.read(topo.name)
-                rec.agent = True
-                labstore.write(rec)
-            except BaseException:
-                teardown.down(topo.name)
-                raise
-        return lab
+        bringup.up(topo, agent=agent, agent_timeout=agent_timeout, progress=progress)
+        return cls(topo, agent=agent)
 
     def down(self) -> List[str]:
         return teardown.down(self.name)

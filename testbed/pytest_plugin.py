@@ -91,7 +91,6 @@ def _unsupported(config: Any) -> None:
         if config.getoption("--testbed-skip-unsupported"):
             pytest.skip(msg)
         pytest.fail(msg, pytrace=False)
-    caps.ensure_modules()
 
 
 def track(request: Any, lab: Any) -> Any:

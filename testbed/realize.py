@@ -15,13 +15,14 @@ reverse) and raises ``BuildError`` naming the step.
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from pyroute2 import IPRoute
 
 from testbed import labstore, naming, nsfs
 from testbed.errors import BuildError, ConflictError, TestbedError
 from testbed.nl import netlink_op, netns_exists, open_ns, wait_until
+from testbed.progress import Progress, quiet
 from testbed.topology import Bond, Host, Nic, Topology
 
 BOND_MODE = {"active-backup": 1, "balance-xor": 2, "802.3ad": 4}
@@ -29,13 +30,6 @@ XMIT_HASH = {"layer2": 0, "layer3+4": 1, "layer2+3": 2, "encap2+3": 3, "encap3+4
 PRIMARY_RESELECT = {"always": 0, "better": 1, "failure": 2}
 LACP_RATE = {"slow": 0, "fast": 1}
 NUD_PERMANENT = 0x80
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_msg: str) -> None:
-    pass
-
 
 def bond_options(bond: Bond) -> Dict[str, int]:
     """IFLA_BOND_* attributes for pyroute2 ``link('add', kind='bond', ...)``."""
@@ -85,7 +79,7 @@ class Builder:
     ``rec`` lets such a caller share its own lab record.
     """
 
-    def __init__(self, topo: Topology, progress: Progress = _quiet,
+    def __init__(self, topo: Topology, progress: Progress = quiet,
                  rec: Optional[labstore.LabRecord] = None) -> None:
         self.topo = topo
         self.progress = progress
@@ -186,9 +180,7 @@ class Builder:
         self.step = "wait for the bonds"
         self.progress(self.step)
         self.wait_bonds(self.bond_timeout)
-        self.rec.state = "up"
-        labstore.write(self.rec)
-        return self.rec
+        return self.rec  # still "building": bringup.finish marks it up once the agent is confirmed
 
     def plain_host(self, host: Host) -> None:
         sw, swp = self.topo.switch_netns, naming.switch_port(host.name, naming.HOST_IF)
@@ -295,8 +287,9 @@ class Builder:
                     ipr.neigh("add", dst=str(addr.ip), lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
 
 
-def up(topo: Topology, *, progress: Progress = _quiet) -> labstore.LabRecord:
-    """Build the lab; on any failure remove what was built and raise BuildError."""
+def up(topo: Topology, *, progress: Progress = quiet) -> labstore.LabRecord:
+    """Build the lab (its record stays ``building``: ``bringup`` marks it up); on any failure remove what was
+    built and raise BuildError."""
     check_conflicts(topo)
     builder = Builder(topo, progress)
     try:
@@ -306,7 +299,7 @@ def up(topo: Topology, *, progress: Progress = _quiet) -> labstore.LabRecord:
         from testbed.teardown import remove_lab
 
         try:
-            remove_lab(builder.rec, progress=_quiet)
+            remove_lab(builder.rec, progress=quiet)
         except TestbedError as cleanup_exc:
             progress(f"cleanup after failure also failed: {cleanup_exc}")
         if isinstance(exc, TestbedError):

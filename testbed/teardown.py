@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 from pyroute2 import netns
 
@@ -17,12 +17,7 @@ from testbed import labstore, naming, pids
 from testbed.errors import ConflictError, WaitTimeout
 from testbed.nl import NETNS_DIR, netns_exists, open_ns, wait_until
 from testbed.nswait import NetnsDeletion
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_msg: str) -> None:
-    pass
+from testbed.progress import Progress, quiet
 
 
 def netns_mark(name: str) -> Optional[str]:
@@ -66,7 +61,7 @@ def stop_agent(lab: str, timeout: float = 10.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def remove_lab(rec: labstore.LabRecord, *, progress: Progress = _quiet, timeout: float = 15.0) -> List[str]:
+def remove_lab(rec: labstore.LabRecord, *, progress: Progress = quiet, timeout: float = 15.0) -> List[str]:
     """Delete the lab's marked namespaces (reverse order), wait for their destruction, drop the record."""
     mark = naming.mark(rec.name)
     rec.state = "removing"
@@ -90,7 +85,7 @@ def remove_lab(rec: labstore.LabRecord, *, progress: Progress = _quiet, timeout:
     return removed
 
 
-def down(lab: str, *, progress: Progress = _quiet) -> List[str]:
+def down(lab: str, *, progress: Progress = quiet) -> List[str]:
     """Tear a lab down; a lab that is not there is not an error (idempotent)."""
     rec = labstore.try_read(lab)
     if rec is None:
@@ -133,7 +128,7 @@ def orphans() -> List[str]:
     return out
 
 
-def clean(*, all_labs: bool = False, lab: Optional[str] = None, progress: Progress = _quiet) -> List[str]:
+def clean(*, all_labs: bool = False, lab: Optional[str] = None, progress: Progress = quiet) -> List[str]:
     """Remove what crashed runs left: labs whose build never finished (builder gone), labs being removed,
     labs of a Mininet session that is gone, and marked namespaces without a record. ``all_labs`` also
     removes healthy labs."""

@@ -53,16 +53,20 @@ def running(lab: str) -> Optional[int]:
     return None
 
 
-def _claim_pidfile(lab: str) -> None:
-    other = running(lab)
-    if other is not None:
-        raise ConflictError(f"lab {lab}: an agent is already running (pid {other})",
-                            fix=f"stop it first: kill {other}  (SIGTERM; the rules stay in place)")
+def _write_pidfile(lab: str, pid: int) -> None:
     path = labstore.lab_file(lab, PIDFILE)
     tmp = f"{path}.{os.getpid()}"
     with open(tmp, "w") as fh:
-        fh.write(f"{os.getpid()}\n")
+        fh.write(f"{pid}\n")
     os.replace(tmp, path)
+
+
+def _claim_pidfile(lab: str) -> None:
+    other = running(lab)  # never this process, which its starter may have recorded already
+    if other is not None:
+        raise ConflictError(f"lab {lab}: an agent is already running (pid {other})",
+                            fix=f"stop it first: kill {other}  (SIGTERM; the rules stay in place)")
+    _write_pidfile(lab, os.getpid())
 
 
 def _release_pidfile(lab: str) -> None:
@@ -148,6 +152,7 @@ def start(lab: str, timeout: float = 60.0, *, json_log: bool = False) -> int:
                                     start_new_session=True, close_fds=True)
         finally:
             os.close(w)
+    _write_pidfile(lab, proc.pid)  # at once: if the starter dies now, `clean` still finds and stops the agent
     try:
         message = _wait_ready(r, proc, timeout, lab)
     finally:

@@ -12,11 +12,10 @@ DEFAULT = os.path.join("topologies", "active-backup.yaml")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from testbed import caps, demo, loader
+    from testbed import demo, loader
 
     topo = loader.load(args.file, lab_name=args.name)
     require_root("demo")
-    caps.ensure_modules()
     result = demo.run(topo, agent=not args.no_agent, keep=args.keep, traffic=not args.no_traffic,
                       progress=Progress(not args.json))
     if args.json:

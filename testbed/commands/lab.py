@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from testbed import caps, labstore, loader, realize, status, teardown, wire
+from testbed import bringup, caps, labstore, loader, status, teardown, wire
 from testbed.commands.common import Progress, add_json, add_quiet, emit_json, require_root
 from testbed.commands.render import render_status
 
@@ -27,22 +27,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     topo = loader.load(args.file, lab_name=args.name)  # validation first: a bad file changes nothing
     require_root("up")
     progress = Progress(not (args.quiet or args.json))
-    loaded = caps.ensure_modules()
-    if loaded:
-        progress(f"loaded kernel modules: {', '.join(loaded)}")
-    rec = realize.up(topo, progress=progress)
-    rec.agent = not args.no_agent
-    labstore.write(rec)
-    if rec.agent:
-        from testbed.agent import launcher
-
-        progress("starting the offload agent")
-        try:
-            launcher.start(topo.name, timeout=args.agent_timeout)
-        except BaseException:
-            progress("the agent did not start: removing the lab")
-            teardown.down(topo.name)
-            raise
+    rec = bringup.up(topo, agent=not args.no_agent, agent_timeout=args.agent_timeout, progress=progress)
     progress(f"lab {topo.name} is up: {len(rec.netns)} namespaces")
     if args.json:
         emit_json({"lab": topo.name, "netns": rec.netns, "agent": rec.agent})
@@ -65,7 +50,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in labstore.names():
         rec = labstore.try_read(name)
         if rec:
-            state = rec.state if not rec.holder or teardown.held_elsewhere(rec) else "crashed"
+            state = "crashed" if teardown.crashed(rec) and rec.state != "removing" else rec.state
             labs.append({"lab": name, "state": state, "file": rec.file, "netns": len(rec.netns),
                          "mininet_pid": rec.holder or None})
     if args.json:
@@ -123,8 +108,8 @@ def register(sub: Any) -> None:
     p.add_argument("file", help="topology YAML file (see topologies/)")
     p.add_argument("--name", help="lab name instead of the file's 'name' (run two copies side by side)")
     p.add_argument("--no-agent", action="store_true", help="do not start the offload agent")
-    p.add_argument("--agent-timeout", type=float, default=60.0, metavar="S",
-                   help="seconds to wait for the agent's first reconcile (default 60)")
+    p.add_argument("--agent-timeout", type=float, default=bringup.AGENT_TIMEOUT, metavar="S",
+                   help=f"seconds to wait for the agent's first reconcile (default {bringup.AGENT_TIMEOUT:g})")
     add_json(p)
     add_quiet(p)
     p.set_defaults(func=cmd_up)

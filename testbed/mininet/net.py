@@ -26,20 +26,19 @@ import atexit
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, Optional
 
 from mininet.link import Intf
 from mininet.log import info, warn
 from mininet.net import Mininet
 from mininet.nodelib import LinuxBridge
 
-from testbed import labstore, naming, nsfs, realize, teardown
+from testbed import bringup, labstore, naming, nsfs, realize, teardown
 from testbed.errors import BuildError, TestbedError, UsageError
 from testbed.mininet import netns
 from testbed.mininet.iperf import iperf_tcp
 from testbed.mininet.topo import SWITCH, LagTopo, NicHost
-
-Progress = Callable[[str], None]
+from testbed.progress import Progress
 
 
 def _info(msg: str) -> None:
@@ -51,8 +50,9 @@ def _no_move(*_args: Any, **_kwargs: Any) -> None:
 
 
 class LagNet(Mininet):
-    def __init__(self, topo: Optional[LagTopo] = None, *, agent: bool = True, agent_timeout: float = 120.0,
-                 bond_timeout: float = 60.0, progress: Progress = _info, **kwargs: Any) -> None:
+    def __init__(self, topo: Optional[LagTopo] = None, *, agent: bool = True,
+                 agent_timeout: float = bringup.AGENT_TIMEOUT, bond_timeout: float = 60.0,
+                 progress: Progress = _info, **kwargs: Any) -> None:
         if not isinstance(topo, LagTopo):
             raise UsageError("LagNet needs a LagTopo (a testbed topology file)",
                              fix="mn --custom testbed/mininet/custom.py --topo lag,FILE.yaml")
@@ -73,7 +73,7 @@ class LagNet(Mininet):
 
     # -- build: the record first, then each node's namespace named as it appears --------------
     def build(self) -> None:
-        realize.check_conflicts(self.model)
+        bringup.check(self.model)
         rec = labstore.LabRecord(name=self.lab, file=self.model.file, topology=self.model.raw, pid=os.getpid())
         rec.agent = self.agent
         rec.holder = os.getpid()  # the lab lives and dies with this process: `clean` removes it once it is gone
@@ -109,12 +109,10 @@ class LagNet(Mininet):
         self.progress(f"building the NIC (bond, VFs, RDMA function, tc) of lab {self.lab}")
         self.build_nic()
         self.timings["nic_s"] = time.monotonic() - t
+        t = time.monotonic()
+        assert self.rec is not None
+        bringup.finish(self.rec, agent=self.agent, agent_timeout=self.agent_timeout, progress=self.progress)
         if self.agent:
-            from testbed.agent import launcher
-
-            t = time.monotonic()
-            self.progress("starting the offload agent")
-            launcher.start(self.lab, timeout=self.agent_timeout)
             self.timings["agent_s"] = time.monotonic() - t
         self.timings["total_s"] = time.monotonic() - self._t0
         parts = [("Mininet", "mininet_s"), ("NIC", "nic_s"), ("agent", "agent_s")]
@@ -156,8 +154,6 @@ class LagNet(Mininet):
             raise BuildError(f"lab {self.lab}: step '{builder.step}' failed: {exc}") from exc
         finally:
             builder.close()
-        self.rec.state = "up"
-        labstore.write(self.rec)
 
     def iperf(self, hosts: Any = None, l4Type: str = "TCP", udpBw: str = "10M", fmt: Any = None,  # noqa: N803
               seconds: int = 5, port: int = 5001) -> Any:

@@ -17,6 +17,7 @@ from typing import Any, Iterator, TextIO
 
 from mininet.log import setLogLevel
 
+from testbed.bringup import AGENT_TIMEOUT
 from testbed.errors import BuildError, TestbedError
 from testbed.mininet.cli import LagCLI
 from testbed.mininet.net import LagNet
@@ -48,7 +49,7 @@ def signals_end_session() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def run(topo: Topology, *, agent: bool = True, agent_timeout: float = 120.0, loglevel: str = "info",
+def run(topo: Topology, *, agent: bool = True, agent_timeout: float = AGENT_TIMEOUT, loglevel: str = "info",
         stdin: TextIO = sys.stdin) -> int:
     """Build, run the CLI until exit, tear down. Returns 0, or the exit status of the last testbed error a
     CLI command raised (so a piped script fails when e.g. a verification failed)."""

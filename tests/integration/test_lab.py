@@ -13,16 +13,15 @@ own tests) and always torn down by the fixture, even when a test fails.
 
 from __future__ import annotations
 
+import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from pyroute2 import netns
 
-from testbed import labstore, loader, naming, realize, teardown, wire
+from testbed import labstore, loader, naming, pids, realize, teardown, wire
 from testbed.errors import ConflictError
 from testbed.nl import open_ns, wait_until
 from testbed.realize import BOND_MODE, XMIT_HASH
@@ -186,25 +185,61 @@ def test_conflicting_namespace_is_refused_and_left_alone():
         netns.remove("itclash-server")
 
 
-def test_clean_removes_what_a_killed_up_left():
-    before = host_snapshot()
+KILL_POINTS = {  # progress line of `testbed up` -> where the build is when it appears
+    "before-build": "create namespace",  # the record is written, nothing exists in the kernel yet
+    "mid-build": "host server",  # namespaces exist, wires are being made
+    "agent-starting": "starting the offload agent",  # everything built, the agent being started
+}
+
+
+def _up_until(lab: str, line: str) -> subprocess.Popen:
+    """`testbed up` as a user runs it, read until it prints ``line`` (or ends)."""
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "testbed", "up", topo_path("active-backup"),
-                             "--name", "itcrash", "--no-agent", "-q"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "testbed", "up", topo_path("active-backup"), "--name", lab],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for text in proc.stderr:  # ends at the latest when `up` does
+        if line in text:
+            break
+    return proc
+
+
+def _agent_pid(lab: str) -> int:
     try:
-        wait_until(lambda: "itcrash-server" in netns.listnetns() or proc.poll() is not None, 300,
-                   "the build to get half-way")
+        with open(labstore.lab_file(lab, "agent.pid")) as fh:
+            return int(fh.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_plain_clean_removes_what_a_killed_up_left(point):
+    """SIGKILL of `testbed up` at any point leaves a crashed build: `list` says so, plain `clean` removes
+    it all (namespaces, record, agent process)."""
+    before = host_snapshot()
+    lab = f"itk{list(KILL_POINTS).index(point)}"
+    proc = _up_until(lab, KILL_POINTS[point])
+    agent = 0
+    try:
+        assert proc.poll() is None, f"`testbed up` ended before {KILL_POINTS[point]!r}"
+        if point == "agent-starting":
+            wait_until(lambda: pids.alive(_agent_pid(lab)), 120, "the agent process to be recorded")
+            agent = _agent_pid(lab)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
+        proc.kill()
         proc.wait()
-    assert labstore.try_read("itcrash") is not None, "a record exists as soon as anything does"
-    start = time.monotonic()
-    teardown.clean()
-    assert labstore.try_read("itcrash") is None
-    assert not [n for n in netns.listnetns() if n.startswith("itcrash-")]
-    assert host_snapshot() == before, f"clean restored the host ({time.monotonic() - start:.1f}s)"
+        proc.stderr.close()
+    listed = subprocess.run([sys.executable, "-m", "testbed", "list", "--json"], env=dict(os.environ, PYTHONPATH=ROOT),
+                            capture_output=True, text=True, check=True)
+    states = {x["lab"]: x["state"] for x in json.loads(listed.stdout)}
+    assert states.get(lab) == "crashed", f"a dead `up` is a crashed build, `list` said {states}"
+    res = subprocess.run([sys.executable, "-m", "testbed", "clean", "-q"], env=dict(os.environ, PYTHONPATH=ROOT),
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    assert labstore.try_read(lab) is None
+    assert not [n for n in netns.listnetns() if n.startswith(f"{lab}-")]
+    assert not agent or not pids.alive(agent), f"clean left the agent (pid {agent}) running"
+    assert host_snapshot() == before
 
 
 def test_down_is_idempotent():
