@@ -49,12 +49,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import yaml  # noqa: E402
 from pyroute2 import IPRoute, netns  # noqa: E402
 
-from testbed import labstore, loader, teardown  # noqa: E402
+from testbed import (  # noqa: E402
+    labstore,
+    loader,
+    nlpipe,  # noqa: E402
+    teardown,
+)
 from testbed.agent import launcher, rules  # noqa: E402
 from testbed.agent.reconcile import NicReconciler  # noqa: E402
-from testbed.agent.state import read_state  # noqa: E402
+from testbed.bond.state import read_state  # noqa: E402
 from testbed.nl import wait_until  # noqa: E402
-from testbed.tc import flower, nlpipe, ops  # noqa: E402
+from testbed.tc import flower, ops  # noqa: E402
 from testbed.tc.rule import Rule  # noqa: E402
 from testbed.topology import Host  # noqa: E402
 

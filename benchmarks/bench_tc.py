@@ -40,7 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pyroute2 import IPRoute, netns  # noqa: E402
 
-from testbed.tc import codec, flower, nlpipe, ops, readback  # noqa: E402
+from testbed import nlpipe
+from testbed.tc import codec, flower, ops, readback  # noqa: E402
 from testbed.tc.rule import Action, Match, Rule  # noqa: E402
 
 MODULES = ("cls_flower", "act_mirred", "act_gact", "sch_ingress", "dummy")

@@ -6,8 +6,8 @@ import json
 from typing import Any, Dict, List, Optional
 
 from testbed import labstore, naming
-from testbed.agent import bondnl
-from testbed.agent.state import read_state
+from testbed.bond import wire as bondnl
+from testbed.bond.state import read_state
 from testbed.nl import open_ns
 from testbed.topology import Host, Nic, Topology
 

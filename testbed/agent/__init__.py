@@ -2,8 +2,10 @@
 
 Modules, each with one job:
 
-* ``bondnl``    wire format of a bond port's IFLA_INFO_SLAVE_DATA (what pyroute2 lacks)
-* ``state``     read the bond and its ports over netlink -> frozen ``BondState``
+The bond's state reader, its wire format and which ports it uses live below, in
+``testbed.bond``; other layers use of the agent only ``launcher`` (start/stop), ``status``
+(the typed ``agent.json`` reader) and ``mapping`` (the pure bucket table).
+
 * ``mapping``   bucket -> port tables (native, failover, recovery); pure
 * ``rules``     ``desired_rules(nic, state)`` / ``plan()``: the flower rules; pure
 * ``reconcile`` one NIC: state -> plan -> diff against the kernel -> phased apply

@@ -26,21 +26,17 @@ import os
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import List, Optional, Set
+from typing import List, Set
 
 from pyroute2 import netns as pr_netns
 
+from testbed import rawnl
 from testbed.errors import AgentError
+from testbed.rawnl import NETNS_DIR
 
 RTMGRP_LINK = 0x1
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
-NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
-IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
-IFLA_IFNAME = 3
 RCVBUF = 4 << 20  # bytes; SO_RCVBUFFORCE as root, else capped by net.core.rmem_max
 SO_RCVBUFFORCE = 33
-NETNS_DIR = "/run/netns"
 
 
 @dataclass
@@ -53,34 +49,16 @@ class Batch:
     deleted: Set[str] = field(default_factory=set)  # RTM_DELLINK
 
 
-def _ifname(data: bytes, off: int, end: int) -> Optional[str]:
-    pos = off + NLMSG_HDR.size + IFINFO.size
-    while pos + 4 <= end:
-        alen, atype = struct.unpack_from("=HH", data, pos)
-        if alen < 4:
-            break
-        if atype & 0x3FFF == IFLA_IFNAME:
-            return data[pos + 4:pos + alen].split(b"\0", 1)[0].decode(errors="replace")
-        pos += (alen + 3) & ~3
-    return None
-
-
 def parse(data: bytes, batch: Batch) -> None:
     """Add the link messages in one datagram to ``batch`` (pure; unit-tested)."""
-    off = 0
-    while off + NLMSG_HDR.size <= len(data):
-        length, mtype, _flags, _seq, _pid = NLMSG_HDR.unpack_from(data, off)
-        if length < NLMSG_HDR.size:
-            break
-        end = min(off + length, len(data))
-        if mtype in (RTM_NEWLINK, RTM_DELLINK):
+    for mtype, _flags, _seq, msg in rawnl.messages(data):
+        if mtype in (rawnl.RTM_NEWLINK, rawnl.RTM_DELLINK):
             batch.messages += 1
-            name = _ifname(data, off, end)
+            name = rawnl.link_name(msg)
             if name:
                 batch.names.add(name)
-                if mtype == RTM_DELLINK:
+                if mtype == rawnl.RTM_DELLINK:
                     batch.deleted.add(name)
-        off += (length + 3) & ~3
 
 
 class LinkEvents:

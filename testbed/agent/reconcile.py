@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from testbed.agent import rules as rules_mod
-from testbed.agent.state import BondState, read_state
+from testbed.bond.state import BondState, read_state
 from testbed.errors import NetlinkOpError, TestbedError
 from testbed.tc import codec, ops
 from testbed.tc.rule import Rule

@@ -8,7 +8,7 @@ sleeps) for
    unused (``up=False``), or MII up again and - except the backup port of an
    active-backup bond - in use (``up=True``);
 2. the agent (when one runs): the ports it programs (``agent.json``
-   ``usable``) equal the ports the bond uses now (``rules.usable_ports``).
+   ``usable``) equal the ports the bond uses now (``ports.usable_ports``).
 
 A condition that does not hold in time is reported, not raised: this is
 for a person at the CLI who wants to see what happened.
@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from testbed import status
 from testbed.agent import launcher
 from testbed.agent.reconcile import stamp
-from testbed.agent.rules import usable_ports
-from testbed.agent.state import BondState, read_state
+from testbed.bond.ports import usable_ports
+from testbed.bond.state import BondState, read_state
 from testbed.errors import WaitTimeout
 from testbed.nl import open_ns, wait_until
 from testbed.topology import Host, Topology

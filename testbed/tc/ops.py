@@ -21,8 +21,9 @@ import socket
 import struct
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
+from testbed import nlpipe, rawnl
 from testbed.errors import ConflictError, NetlinkOpError
-from testbed.tc import codec, flower, nlpipe, readback
+from testbed.tc import codec, flower, readback
 from testbed.tc.rule import FOREIGN, InstalledRule, Rule
 
 RTM_NEWQDISC = 36
@@ -55,16 +56,8 @@ def _index(links: Dict[str, int], name: Optional[str], what: str) -> int:
 
 def _kind_of(msg: bytes) -> Tuple[int, int, Optional[str]]:
     """(ifindex, handle, TCA_KIND) of a raw tc message."""
-    _, index, handle, _, _ = _TCMSG.unpack_from(msg, nlpipe.HDR.size)
-    offset = nlpipe.HDR.size + _TCMSG.size
-    while offset + 4 <= len(msg):
-        nla_len, nla_type = struct.unpack_from("=HH", msg, offset)
-        if nla_len < 4:
-            break
-        if nla_type == TCA_KIND:
-            return index, handle, bytes(msg[offset + 4 : offset + nla_len]).rstrip(b"\0").decode()
-        offset += (nla_len + 3) & ~3
-    return index, handle, None
+    _, index, handle, _, _ = _TCMSG.unpack_from(msg, rawnl.HDR.size)
+    return index, handle, rawnl.attr_str(msg, rawnl.HDR.size + _TCMSG.size, TCA_KIND)
 
 
 # --- clsact -----------------------------------------------------------------

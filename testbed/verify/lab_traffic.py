@@ -403,7 +403,7 @@ class LabTraffic:
         if agent is not None and agent.get("mapping"):
             return list(agent["mapping"])
         from testbed.agent.rules import plan
-        from testbed.agent.state import read_state
+        from testbed.bond.state import read_state
 
         nic = host.nic
         assert nic is not None

@@ -1,7 +1,7 @@
 """What a verification reads from a running lab: which ports the bond, its switch-side partner and the agent use.
 
 - ``bond_usable``: the ports the NIC's bond transmits on now, by the agent's
-  own rule (``testbed.agent.rules.usable_ports`` over the bond's netlink
+  own rule (``testbed.bond.ports.usable_ports`` over the bond's netlink
   state) -- active-backup: the active port; balance-xor: MII up; 802.3ad:
   collecting+distributing in the active aggregator.
 - ``partner_usable``: the same for the switch-side partner bond
@@ -71,15 +71,15 @@ class LabView:
         return dataclasses.replace(nic, ports=ports, bond=bond, vfs=(), rdma=None)
 
     def bond_usable(self, host: Host) -> Tuple[str, ...]:
-        from testbed.agent.rules import usable_ports
-        from testbed.agent.state import read_state
+        from testbed.bond.ports import usable_ports
+        from testbed.bond.state import read_state
 
         nic = self._nic(host)
         with open_ns(host.netns) as ipr:
             return usable_ports(nic, read_state(ipr, nic, host.netns))
 
     def port_carrier(self, host: Host, port: str) -> bool:
-        from testbed.agent.state import read_state
+        from testbed.bond.state import read_state
 
         nic = self._nic(host)
         with open_ns(host.netns) as ipr:
@@ -97,8 +97,8 @@ class LabView:
         return ns, pn.bond.name, policy
 
     def partner_usable(self, host: Host) -> Optional[Tuple[str, ...]]:
-        from testbed.agent.rules import usable_ports
-        from testbed.agent.state import read_state
+        from testbed.bond.ports import usable_ports
+        from testbed.bond.state import read_state
 
         pn = self.partner_nic(host)
         if pn is None:

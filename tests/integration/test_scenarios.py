@@ -33,7 +33,7 @@ import time
 import pytest
 
 from testbed import cli
-from testbed.agent.state import read_state
+from testbed.bond.state import read_state
 from testbed.nl import open_ns, wait_until
 from testbed.verify.faults import Fault
 

@@ -26,7 +26,7 @@ import pytest
 
 from testbed import loader
 from testbed.agent import mapping, rules
-from testbed.agent.state import BondState, PortState
+from testbed.bond.state import BondState, PortState
 from testbed.tc import codec, ops
 from testbed.tc.rule import ETH_P_ARP, ETH_P_SLOW, Action, Rule
 from testbed.topology import Nic

@@ -14,8 +14,9 @@ from typing import List, Optional
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from testbed import loader
-from testbed.agent import bondnl, events
-from testbed.agent.state import parse_links, parse_raw
+from testbed.agent import events
+from testbed.bond import wire as bondnl
+from testbed.bond.state import parse_links, parse_raw
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_CARRIER = 1, 3, 10, 16, 18, 33
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5

@@ -14,8 +14,9 @@ import struct
 
 import pytest
 
+from testbed import nlpipe
 from testbed.errors import ConflictError, NetlinkOpError
-from testbed.tc import codec, flower, nlpipe, ops, readback
+from testbed.tc import codec, flower, ops, readback
 from testbed.tc.rule import (
     ETH_P_ALL,
     ETH_P_ARP,

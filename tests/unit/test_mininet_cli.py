@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from testbed import loader
-from testbed.agent.state import BondState, PortState
+from testbed.bond.state import BondState, PortState
 from testbed.errors import UsageError
 from testbed.mininet import lagstatus, traffic
 from testbed.mininet.cli import function_names, split_end, two_args

@@ -1,4 +1,4 @@
-"""Pipelined rtnetlink requests and raw dumps over an open pyroute2 IPRoute.
+"""Pipelined rtnetlink requests and raw dumps over an open pyroute2 IPRoute (used by ``tc`` and the bond reader).
 
 pyroute2 0.9.7 sends one request and waits for its ack, and parses every
 reply through its generic decoder (a NetlinkRequest, an asyncio queue and an
@@ -32,7 +32,9 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator, List, Optional, Tuple
 
+from testbed import rawnl
 from testbed.errors import NetlinkOpError, WaitTimeout
+from testbed.rawnl import HDR, header, messages
 
 NLM_F_REQUEST = 0x1
 NLM_F_MULTI = 0x2
@@ -55,7 +57,6 @@ NLMSGERR_ATTR_MSG = 1
 SOL_NETLINK = 270
 NETLINK_EXT_ACK = 11
 
-HDR = struct.Struct("=IHHII")  # struct nlmsghdr: len, type, flags, seq, pid
 ACK_TIMEOUT = 10.0  # s without progress before a reply counts as lost
 RECV_SIZE = 1 << 16  # > the 32 KiB the kernel puts in one dump datagram
 
@@ -79,37 +80,13 @@ class Reply:
 OK = Reply(0)
 
 
-def header(length: int, msg_type: int, flags: int, seq: int) -> bytes:
-    return HDR.pack(HDR.size + length, msg_type, flags, seq, 0)
-
-
-def messages(data: bytes) -> Iterator[Tuple[int, int, int, memoryview]]:
-    """Split a datagram into (type, flags, seq, whole message incl. header)."""
-    view = memoryview(data)
-    offset = 0
-    while offset + HDR.size <= len(data):
-        length, msg_type, flags, seq, _ = HDR.unpack_from(data, offset)
-        if length < HDR.size:
-            break
-        yield msg_type, flags, seq, view[offset : offset + length]
-        offset += (length + 3) & ~3
-
-
 def parse_error(msg: memoryview, flags: int) -> Reply:
     """NLMSG_ERROR body: errno, the echoed request, then ext-ack TLVs if flagged."""
     (code,) = struct.unpack_from("=i", msg, HDR.size)
     if not code or not flags & NLM_F_ACK_TLVS:
         return Reply(-code)
     echoed = HDR.size if flags & NLM_F_CAPPED else HDR.unpack_from(msg, HDR.size + 4)[0]
-    offset = HDR.size + 4 + ((echoed + 3) & ~3)
-    text = ""
-    while offset + 4 <= len(msg):
-        nla_len, nla_type = struct.unpack_from("=HH", msg, offset)
-        if nla_len < 4:
-            break
-        if nla_type == NLMSGERR_ATTR_MSG:
-            text = bytes(msg[offset + 4 : offset + nla_len]).rstrip(b"\0").decode(errors="replace")
-        offset += (nla_len + 3) & ~3
+    text = rawnl.attr_str(msg, HDR.size + 4 + rawnl.align(echoed), NLMSGERR_ATTR_MSG) or ""
     return Reply(-code, text)
 
 
@@ -271,29 +248,12 @@ def errno_name(code: int) -> str:
 
 # --- links --------------------------------------------------------------------
 
-RTM_GETLINK = 18
-IFLA_IFNAME = 3
-IFLA_EXT_MASK = 29
-RTEXT_FILTER_SKIP_STATS = 1 << 3
-_IFINFO = struct.Struct("=BxHiII")
-
 
 def link_index(ipr) -> dict:
     """name -> ifindex of every interface in the IPRoute's namespace (one dump)."""
-    body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + struct.pack(
-        "=HHI", 8, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS
-    )
     names = {}
-    for msg in dump(ipr, RTM_GETLINK, body, "links"):
-        index = _IFINFO.unpack_from(msg, HDR.size)[2]
-        offset = HDR.size + _IFINFO.size
-        while offset + 4 <= len(msg):
-            nla_len, nla_type = struct.unpack_from("=HH", msg, offset)
-            if nla_len < 4:
-                break
-            if nla_type == IFLA_IFNAME:
-                name = msg[offset + 4 : offset + nla_len].rstrip(b"\0").decode()
-                names[name] = index
-                break
-            offset += (nla_len + 3) & ~3
+    for msg in dump(ipr, rawnl.RTM_GETLINK, rawnl.link_dump_body(), "links"):
+        name = rawnl.link_name(msg)
+        if name is not None:
+            names[name] = rawnl.link_index(msg)
     return names

@@ -9,7 +9,7 @@ driver reports and follows it:
 * per port: ``IFLA_CARRIER``, ``IFLA_OPERSTATE``, ``IFLA_MASTER`` and the
   bond's per-port record ``IFLA_INFO_SLAVE_DATA``: slave state
   (active/backup), MII status (up/fail/down/back) and the 802.3ad actor and
-  partner operational port state (see ``bondnl``; pyroute2 0.9.7 stops short
+  partner operational port state (see ``bond.wire``; pyroute2 0.9.7 stops short
   of those).
 
 ``parse_links()`` is pure (pyroute2 messages in, ``BondState`` out) so unit
@@ -20,17 +20,15 @@ RTM_GETLINK dump.
 from __future__ import annotations
 
 import errno
-import socket
-import struct
 from dataclasses import dataclass
 from typing import Any, FrozenSet, Iterable, Optional, Tuple
 
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from testbed.agent import bondnl
+from testbed import nlpipe, rawnl
+from testbed.bond import wire
 from testbed.errors import NetlinkOpError
-from testbed.tc import nlpipe
 from testbed.topology import Nic
 
 IFF_UP = 0x1
@@ -55,7 +53,7 @@ class PortState:
 
     @property
     def collecting_distributing(self) -> bool:
-        bits = bondnl.AD_COLLECTING | bondnl.AD_DISTRIBUTING
+        bits = wire.AD_COLLECTING | wire.AD_DISTRIBUTING
         return self.ad_actor is not None and self.ad_actor & bits == bits
 
     def describe(self) -> str:
@@ -72,7 +70,7 @@ class PortState:
         if self.mii:
             parts.append(f"mii={self.mii}")
         if self.ad_actor is not None:
-            parts.append("lacp=" + (",".join(n for n in bondnl.ad_state_names(self.ad_actor)
+            parts.append("lacp=" + (",".join(n for n in wire.ad_state_names(self.ad_actor)
                                              if n in ("collecting", "distributing")) or "-"))
         return " ".join(parts)
 
@@ -133,7 +131,7 @@ def parse_links(links: Iterable[Any], nic: Nic, devices: Optional[Iterable[str]]
         info = _linkinfo(ln)
         sd = {}
         if info is not None and info.get_attr("IFLA_INFO_SLAVE_KIND") == "bond":
-            sd = bondnl.slave_data(info.get_attr("IFLA_INFO_SLAVE_DATA"))
+            sd = wire.slave_data(info.get_attr("IFLA_INFO_SLAVE_DATA"))
         enslaved = bond_index is not None and ln.get_attr("IFLA_MASTER") == bond_index
         ports.append(PortState(
             name=name,
@@ -142,8 +140,8 @@ def parse_links(links: Iterable[Any], nic: Nic, devices: Optional[Iterable[str]]
             carrier=bool(ln.get_attr("IFLA_CARRIER")),
             operstate=str(ln.get_attr("IFLA_OPERSTATE") or "UNKNOWN"),
             enslaved=enslaved,
-            slave_state=bondnl.SLAVE_STATE.get(sd.get("state")) if enslaved else None,
-            mii=bondnl.MII_STATUS.get(sd.get("mii")) if enslaved else None,
+            slave_state=wire.SLAVE_STATE.get(sd.get("state")) if enslaved else None,
+            mii=wire.MII_STATUS.get(sd.get("mii")) if enslaved else None,
             ad_actor=sd.get("actor") if enslaved else None,
             ad_partner=sd.get("partner") if enslaved else None,
             ad_aggregator=sd.get("aggregator") if enslaved else None,
@@ -155,7 +153,7 @@ def parse_links(links: Iterable[Any], nic: Nic, devices: Optional[Iterable[str]]
     data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
     mode = active = aggregator = None
     if data is not None and info.get_attr("IFLA_INFO_KIND") == "bond":
-        mode = bondnl.BOND_MODE.get(data.get_attr("IFLA_BOND_MODE"))
+        mode = wire.BOND_MODE.get(data.get_attr("IFLA_BOND_MODE"))
         active = by_index.get(data.get_attr("IFLA_BOND_ACTIVE_SLAVE"))  # a port of ours, or None
         ad_info = data.get_attr("IFLA_BOND_AD_INFO")
         if ad_info is not None:
@@ -166,36 +164,16 @@ def parse_links(links: Iterable[Any], nic: Nic, devices: Optional[Iterable[str]]
 
 # --- reading it --------------------------------------------------------------------
 
-RTM_GETLINK = 18
-IFLA_IFNAME = 3
-IFLA_EXT_MASK = 29
-RTEXT_FILTER_SKIP_STATS = 1 << 3
-_IFINFO = struct.Struct("=BxHiII")
-_DUMP_BODY = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + struct.pack("=HHI", 8, IFLA_EXT_MASK,
-                                                                       RTEXT_FILTER_SKIP_STATS)
-
-
-def _name(msg: bytes) -> Optional[str]:
-    offset = nlpipe.HDR.size + _IFINFO.size
-    while offset + 4 <= len(msg):
-        nla_len, nla_type = struct.unpack_from("=HH", msg, offset)
-        if nla_len < 4:
-            break
-        if nla_type == IFLA_IFNAME:
-            return bytes(msg[offset + 4:offset + nla_len]).split(b"\0", 1)[0].decode(errors="replace")
-        offset += (nla_len + 3) & ~3
-    return None
-
 
 def read_state(ipr: Any, nic: Nic, netns: str = "") -> BondState:
     """One RTM_GETLINK dump of the NIC's namespace (no stats); only the bond and its ports are decoded.
 
-    The dump is raw (``tc.nlpipe``) and only the messages of interest go
+    The dump is raw (``testbed.nlpipe``) and only the messages of interest go
     through pyroute2's decoder: with 64 representors in the namespace the
     full pyroute2 path costs ~20x more under TCG, on the failover path.
     """
     try:
-        raw = nlpipe.dump(ipr, RTM_GETLINK, _DUMP_BODY, f"{netns or 'netns'}: links")
+        raw = nlpipe.dump(ipr, rawnl.RTM_GETLINK, rawnl.link_dump_body(), f"{netns or 'netns'}: links")
     except NetlinkError as exc:
         raise NetlinkOpError(f"{netns or 'netns'}: cannot dump links: {errno.errorcode.get(exc.code, exc.code)}",
                              errno=exc.code) from None
@@ -208,7 +186,7 @@ def parse_raw(raw: Iterable[bytes], nic: Nic) -> BondState:
     devices = []
     links = []
     for msg in raw:
-        name = _name(msg)
+        name = rawnl.link_name(msg)
         if name is None:
             continue
         devices.append(name)
