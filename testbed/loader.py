@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterable, List, Tuple
 import yaml
 
 from testbed import naming
+from testbed.bond import options
 from testbed.errors import TopologyError
 from testbed.topology import Bond, Function, Host, Nic, Offload, Topology
 
@@ -26,7 +27,7 @@ _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 def schema() -> dict:
     text = resources.files("testbed").joinpath("schema/topology.schema.json").read_text()
-    return json.loads(text)
+    return options.schema_enums(json.loads(text))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -210,13 +211,9 @@ class _Checker:
             if raw["primary"] not in ports:
                 allowed = ", ".join(ports)
                 self.fail(f"{path}.primary", f"{raw['primary']!r} is not a port of this NIC; one of: {allowed}")
-        if "primary_reselect" in raw and mode != "active-backup":
-            self.fail(f"{path}.primary_reselect", f"only applies to mode active-backup (mode is {mode})")
-        if "xmit_hash_policy" in raw and mode == "active-backup":
-            self.fail(f"{path}.xmit_hash_policy", "does not apply to active-backup; use balance-xor or 802.3ad")
-        for key in ("lacp_rate", "min_links"):
-            if key in raw and mode != "802.3ad":
-                self.fail(f"{path}.{key}", f"only applies to mode 802.3ad (mode is {mode})")
+        for opt in options.OPTIONS:
+            if opt.name in raw and opt.modes and mode not in opt.modes:
+                self.fail(f"{path}.{opt.name}", opt.not_for(mode))
         if raw.get("min_links", 0) > len(ports):
             self.fail(f"{path}.min_links", f"{raw['min_links']} is more than the NIC's {len(ports)} ports")
         miimon = raw.get("miimon", 100)

@@ -20,41 +20,25 @@ from typing import Dict, List, Optional
 from pyroute2 import IPRoute
 
 from testbed import labstore, naming, nsfs
+from testbed.bond import options
 from testbed.errors import BuildError, ConflictError, TestbedError
 from testbed.nl import netlink_op, netns_exists, open_ns, wait_until
 from testbed.progress import Progress, quiet
 from testbed.topology import Bond, Host, Nic, Topology
 
-BOND_MODE = {"active-backup": 1, "balance-xor": 2, "802.3ad": 4}
-XMIT_HASH = {"layer2": 0, "layer3+4": 1, "layer2+3": 2, "encap2+3": 3, "encap3+4": 4}
-PRIMARY_RESELECT = {"always": 0, "better": 1, "failure": 2}
-LACP_RATE = {"slow": 0, "fast": 1}
 NUD_PERMANENT = 0x80
 
 def bond_options(bond: Bond) -> Dict[str, int]:
-    """IFLA_BOND_* attributes for pyroute2 ``link('add', kind='bond', ...)``."""
-    opts = {"bond_mode": BOND_MODE[bond.mode], "bond_miimon": bond.miimon,
-            "bond_updelay": bond.updelay, "bond_downdelay": bond.downdelay}
-    if bond.primary_reselect:
-        opts["bond_primary_reselect"] = PRIMARY_RESELECT[bond.primary_reselect]
-    if bond.xmit_hash_policy:
-        opts["bond_xmit_hash_policy"] = XMIT_HASH[bond.xmit_hash_policy]
-    if bond.lacp_rate:
-        opts["bond_ad_lacp_rate"] = LACP_RATE[bond.lacp_rate]
-    if bond.min_links is not None:
-        opts["bond_min_links"] = bond.min_links
-    return opts
+    """IFLA_BOND_* attributes for pyroute2 ``link('add', kind='bond', ...)`` (``primary``: set once enslaved)."""
+    return options.attrs({o.name: getattr(bond, o.name) for o in options.OPTIONS})
 
 
 def partner_options(bond: Bond) -> Optional[Dict[str, int]]:
     """The switch side of a LAG: a static (balance-xor) or LACP (802.3ad) partner; none for active-backup."""
-    if bond.mode == "active-backup":
+    if bond.mode not in options.LAG_MODES:
         return None
-    opts = {"bond_mode": BOND_MODE[bond.mode], "bond_miimon": bond.miimon or 100,
-            "bond_xmit_hash_policy": XMIT_HASH["layer3+4"]}
-    if bond.mode == "802.3ad":
-        opts["bond_ad_lacp_rate"] = LACP_RATE[bond.lacp_rate or "fast"]
-    return opts
+    return options.attrs({"mode": bond.mode, "miimon": bond.miimon or 100, "xmit_hash_policy": "layer3+4",
+                          "lacp_rate": (bond.lacp_rate or "fast") if bond.mode == "802.3ad" else None})
 
 
 def check_conflicts(topo: Topology) -> None:

@@ -18,7 +18,7 @@ def read_bond(ipr: Any, nic: Nic) -> Dict[str, Any]:
     out: Dict[str, Any] = {"name": st.bond, "present": st.present, "ports": []}
     if not st.present:
         return out
-    out.update(mode=st.mode, active_port=st.active, admin_up=st.admin_up)
+    out.update(mode=st.mode, active_port=st.active, admin_up=st.admin_up, options=dict(st.options))
     for p in st.ports:
         entry: Dict[str, Any] = {"name": p.name, "present": p.present}
         if p.present:

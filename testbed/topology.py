@@ -13,7 +13,6 @@ from typing import Tuple
 
 from testbed import naming
 
-BOND_MODES = ("active-backup", "balance-xor", "802.3ad")
 OFFLOAD_MODES = ("active-backup", "hash", "vf-split")
 
 

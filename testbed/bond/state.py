@@ -27,7 +27,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from testbed import nlpipe, rawnl
-from testbed.bond import wire
+from testbed.bond import options, wire
 from testbed.errors import NetlinkOpError
 from testbed.topology import Nic
 
@@ -88,6 +88,7 @@ class BondState:
     ports: Tuple[PortState, ...] = ()
     # every interface present in the namespace; None: not known (tests), assume all present
     devices: Optional[FrozenSet[str]] = None
+    options: Tuple[Tuple[str, Any], ...] = ()  # the bond's options as the kernel reports them (bond.options)
 
     def port(self, name: str) -> PortState:
         for p in self.ports:
@@ -152,14 +153,17 @@ def parse_links(links: Iterable[Any], nic: Nic, devices: Optional[Iterable[str]]
     info = _linkinfo(bond)
     data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
     mode = active = aggregator = None
+    opts: Tuple[Tuple[str, Any], ...] = ()
     if data is not None and info.get_attr("IFLA_INFO_KIND") == "bond":
-        mode = wire.BOND_MODE.get(data.get_attr("IFLA_BOND_MODE"))
+        opts = tuple(options.decode(data).items())
+        mode = dict(opts).get("mode")
+        mode = mode if isinstance(mode, str) else None
         active = by_index.get(data.get_attr("IFLA_BOND_ACTIVE_SLAVE"))  # a port of ours, or None
         ad_info = data.get_attr("IFLA_BOND_AD_INFO")
         if ad_info is not None:
             aggregator = ad_info.get_attr("IFLA_BOND_AD_INFO_AGGREGATOR")
     return BondState(bond=bond_name, present=True, admin_up=bool(bond["flags"] & IFF_UP), mode=mode,
-                     active=active, ad_aggregator=aggregator, ports=tuple(ports), devices=present)
+                     active=active, ad_aggregator=aggregator, ports=tuple(ports), devices=present, options=opts)
 
 
 # --- reading it --------------------------------------------------------------------

@@ -34,9 +34,6 @@ AD_STATE_BITS = (
 )
 AD_COLLECTING = 0x10
 AD_DISTRIBUTING = 0x20
-# uapi if_link.h: IFLA_BOND_MODE values
-BOND_MODE = {0: "balance-rr", 1: "active-backup", 2: "balance-xor", 3: "broadcast", 4: "802.3ad",
-             5: "balance-tlb", 6: "balance-alb"}
 
 
 class bond_slave_data(nla):

@@ -34,12 +34,10 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from testbed import naming
+from testbed.bond import options
 from testbed.errors import UsageError, WaitTimeout
-from testbed.nl import ifindex, netlink_op, open_ns, wait_until
+from testbed.nl import open_ns, wait_until
 from testbed.topology import Host, Nic
-
-XMIT_HASH = {"layer2": 0, "layer3+4": 1, "layer2+3": 2, "encap2+3": 3, "encap3+4": 4, "vlan+srcmac": 5}
-XMIT_HASH_NAME = {v: k for k, v in XMIT_HASH.items()}
 
 
 def _parse_stamp(text: str) -> Optional[float]:
@@ -91,10 +89,8 @@ class LabView:
             return None
         ns = self.topo.switch_netns
         with open_ns(ns) as ipr:
-            link = ipr.get_links(ifindex(ipr, pn.bond.name, ns))[0]
-            data = link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
-            policy = XMIT_HASH_NAME.get(data.get_attr("IFLA_BOND_XMIT_HASH_POLICY"), "layer2")
-        return ns, pn.bond.name, policy
+            policy = options.get(ipr, pn.bond.name, "xmit_hash_policy", ns)
+        return ns, pn.bond.name, str(policy or "layer2")
 
     def partner_usable(self, host: Host) -> Optional[Tuple[str, ...]]:
         from testbed.bond.ports import usable_ports
@@ -147,22 +143,13 @@ class LabView:
 
     def set_xmit_hash_policy(self, host: Host, policy: str) -> str:
         nic = self._nic(host)
-        if policy not in XMIT_HASH:
-            raise UsageError(f"unknown xmit_hash_policy {policy!r}", fix=f"one of: {', '.join(XMIT_HASH)}")
         with open_ns(host.netns) as ipr:
-            idx = ifindex(ipr, nic.bond.name, host.netns)
-            data = ipr.get_links(idx)[0].get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
-            old = XMIT_HASH_NAME.get(data.get_attr("IFLA_BOND_XMIT_HASH_POLICY"), "layer2")
-            if old != policy:
-                with netlink_op(f"{host.netns}: {nic.bond.name}: xmit_hash_policy {policy}"):
-                    ipr.link("set", index=idx, kind="bond", bond_xmit_hash_policy=XMIT_HASH[policy])
-        return old
+            return str(options.change(ipr, nic.bond.name, "xmit_hash_policy", policy, host.netns) or "layer2")
 
     def updelay(self, host: Host) -> int:
         nic = self._nic(host)
         with open_ns(host.netns) as ipr:
-            link = ipr.get_links(ifindex(ipr, nic.bond.name, host.netns))[0]
-            return link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA").get_attr("IFLA_BOND_UPDELAY") or 0
+            return int(options.get(ipr, nic.bond.name, "updelay", host.netns) or 0)
 
     def set_updelay(self, host: Host, ms: int) -> int:
         """The bond's updelay (a multiple of miimon, as the kernel wants it); returns the previous one."""
@@ -170,9 +157,4 @@ class LabView:
         if ms < 0 or (nic.bond.miimon and ms % nic.bond.miimon):
             raise UsageError(f"updelay {ms} ms", fix=f"a multiple of miimon ({nic.bond.miimon} ms)")
         with open_ns(host.netns) as ipr:
-            idx = ifindex(ipr, nic.bond.name, host.netns)
-            data = ipr.get_links(idx)[0].get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
-            old = data.get_attr("IFLA_BOND_UPDELAY") or 0
-            with netlink_op(f"{host.netns}: {nic.bond.name}: updelay {ms}"):
-                ipr.link("set", index=idx, kind="bond", bond_updelay=ms)
-        return old
+            return int(options.change(ipr, nic.bond.name, "updelay", ms, host.netns) or 0)

@@ -22,9 +22,9 @@ import pytest
 from pyroute2 import netns
 
 from testbed import labstore, loader, naming, pids, realize, teardown, wire
+from testbed.bond.options import MODE, XMIT_HASH
 from testbed.errors import ConflictError
 from testbed.nl import open_ns, wait_until
-from testbed.realize import BOND_MODE, XMIT_HASH
 from testbed.status import lab_status, read_bond
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,7 @@ def test_bond_has_requested_mode_options_and_slaves(lab):
         with open_ns(host.netns) as ipr:
             bond = ipr.get_links(ipr.link_lookup(ifname="bond0")[0])[0]
             data = bond.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
-            assert data.get_attr("IFLA_BOND_MODE") == BOND_MODE[nic.bond.mode]
+            assert data.get_attr("IFLA_BOND_MODE") == MODE[nic.bond.mode]
             assert data.get_attr("IFLA_BOND_MIIMON") == nic.bond.miimon
             if nic.bond.xmit_hash_policy:
                 assert data.get_attr("IFLA_BOND_XMIT_HASH_POLICY") == XMIT_HASH[nic.bond.xmit_hash_policy]
