@@ -35,7 +35,6 @@ Compare only ratios measured in the same boot.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -56,7 +55,9 @@ from testbed import (  # noqa: E402
     teardown,
 )
 from testbed.agent import launcher, rules  # noqa: E402
+from testbed.agent import status as agent_status  # noqa: E402
 from testbed.agent.reconcile import NicReconciler  # noqa: E402
+from testbed.agent.status import ReactionStatus  # noqa: E402
 from testbed.bond.state import read_state  # noqa: E402
 from testbed.nl import wait_until  # noqa: E402
 from testbed.tc import flower, ops  # noqa: E402
@@ -162,15 +163,9 @@ def failover(host: Host, lab: str, rounds: int) -> Dict[str, List[float]]:
         print("  " + "  ".join(fh.readlines()[-2:]), end="")
     out: Dict[str, List[float]] = {"event->applied": [], "wire->applied": [], "apply": [], "changed": []}
 
-    def changed_since(t_set: float) -> List[dict]:
+    def changed_since(t_set: float) -> List[ReactionStatus]:
         """Reactions that changed rules and finished after ``t_set`` (agent.json keeps the last 20)."""
-        try:
-            with open(labstore.lab_file(lab, "agent.json")) as fh:
-                data = json.load(fh)
-        except (OSError, ValueError):
-            return []
-        return [r for r in data["nics"]["server"]["reactions"]
-                if r["added"] + r["replaced"] + r["deleted"] and wall(r["time"]) > t_set]
+        return [r for r in agent_status.nic(lab, "server").reactions_since(int(t_set * 1e9)) if r.changed]
 
     try:
         with IPRoute(netns=host.netns, flags=0) as ipr:
@@ -182,10 +177,10 @@ def failover(host: Host, lab: str, rounds: int) -> Dict[str, List[float]]:
                 wait_until(lambda t=t_set: changed_since(t), 120, f"the agent to react to swp1 {state}",
                            interval=0.05)  # poll
                 r = changed_since(t_set)[0]
-                out["event->applied"].append(r["latency_ms"])
-                out["wire->applied"].append((wall(r["time"]) - t_set) * 1000)
-                out["apply"].append(r["apply_ms"])
-                out["changed"].append(r["added"] + r["replaced"] + r["deleted"])
+                out["event->applied"].append(r.latency_ms)
+                out["wire->applied"].append((r.done_ns / 1e9 - t_set) * 1000)
+                out["apply"].append(r.apply_ms)
+                out["changed"].append(r.changed)
                 print(f"  swp1 {state:4s}: {r['text']} [read {r['read_ms']:.0f} ms, plan+diff {r['plan_ms']:.0f} ms]",
                       flush=True)
     except BaseException:
@@ -196,11 +191,6 @@ def failover(host: Host, lab: str, rounds: int) -> Dict[str, List[float]]:
         teardown.stop_agent(lab)
         labstore.remove(lab)
     return out
-
-
-def wall(stamp: str) -> float:
-    """agent.json's local ``YYYY-mm-ddTHH:MM:SS.mmm`` as epoch seconds."""
-    return time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) + int(stamp[20:23]) / 1000
 
 
 TOPO = ""

@@ -12,6 +12,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from testbed import bringup, labstore, status, teardown, wire
+from testbed.agent import status as agent_status
 from testbed.nl import open_ns, wait_until
 from testbed.progress import Progress
 from testbed.topology import Host, Topology
@@ -39,11 +40,11 @@ def _client(topo: Topology) -> Host:
 def _snapshot(topo: Topology, host: Host) -> Dict[str, Any]:
     st = status.lab_status(topo.name)
     h = next(x for x in st["hosts"] if x["name"] == host.name)
-    agent = (st.get("agent") or {}).get("nics", {}).get(host.name, {})
+    agent = agent_status.nic(topo.name, host.name)
     rules = {f"{r['dev']}/{r['label']}": r["packets"] for r in h.get("rules", [])}
     return {"active_port": h["bond"].get("active_port"),
             "ports": {p["name"]: p.get("carrier") for p in h["bond"]["ports"]},
-            "offload_usable": agent.get("usable"), "offload_mapping": agent.get("mapping"),
+            "offload_usable": list(agent.usable), "offload_mapping": list(agent.mapping),
             "rule_packets": rules}
 
 
@@ -88,8 +89,8 @@ def run(topo: Topology, *, agent: bool = True, keep: bool = False, traffic: bool
                 result["bond_moved_ms"] = round((time.monotonic() - t_fail) * 1000, 1)
         if agent:
             def offload_moved() -> bool:
-                nics = (status.agent_status(topo.name) or {}).get("nics", {})
-                return victim not in (nics.get(host.name, {}).get("usable") or [victim])
+                usable = agent_status.nic(topo.name, host.name).usable
+                return bool(usable) and victim not in usable
 
             wait_until(offload_moved, 30, f"the agent to stop using {victim}", interval=0.005)
             result["offload_moved_ms"] = round((time.monotonic() - t_fail) * 1000, 1)
@@ -101,8 +102,8 @@ def run(topo: Topology, *, agent: bool = True, keep: bool = False, traffic: bool
         ok = ok and all(p["received"] > 0 for p in after["ping"].values())
         if agent:
             ok = ok and victim not in (after["offload_usable"] or []) and survivor in (after["offload_usable"] or [])
-        agent_state = status.agent_status(topo.name) or {}
-        result["agent_reactions"] = [r.get("text") for r in agent_state.get("reactions", [])][-3:]
+        agent_state = agent_status.read(topo.name)
+        result["agent_reactions"] = [r.text for r in agent_state.reactions][-3:] if agent_state else []
         if traffic and agent:
             progress(f"restore {host.name}:{victim}, then real traffic through a second failover")
             wire.set_wire(topo.name, host.name, victim, up=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from testbed import bringup, loader, status, teardown, wire
+from testbed.agent import status as agent_status
 from testbed.errors import UsageError
 from testbed.nl import wait_until
 from testbed.progress import Progress, quiet
@@ -60,7 +61,12 @@ class Lab:
         return self.host_status(host)["bond"].get("active_port")
 
     def agent_nic(self, host: str) -> Dict[str, Any]:
-        return ((status.agent_status(self.name) or {}).get("nics") or {}).get(host, {})
+        """The agent's ``agent.json`` entry for ``host`` as written ({} without one); typed: ``agent_status``."""
+        return dict(agent_status.nic(self.name, host).raw)
+
+    def agent_status(self, host: str) -> agent_status.NicStatus:
+        """What the agent programs for ``host`` now (typed; empty without an agent)."""
+        return agent_status.nic(self.name, host)
 
     # -- acting --------------------------------------------------------------
     def fail(self, endpoint: str) -> None:
@@ -76,7 +82,7 @@ class Lab:
 
     def wait_offload(self, host: str, usable: List[str], timeout: float = 15.0) -> None:
         """Until the agent reports exactly ``usable`` as the ports carrying offloaded traffic."""
-        wait_until(lambda: sorted(self.agent_nic(host).get("usable") or []) == sorted(usable), timeout,
+        wait_until(lambda: sorted(self.agent_status(host).usable) == sorted(usable), timeout,
                    f"{host}: the agent to use {usable}")
 
     @property

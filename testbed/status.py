@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from testbed import labstore, naming
+from testbed.agent import status as agent_status
 from testbed.bond import wire as bondnl
 from testbed.bond.state import read_state
 from testbed.nl import open_ns
@@ -78,16 +78,8 @@ def host_status(topo: Topology, host: Host) -> Dict[str, Any]:
     return out
 
 
-def agent_status(lab: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(labstore.lab_file(lab, "agent.json")) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
-
-
 def lab_status(lab: str) -> Dict[str, Any]:
     rec = labstore.read(lab)
     topo = rec.model()
     return {"lab": lab, "file": rec.file, "state": rec.state, "netns": rec.netns,
-            "hosts": [host_status(topo, h) for h in topo.hosts], "agent": agent_status(lab)}
+            "hosts": [host_status(topo, h) for h in topo.hosts], "agent": agent_status.read_raw(lab)}

@@ -58,7 +58,7 @@ class Reaction:
     plan_ms: float = 0.0  # rules + diff
     apply_ms: float = 0.0
     latency_ms: float = 0.0  # event received -> last rule applied
-    wall: float = field(default_factory=time.time)  # when it finished
+    wall_ns: int = field(default_factory=time.time_ns)  # when it finished (epoch ns)
     error: Optional[str] = None
 
     @property
@@ -77,7 +77,7 @@ class Reaction:
 
     def as_dict(self) -> Dict[str, Any]:
         return {
-            "time": stamp(self.wall),
+            "time": stamp(self.wall_ns / 1e9), "done_ns": self.wall_ns,
             "host": self.host, "trigger": self.trigger, "full": self.full, "state": self.state,
             "usable": list(self.usable), "mapping": self.mapping, "added": self.added, "replaced": self.replaced,
             "deleted": self.deleted, "read_ms": round(self.read_ms, 3), "plan_ms": round(self.plan_ms, 3),
@@ -196,7 +196,7 @@ class NicReconciler:
                 return self.reconcile(f"{trigger}; resync after: {exc.message}", t_event, full=True)
             raise
         done = time.monotonic()
-        reaction.wall = time.time()
+        reaction.wall_ns = time.time_ns()
         reaction.apply_ms = (done - t_apply) * 1000
         reaction.latency_ms = (done - t_event) * 1000
         reaction.added, reaction.replaced, reaction.deleted = len(add), len(replace), len(delete)

@@ -1,4 +1,4 @@
-"""What the agent tells the world: ``agent.log`` lines and ``agent.json`` (read by ``testbed status``).
+"""What the agent tells the world: ``agent.log`` lines and ``agent.json`` (read back typed by ``agent.status``).
 
 Both live beside the lab record (``labstore.lab_file(lab, ...)``).
 
@@ -33,7 +33,8 @@ With ``--json-log`` each line is instead the reaction's JSON object (below).
       "reactions": [ REACTION, ... ]               # the last 20 of all NICs, oldest first
     }
 
-    REACTION = {"time": "...",       # when it finished
+    REACTION = {"time": "...",       # when it finished (local time, for display)
+                "done_ns": 1735732800123456789,  # the same, epoch ns (what readers compare)
                 "host": "server",
                 "trigger": "bond0,pf0" (interfaces in the events) | "start" | "SIGHUP" | "ENOBUFS: events lost",
                 "full": false,       # true: a full resync (rules dumped and diffed)
@@ -127,14 +128,6 @@ class Reporter:
 
     def close(self) -> None:
         self.log.close()
-
-
-def read_status(lab: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(labstore.lab_file(lab, "agent.json")) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
 
 
 def stderr_echo(enabled: bool) -> Optional[TextIO]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from testbed import status
+from testbed.agent import status as agent_status
+from testbed.agent.status import AgentStatus
 from testbed.commands.render import port_line
 from testbed.errors import UsageError
 from testbed.topology import Topology
@@ -27,7 +29,7 @@ def collect(topo: Topology, host: Optional[str] = None) -> Dict[str, Any]:
             raise UsageError(f"lab {topo.name}: {host!r} is not a host with a NIC; NIC hosts: {', '.join(names)}")
         nic_hosts = [h for h in nic_hosts if h.name == host]
     return {"lab": topo.name, "hosts": [status.host_status(topo, h) for h in nic_hosts],
-            "agent": status.agent_status(topo.name)}
+            "agent": agent_status.read_raw(topo.name)}
 
 
 def ranges(mapping: Sequence[Optional[str]]) -> str:
@@ -45,8 +47,7 @@ def ranges(mapping: Sequence[Optional[str]]) -> str:
 
 
 def render(data: Dict[str, Any], rules: bool = False) -> str:
-    agent = data.get("agent") or {}
-    nics = agent.get("nics") or {}
+    agent = AgentStatus.from_dict(data["lab"], data["agent"]) if data.get("agent") else None
     out: List[str] = []
     for h in data["hosts"]:
         b = h["bond"]
@@ -60,20 +61,18 @@ def render(data: Dict[str, Any], rules: bool = False) -> str:
         out.append(head + f" offload={h['offload']['mode']}")
         ports = sorted(b["ports"], key=lambda p: p["name"] != b.get("active_port"))
         out += [port_line(p, b.get("active_port")) for p in ports]
-        entry = nics.get(h["name"])
-        if not agent:
+        entry = agent.nics.get(h["name"]) if agent else None
+        if agent is None:
             out.append("  agent: not running (no agent.json)")
-        elif not entry or "usable" not in entry:
+        elif entry is None or "usable" not in entry.raw:
             out.append("  agent: no table for this NIC yet")
         else:
-            usable = ",".join(entry.get("usable") or []) or "no port (rules drop)"
-            if agent.get("running") is False:
-                usable += f"  [agent stopped{': ' + agent['error'] if agent.get('error') else ''}]"
-            out.append(f"  agent: offload uses {usable}; table (entry:port) {ranges(entry.get('mapping') or [])}")
-            last = (entry.get("reactions") or [])[-1:]
-            if last:
-                r = last[0]
-                out.append(f"  agent: last reaction {r.get('time', '')} {r.get('text', '')}")
+            usable = ",".join(entry.usable) or "no port (rules drop)"
+            if not agent.running:
+                usable += f"  [agent stopped{': ' + agent.error if agent.error else ''}]"
+            out.append(f"  agent: offload uses {usable}; table (entry:port) {ranges(entry.mapping)}")
+            for r in entry.reactions[-1:]:
+                out.append(f"  agent: last reaction {r.time} {r.text}")
         fns = h.get("vfs", []) + ([h["rdma"]] if h.get("rdma") else [])
         for f in fns:
             out.append(f"    {f['kind']:4} {f['name']:6} [{f['netns']}] {' '.join(f.get('addresses', []))} "

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-from testbed import status
 from testbed.agent import launcher
-from testbed.agent.reconcile import stamp
+from testbed.agent import status as agent_status
+from testbed.agent.status import NicStatus, ReactionStatus
 from testbed.bond.ports import usable_ports
 from testbed.bond.state import BondState, read_state
 from testbed.errors import WaitTimeout
@@ -43,7 +43,7 @@ class Followed:
     bond_ms: Optional[float] = None  # change -> the bond's view of the ports matched
     agent_ms: Optional[float] = None  # change -> agent.json showed the ports the bond uses
     agent_usable: Optional[Tuple[str, ...]] = None
-    agent_reaction: Optional[Dict[str, Any]] = None  # the agent's last reaction since the change
+    agent_reaction: Optional[ReactionStatus] = None  # the agent's last reaction since the change
     agent_running: bool = True
     missed: List[str] = field(default_factory=list)  # conditions that did not hold in time
 
@@ -70,9 +70,8 @@ class Followed:
             line = f"  agent: offload uses {','.join(self.usable_after) or 'no port (rules drop)'}"
             r = self.agent_reaction
             if r:
-                line += (f" after {self.agent_ms:.0f} ms; rules +{r.get('added', 0)} ~{r.get('replaced', 0)} "
-                         f"-{r.get('deleted', 0)} applied {float(r.get('latency_ms') or 0):.1f} ms after "
-                         f"the bond's event")
+                line += (f" after {self.agent_ms:.0f} ms; rules +{r.added} ~{r.replaced} -{r.deleted} applied "
+                         f"{r.latency_ms:.1f} ms after the bond's event")
             else:
                 line += " (nothing to move)"
             out.append(line)
@@ -106,7 +105,7 @@ class Follow:
         self.ipr = open_ns(host.netns)
         self.before = self.state()
         self.t0 = time.monotonic()
-        self.wall0 = stamp(time.time())
+        self.wall0_ns = time.time_ns()
 
     def state(self) -> BondState:
         return read_state(self.ipr, self.nic, self.host.netns)
@@ -114,13 +113,13 @@ class Follow:
     def mark(self) -> None:
         """The change happens now (call right before it)."""
         self.t0 = time.monotonic()
-        self.wall0 = stamp(time.time())
+        self.wall0_ns = time.time_ns()
 
     def close(self) -> None:
         self.ipr.close()
 
-    def _agent_nic(self) -> Dict[str, Any]:
-        return ((status.agent_status(self.topo.name) or {}).get("nics") or {}).get(self.host.name) or {}
+    def _agent_nic(self) -> NicStatus:
+        return agent_status.nic(self.topo.name, self.host.name)
 
     def wait(self, ports: Sequence[str], up: bool, timeout: float = 10.0) -> Followed:
         res = Followed(host=self.host.name, ports=tuple(ports), up=up, mode=self.nic.bond.mode,
@@ -143,8 +142,7 @@ class Follow:
             return res
 
         def agent_ok() -> bool:
-            entry = self._agent_nic()
-            res.agent_usable = tuple(entry.get("usable") or ())
+            res.agent_usable = self._agent_nic().usable
             return res.agent_usable == usable_ports(self.nic, self.state())
 
         try:
@@ -153,7 +151,7 @@ class Follow:
             res.usable_after = res.agent_usable or ()
         except WaitTimeout:
             res.missed.append("agent")
-        recent = [r for r in self._agent_nic().get("reactions") or [] if str(r.get("time", "")) >= self.wall0]
-        changed = [r for r in recent if any(r.get(k) for k in ("added", "replaced", "deleted"))]
+        recent = self._agent_nic().reactions_since(self.wall0_ns)
+        changed = [r for r in recent if r.changed]
         res.agent_reaction = (changed or recent)[-1] if recent else None
         return res

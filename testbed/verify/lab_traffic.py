@@ -400,8 +400,8 @@ class LabTraffic:
     def _table(self, host: Host) -> List[Optional[str]]:
         """The agent's bucket -> port table (without an agent: what it would compute from the bond's state)."""
         agent = self.view.agent_view(host)
-        if agent is not None and agent.get("mapping"):
-            return list(agent["mapping"])
+        if agent is not None and agent.mapping:
+            return list(agent.mapping)
         from testbed.agent.rules import plan
         from testbed.bond.state import read_state
 

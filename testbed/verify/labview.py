@@ -7,8 +7,8 @@
 - ``partner_usable``: the same for the switch-side partner bond
   ``<host>-lag`` (balance-xor / 802.3ad labs), which decides the port of
   every frame *to* the NIC; reported as the NIC's port names.
-- ``agent_view``: the agent's ``agent.json`` entry for the host (usable,
-  mapping) -- ``None`` without an agent.
+- ``agent_view``: the agent's typed status for the host (usable, mapping,
+  reactions) -- ``None`` without an agent.
 - ``wait_settled``: until bond, partner and agent all use exactly the
   expected ports (a deadline; says which of them did not).
 - ``reactions_since``: the agent's reactions finished after a moment.
@@ -19,7 +19,7 @@ Public API:
     .port_carrier(host, port) -> bool
     .partner(host) -> (switch netns, bond name, policy name) | None
     .partner_usable(host) -> tuple[str, ...] | None
-    .agent_view(host) -> dict | None
+    .agent_view(host) -> agent.status.NicStatus | None
     .wait_settled(host, usable, timeout=30.0) -> None          WaitTimeout naming what lagged
     .reactions_since(host, t_ns) -> list[dict]
     .set_xmit_hash_policy(host, policy) -> str                  returns the previous policy
@@ -30,23 +30,14 @@ Public API:
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from testbed import naming
+from testbed.agent import status as agent_status
 from testbed.bond import options
 from testbed.errors import UsageError, WaitTimeout
 from testbed.nl import open_ns, wait_until
 from testbed.topology import Host, Nic
-
-
-def _parse_stamp(text: str) -> Optional[float]:
-    """``2025-01-01T12:00:00.123`` (local time, the agent's stamp) -> epoch seconds."""
-    try:
-        base = time.mktime(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
-        return base + int(text[20:23]) / 1000.0
-    except (ValueError, IndexError):
-        return None
 
 
 class LabView:
@@ -103,10 +94,10 @@ class LabView:
         with open_ns(self.topo.switch_netns) as ipr:
             return tuple(back[p] for p in usable_ports(pn, read_state(ipr, pn, self.topo.switch_netns)))
 
-    def agent_view(self, host: Host) -> Optional[Dict[str, Any]]:
+    def agent_view(self, host: Host) -> Optional[agent_status.NicStatus]:
         if not self.lab.agent:
             return None
-        return self.lab.agent_nic(host.name) or None
+        return agent_status.nic(self.topo.name, host.name)
 
     def wait_settled(self, host: Host, usable: Sequence[str], timeout: float = 30.0) -> None:
         want = tuple(sorted(usable))
@@ -117,7 +108,7 @@ class LabView:
             partner = self.partner_usable(host)
             seen["partner"] = None if partner is None else tuple(sorted(partner))
             agent = self.agent_view(host)
-            seen["agent"] = None if agent is None else tuple(sorted(agent.get("usable") or ()))
+            seen["agent"] = None if agent is None else tuple(sorted(agent.usable))
             return all(v is None or v == want for v in seen.values())
 
         what = f"{host.name}: bond, switch partner and agent to use {list(want)}"
@@ -129,17 +120,10 @@ class LabView:
                               fix="see `testbed status` and the agent log") from None
 
     def reactions_since(self, host: Host, t_ns: int) -> List[Dict[str, Any]]:
-        from testbed.status import agent_status
-
-        st = agent_status(self.topo.name) or {}
-        out = []
-        for r in ((st.get("nics") or {}).get(host.name) or {}).get("reactions", []):
-            t = _parse_stamp(r.get("time", ""))
-            if t is not None and t * 1e9 >= t_ns - 1e6:
-                out.append({"trigger": r.get("trigger"), "usable": r.get("usable"), "latency_ms": r.get("latency_ms"),
-                            "done_ns": int(t * 1e9), "done_after_event_ms": round(t * 1000 - t_ns / 1e6, 1),
-                            "error": r.get("error")})
-        return out
+        """The agent's reactions for ``host`` that finished at or after epoch ``t_ns``."""
+        return [{"trigger": r.trigger, "usable": list(r.usable), "latency_ms": r.latency_ms, "done_ns": r.done_ns,
+                 "done_after_event_ms": round((r.done_ns - t_ns) / 1e6, 1), "error": r.error}
+                for r in agent_status.nic(self.topo.name, host.name).reactions_since(t_ns)]
 
     def set_xmit_hash_policy(self, host: Host, policy: str) -> str:
         nic = self._nic(host)

@@ -28,7 +28,7 @@ from pyroute2 import netns as pr_netns
 
 from testbed import labstore, loader, realize, teardown, wire
 from testbed.agent import launcher, rules
-from testbed.agent.report import read_status
+from testbed.agent.status import read_raw as read_status
 from testbed.bond.state import read_state
 from testbed.nl import netns_exists, open_ns, wait_until
 from testbed.tc import ops

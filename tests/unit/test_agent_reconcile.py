@@ -11,7 +11,8 @@ from test_agent_rules import bond_state, make_nic, port  # a sibling module (pyt
 from testbed import labstore
 from testbed.agent import launcher, rules
 from testbed.agent.reconcile import Reaction, fast_diff
-from testbed.agent.report import Reporter, read_status
+from testbed.agent.report import Reporter
+from testbed.agent.status import read_raw as read_status
 from testbed.cli import build_parser
 from testbed.tc import ops
 
@@ -97,3 +98,30 @@ def test_launcher_argv_and_no_agent_running(tmp_path, monkeypatch):
     os.makedirs(tmp_path / "ab")
     (tmp_path / "ab" / "agent.pid").write_text(f"{os.getpid()}\n")
     assert launcher.running("ab") is None  # ourselves: not another agent
+
+
+def test_typed_status_reads_reactions_by_integer_ns(tmp_path, monkeypatch):
+    """agent.status.read: typed per-NIC status; reactions stamped in epoch ns, compared as integers."""
+    from testbed.agent import status
+
+    monkeypatch.setattr(labstore, "RUN_DIR", str(tmp_path))
+    assert status.read("lab2") is None and status.nic("lab2", "server").usable == ()
+    rep = Reporter("lab2")
+    for i, ns in enumerate((1_000_000_000_000_000_001, 1_000_000_000_000_000_002, 1_000_000_000_000_000_900)):
+        rep.reaction(Reaction(host="server", trigger=f"e{i}", full=False, mapping="m", usable=("pf1",),
+                              replaced=i, latency_ms=1.5, wall_ns=ns))
+    rep.write_status([])
+    rep.close()
+    st = status.read("lab2")
+    assert st is not None and st.running and not st.ready and st.pid == os.getpid()
+    assert [r.done_ns for r in st.reactions] == [1_000_000_000_000_000_001, 1_000_000_000_000_000_002,
+                                                 1_000_000_000_000_000_900]
+    # 1 ns apart: a millisecond string could not tell these apart
+    since = [r.trigger for r in st.reactions if r.done_ns >= 1_000_000_000_000_000_002]
+    assert since == ["e1", "e2"]
+    assert st.reactions[-1].usable == ("pf1",) and st.reactions[-1].changed == 2 and st.reactions[-1].text
+    assert st.nic("server").usable == () and st.nic("server").reactions == ()  # no NIC entries were written
+    nic = status.NicStatus.from_dict("server", {"usable": ["pf0"], "mapping": ["pf0", None],
+                                                "reactions": [{"trigger": "a", "done_ns": 5}, {"trigger": "b"}]})
+    assert nic.usable == ("pf0",) and nic.mapping == ("pf0", None)
+    assert [r.trigger for r in nic.reactions_since(5)] == ["a"]  # no done_ns (an older agent): never "since"

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from testbed import loader
+from testbed.agent.status import ReactionStatus
 from testbed.bond.state import BondState, PortState
 from testbed.errors import UsageError
 from testbed.mininet import lagstatus, traffic
@@ -151,7 +152,8 @@ def test_bond_settled_for_fail_and_restore():
 def test_followed_lines_tell_what_moved():
     f = Followed(host="server", ports=("pf0",), up=False, mode="active-backup", active_before="pf0",
                  active_after="pf1", usable_before=("pf0",), usable_after=("pf1",), bond_ms=23.4, agent_ms=61.0,
-                 agent_reaction={"latency_ms": 12.25, "added": 2, "replaced": 11, "deleted": 2})
+                 agent_reaction=ReactionStatus(host="server", trigger="pf0", done_ns=1, latency_ms=12.25, added=2,
+                                               replaced=11, deleted=2))
     assert f.lines() == ["  bond0: active pf0 -> pf1; pf0 down after 23 ms",
                          "  agent: offload uses pf1 after 61 ms; rules +2 ~11 -2 applied 12.2 ms after the "
                          "bond's event"]
