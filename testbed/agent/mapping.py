@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from typing import AbstractSet, Optional, Sequence, Tuple
 
+from testbed.topology import Nic
+
 Table = Tuple[Optional[int], ...]
 
 
@@ -71,3 +73,13 @@ def select(ports: int, buckets: int, live: AbstractSet[int]) -> Table:
 
 def by_name(table: Table, names: Sequence[str]) -> Tuple[Optional[str], ...]:
     return tuple(None if p is None else names[p] for p in table)
+
+
+def for_nic(nic: Nic, usable: Sequence[str]) -> Tuple[Optional[str], ...]:
+    """The NIC's TX table as port names for the ports in use: active-backup one entry (the active port),
+    hash ``ports × buckets`` entries, vf-split one entry per port; ``None``: drop."""
+    if nic.offload.mode == "active-backup":
+        return (usable[0] if usable else None,)
+    live = frozenset(i for i, p in enumerate(nic.ports) if p in usable)
+    buckets = nic.offload.buckets if nic.offload.mode == "hash" else 1
+    return by_name(select(len(nic.ports), buckets, live), nic.ports)

@@ -240,13 +240,7 @@ def _plan(nic: Nic, usable: Tuple[str, ...], receiving: Tuple[str, ...], devices
     Cached (the result is immutable): a flapping port alternates between two
     plans, and 64 VFs make ~2,500 rules.
     """
-    live = frozenset(i for i, p in enumerate(nic.ports) if p in usable)
-    mode = nic.offload.mode
-    if mode == "active-backup":
-        table: Tuple[Optional[str], ...] = (usable[0] if usable else None,)
-    else:
-        buckets = nic.offload.buckets if mode == "hash" else 1
-        table = mapping.by_name(mapping.select(len(nic.ports), buckets, live), nic.ports)
+    table = mapping.for_nic(nic, usable)
     vf_reps = [vf for vf in nic.vfs if _present(devices, vf.rep)]
     rules: List[Rule] = []
     for port in nic.ports:

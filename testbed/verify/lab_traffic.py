@@ -402,13 +402,11 @@ class LabTraffic:
         agent = self.view.agent_view(host)
         if agent is not None and agent.mapping:
             return list(agent.mapping)
-        from testbed.agent.rules import plan
-        from testbed.bond.state import read_state
+        from testbed.agent import mapping
 
         nic = host.nic
         assert nic is not None
-        with open_ns(host.netns) as ipr:
-            return list(plan(nic, read_state(ipr, nic, host.netns)).table)
+        return list(mapping.for_nic(nic, self.view.bond_usable(host)))
 
     def _bucket_counters(self, host: Host, t: Target) -> Optional[Dict[int, int]]:
         """Packets per TX table entry on the target's representor (the ``tx:<e>`` rules' counters)."""
