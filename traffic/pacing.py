@@ -1,6 +1,17 @@
-"""Sending on a schedule: sleep to just before each deadline, then spin to it, with a 1 us timer slack.
+"""Sending on a schedule: the one send loop of the engine (``run_schedule``), paced by sleeping to just before
+each deadline and spinning to it, with a 1 us timer slack.
+
+``run_schedule(lanes, ...)`` sends packet ``k`` of every lane at tick ``k``: paced (``rate_pps``), tick ``k``
+is due at ``start + k / rate`` and a late loop catches up at once (the schedule, not the previous send, sets
+the rate); unpaced, as fast as the device takes them until ``count`` or ``duration_s``. Each frame is
+stamped with its sequence number and the CLOCK_REALTIME of its own send. A frame the device refuses
+(ENOBUFS: a bond with no usable port; ENETDOWN: the interface is down) is counted, not retried.
 
 Public API:
+    Lane(send, stamps, first_seq=0)           one stream: a socket's send, frame builders stamp(seq, tx_ns)
+    Schedule(sent, start_ns, first_ns, last_ns, elapsed_s, max_late_ns, refused)   what run_schedule did
+    run_schedule(lanes, *, count=None, duration_s=None, rate_pps=None, start_mono_ns=None, tick=None)
+    realtime_offset_ns() -> int               CLOCK_REALTIME - CLOCK_MONOTONIC, read tightly
     SPIN_NS                                   spin (rather than sleep) for the last 80 us before a deadline
     fine_timer_slack()                        context manager: this thread's timer slack 1 us, then back
     wait_until(target_ns) -> now_ns           CLOCK_MONOTONIC deadline; returns the clock it read last
@@ -11,10 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
+import math
 import time
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 SPIN_NS = 80_000
+REFUSED = (errno.ENOBUFS, errno.EAGAIN, errno.ENETDOWN)  # a dead path: counted, not raised
 PR_SET_TIMERSLACK = 29
 PR_GET_TIMERSLACK = 30
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -50,3 +65,79 @@ def start_at(start_ns: int) -> None:
     wait = start_ns - time.monotonic_ns()
     if wait > 0:
         time.sleep(wait / 1e9)  # poll: one deadline, not a fixed delay
+
+
+def realtime_offset_ns(tries: int = 5) -> int:
+    """CLOCK_REALTIME - CLOCK_MONOTONIC, from the tightest of a few bracketed readings
+    (a thread preempted between two clock reads would otherwise skew every stamp)."""
+    best = None
+    for _ in range(tries):
+        m1 = time.monotonic_ns()
+        rt = time.time_ns()
+        m2 = time.monotonic_ns()
+        if best is None or m2 - m1 < best[0]:
+            best = (m2 - m1, rt - (m1 + m2) // 2)
+    assert best is not None
+    return best[1]
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One stream of a schedule: where its frames go and how each is built (``stamp(seq, tx_ns) -> bytes``)."""
+
+    send: Callable[[Any], Any]
+    stamps: Sequence[Callable[[int, int], Any]]
+    first_seq: int = 0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    sent: int  # ticks run (packets per lane)
+    start_ns: int  # CLOCK_REALTIME origin: tick k was due at start + k / rate
+    first_ns: int  # CLOCK_REALTIME stamp of the first frame
+    last_ns: int  # ... of the last frame
+    elapsed_s: float
+    max_late_ns: int  # worst lateness against the schedule (0 unpaced)
+    refused: List[int]  # per lane: frames the device refused
+
+
+def run_schedule(lanes: Sequence[Lane], *, count: Optional[int] = None, duration_s: Optional[float] = None,
+                 rate_pps: Optional[float] = None, start_mono_ns: Optional[int] = None,
+                 tick: Optional[List[int]] = None) -> Schedule:
+    """Tick k: stamp and send packet k of every lane (see the module docstring). ``tick[0]`` follows k (for a
+    progress reporter on another thread). Paced with only ``duration_s``: ``ceil(rate * duration)`` ticks."""
+    if rate_pps is not None and count is None:
+        count = max(1, math.ceil(rate_pps * (duration_s or 0)))
+    plan = [(ln.send, ln.stamps, len(ln.stamps), ln.first_seq, j) for j, ln in enumerate(lanes)]
+    refused = [0] * len(plan)
+    mono = time.monotonic_ns
+    max_late = 0
+    with fine_timer_slack():
+        off = realtime_offset_ns()
+        if rate_pps is None and start_mono_ns is not None:
+            start_at(start_mono_ns)
+        start = start_mono_ns if rate_pps is not None and start_mono_ns is not None else mono()
+        end = start + int(duration_s * 1e9) if rate_pps is None and duration_s is not None else None
+        interval = 1e9 / rate_pps if rate_pps else 0.0
+        first = last = start + off
+        k = 0
+        while (count is None or k < count) and (end is None or mono() < end):
+            if rate_pps:
+                target = start + int(k * interval)
+                now = wait_until(target)
+                max_late = max(max_late, now - target)
+            if tick is not None:
+                tick[0] = k
+            for send, stamps, n, first_seq, j in plan:
+                last = mono() + off  # each frame its own stamp: another thread may run between two sends
+                try:
+                    send(stamps[k % n](first_seq + k, last))
+                except OSError as exc:
+                    if exc.errno not in REFUSED:
+                        raise
+                    refused[j] += 1
+                if k == 0 and j == 0:
+                    first = last
+            k += 1
+        elapsed = (mono() - start) / 1e9
+    return Schedule(k, start + off, first, last, elapsed, max_late, refused)

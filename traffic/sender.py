@@ -5,10 +5,8 @@ and bound to one interface there with protocol 0, so it never receives.
 Packet ``i`` of a send is ``templates[i % len(templates)]`` stamped with
 ``seq = first_seq + i`` and the current CLOCK_REALTIME; frames go out in that
 order.  With ``rate_pps`` the loop is deadline-paced: packet ``i`` is due at
-``start + i / rate``; the loop sleeps while the deadline is far, spins for the
-last stretch (the only polling in the engine), and when it falls behind it
-sends at once to catch up -- the schedule, not the previous send, sets the
-rate.
+``start + i / rate`` (``traffic.pacing.run_schedule``, the engine's one send
+loop).
 
 A frame the device refuses (ENOBUFS: a bond with no usable port drops it
 so; ENETDOWN: the interface is admin down) is not retried -- it was sent at its time and lost there, exactly what a
@@ -24,7 +22,6 @@ Public API:
     RawSender.send_frames(frames: Sequence[bytes], *, count=None, duration_s=None,
         rate_pps=None, start_mono_ns=None) -> SendResult       (fixed bytes, no stamping)
     RawSender.close() -> None
-    realtime_offset_ns() -> int       CLOCK_REALTIME - CLOCK_MONOTONIC, read tightly
 
 ``start_mono_ns`` (CLOCK_MONOTONIC, ``time.monotonic_ns()``) sets the origin
 of the schedule, so that another thread can act at known offsets from it
@@ -34,21 +31,16 @@ of the schedule, so that another thread can act at known offsets from it
 from __future__ import annotations
 
 import errno
-import math
 import socket
-import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from testbed.errors import TestbedError, UsageError
 from traffic.netns import run_in_netns
-from traffic.pacing import fine_timer_slack, start_at, wait_until
+from traffic.pacing import Lane, Schedule, run_schedule
 
 if TYPE_CHECKING:  # scapy-free at run time
     from traffic.packets import FrameTemplate
-
-_REFUSED = (errno.ENOBUFS, errno.EAGAIN, errno.ENETDOWN)  # counted as refused, not raised
-
 
 
 @dataclass(frozen=True)
@@ -148,98 +140,9 @@ class RawSender:
             raise UsageError(f"{self.ifname}: count/duration must be positive")
         if rate_pps is not None and rate_pps <= 0:
             raise UsageError(f"{self.ifname}: rate_pps {rate_pps} must be positive")
-        if rate_pps is not None:
-            if count is None:
-                count = max(1, math.ceil(rate_pps * duration_s))
-            return self._paced(stamps, count, rate_pps, first_seq, start_mono_ns)
-        if start_mono_ns is not None:
-            start_at(start_mono_ns)
-        return self._unpaced(stamps, count, duration_s, first_seq)
-
-    def _unpaced(
-        self,
-        stamps: List[Callable[[int, int], Any]],
-        count: Optional[int],
-        duration_s: Optional[float],
-        first_seq: int,
-    ) -> SendResult:
-        send = self.sock.send
-        mono = time.monotonic_ns
-        n = len(stamps)
-        refused = 0
-        off = realtime_offset_ns()
-        start = mono()
-        end = start + int(duration_s * 1e9) if duration_s is not None else None
-        first_ns = last_ns = start + off
-        i = 0
-        while True:
-            if count is not None:
-                if i >= count:
-                    break
-            elif mono() >= end:  # type: ignore[operator]
-                break
-            last_ns = mono() + off
-            buf = stamps[i % n](first_seq + i, last_ns)
-            try:
-                send(buf)
-            except OSError as exc:
-                if exc.errno not in _REFUSED:
-                    raise
-                refused += 1
-            if i == 0:
-                first_ns = last_ns
-            i += 1
-        elapsed = (mono() - start) / 1e9
-        return _result(i, first_seq, start + off, first_ns, last_ns, elapsed, 0, refused)
-
-    def _paced(
-        self,
-        stamps: List[Callable[[int, int], Any]],
-        count: int,
-        rate_pps: float,
-        first_seq: int,
-        start_mono_ns: Optional[int],
-    ) -> SendResult:
-        send = self.sock.send
-        mono = time.monotonic_ns
-        n = len(stamps)
-        interval = 1e9 / rate_pps
-        refused = 0
-        max_late = 0
-        with fine_timer_slack():
-            off = realtime_offset_ns()
-            start = mono() if start_mono_ns is None else start_mono_ns
-            first_ns = last_ns = start + off
-            for i in range(count):
-                target = start + int(i * interval)
-                now = wait_until(target)
-                if now - target > max_late:
-                    max_late = now - target
-                last_ns = now + off
-                buf = stamps[i % n](first_seq + i, last_ns)
-                try:
-                    send(buf)
-                except OSError as exc:
-                    if exc.errno not in _REFUSED:
-                        raise
-                    refused += 1
-                if i == 0:
-                    first_ns = last_ns
-            elapsed = (mono() - start) / 1e9
-        return _result(count, first_seq, start + off, first_ns, last_ns, elapsed, max_late, refused)
-
-
-def realtime_offset_ns(tries: int = 5) -> int:
-    """CLOCK_REALTIME - CLOCK_MONOTONIC, from the tightest of a few bracketed readings
-    (a thread preempted between two clock reads would otherwise skew every stamp)."""
-    best = None
-    for _ in range(tries):
-        m1 = time.monotonic_ns()
-        rt = time.time_ns()
-        m2 = time.monotonic_ns()
-        if best is None or m2 - m1 < best[0]:
-            best = (m2 - m1, rt - (m1 + m2) // 2)
-    return best[1]
+        sched = run_schedule([Lane(self.sock.send, stamps, first_seq)], count=count, duration_s=duration_s,
+                             rate_pps=rate_pps, start_mono_ns=start_mono_ns)
+        return _result(sched, first_seq)
 
 
 def _fixed(frame: bytes) -> Callable[[int, int], bytes]:
@@ -249,26 +152,9 @@ def _fixed(frame: bytes) -> Callable[[int, int], bytes]:
     return stamp
 
 
-def _result(
-    sent: int,
-    first_seq: int,
-    start_ns: int,
-    first_ns: int,
-    last_ns: int,
-    elapsed: float,
-    max_late_ns: int,
-    refused: int,
-) -> SendResult:
-    span = (last_ns - first_ns) / 1e9
-    rate = (sent - 1) / span if sent > 1 and span > 0 else 0.0
-    return SendResult(
-        sent=sent,
-        first_seq=first_seq,
-        start_ns=start_ns,
-        first_ns=first_ns,
-        last_ns=last_ns,
-        elapsed_s=elapsed,
-        rate_pps=rate,
-        max_late_us=max_late_ns / 1000,
-        refused=refused,
-    )
+def _result(sched: Schedule, first_seq: int) -> SendResult:
+    span = (sched.last_ns - sched.first_ns) / 1e9
+    rate = (sched.sent - 1) / span if sched.sent > 1 and span > 0 else 0.0
+    return SendResult(sent=sched.sent, first_seq=first_seq, start_ns=sched.start_ns, first_ns=sched.first_ns,
+                      last_ns=sched.last_ns, elapsed_s=sched.elapsed_s, rate_pps=rate,
+                      max_late_us=sched.max_late_ns / 1000, refused=sched.refused[0])

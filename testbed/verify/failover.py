@@ -1,6 +1,6 @@
 """The failover verdict (pure): streams through a port failure, the offload's loss laid over the bond's.
 
-All streams of a run share one schedule (``streams.run_streams``): packet
+All streams of a run share one schedule (``traffic.streams.run_streams``): packet
 ``k`` of every stream leaves in the same turn of the sending loop, so the
 bond's own outage, read from its stream, can be laid over a VF's or the
 RDMA function's stream packet by packet.

@@ -60,13 +60,13 @@ from testbed.verify.faults import Fault
 from testbed.verify.hashdist import HashResult, HashTolerance, PhaseFigures, evaluate_moves, evaluate_phase
 from testbed.verify.labview import LabView
 from testbed.verify.stations import Station, Target
-from testbed.verify.streams import StreamSpec, run_streams, write_pcap
 from testbed.verify.txhash import BondHashResult, FlowObservation, evaluate_policy
 from traffic.netns import run_in_netns
 from traffic.parse import parse_stream_frame
 from traffic.receiver import Receiver
 from traffic.sender import RawSender
 from traffic.stream import pack_stream_header
+from traffic.streams import StreamSpec, run_streams, write_pcap
 
 Progress = Callable[[str], None]
 DPORT = 5201

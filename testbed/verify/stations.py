@@ -13,7 +13,7 @@ host are its ports' switch-side peers (``server-pf0`` -> ``pf0``), where a
 capture tells which port carried each frame.
 
 Public API:
-    Station(label, netns, ifname, mac, ip)                       frozen dataclass
+    Station(label, netns, ifname, mac, ip)                       frozen dataclass (traffic.streams)
     Target(spec, kind, host, station, function)                  frozen dataclass; kind "vf" | "rdma" | "bond"
     resolve_target(topo, spec) -> Target
     peer_station(topo, name=None) -> Station                     a plain host (the first, or by name)
@@ -29,17 +29,9 @@ from typing import Dict, Optional, Tuple
 from testbed import naming
 from testbed.errors import UsageError
 from testbed.topology import Function, Host, Topology
+from traffic.streams import Station
 
 BOND_ALIASES = ("bond", naming.BOND)
-
-
-@dataclass(frozen=True)
-class Station:
-    label: str  # "client", "vf0", "rdma0", "bond"
-    netns: str
-    ifname: str
-    mac: str
-    ip: str
 
 
 @dataclass(frozen=True)

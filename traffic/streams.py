@@ -1,10 +1,10 @@
 """Several sequenced streams side by side, one schedule, captured at their ends and on the wires.
 
 ``run_streams`` is ``traffic.run.run_stream`` for many streams at once, which
-a side-by-side comparison needs: one paced loop sends packet ``k`` of
-*every* stream at tick ``k`` (``start + k / rate``), so sequence number ``k``
-means the same instant in every stream and the VF's losses can be laid over
-the bond's packet by packet.  Around the loop:
+a side-by-side comparison needs: the engine's one paced loop
+(``pacing.run_schedule``) sends packet ``k`` of *every* stream at tick ``k``
+(``start + k / rate``), so sequence number ``k`` means the same instant in
+every stream and the VF's losses can be laid over the bond's packet by packet.  Around the loop:
 
 - one ``traffic.receiver.Receiver`` per destination (namespace, interface),
   shared by the streams ending there and split by ``stream_id`` afterwards;
@@ -29,7 +29,8 @@ captured): the switch's bridge learns the sources, so the streams do not
 begin with flooded frames on every wire.
 
 Public API:
-    StreamSpec(name, stream_id, tx, rx, templates)                  dataclass (tx/rx: stations.Station)
+    Station(label, netns, ifname, mac, ip)                          frozen dataclass: one end of a stream
+    StreamSpec(name, stream_id, tx, rx, templates)                  dataclass (tx/rx: Station)
     StreamsRun(specs, ticks, rate_pps, start_ns, first_ns, last_ns, elapsed_s, max_late_us, refused,
                records, wire_records, events, rx_stats)            dataclass
     EventRecord(name, at_s, ns, end_ns, error)                      NamedTuple (CLOCK_REALTIME ns)
@@ -41,7 +42,6 @@ Public API:
 
 from __future__ import annotations
 
-import errno
 import socket
 import threading
 import time
@@ -49,19 +49,29 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from testbed.errors import UsageError, WaitTimeout
-from testbed.verify.stations import Station
 from traffic.events import EventRecord, EventRunner
 from traffic.netns import run_in_netns
-from traffic.pacing import fine_timer_slack, wait_until
+from traffic.pacing import REFUSED, Lane, run_schedule
 from traffic.pcap import PcapWriter
 from traffic.receiver import CapturedFrame, Receiver
 from traffic.records import RxRecord
-from traffic.sender import RawSender, realtime_offset_ns
+from traffic.sender import RawSender
 
 START_LEAD_NS = 50_000_000  # the schedule starts 50 ms after the call: every thread is ready
-_REFUSED = (errno.ENOBUFS, errno.EAGAIN, errno.ENETDOWN)  # a dead path: counted, not raised
 
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Station:
+    """One end of a stream: the namespace and interface a raw socket uses there, the MAC and IPv4 address
+    its frames carry (``testbed.verify.stations`` resolves them from a topology)."""
+
+    label: str  # "client", "vf0", "rdma0", "bond"
+    netns: str
+    ifname: str
+    mac: str
+    ip: str
 
 
 @dataclass
@@ -169,42 +179,6 @@ class _Ticker:
             self._thread.join()
 
 
-def _paced_interleaved(
-    senders: Sequence[RawSender], templates: Sequence[Sequence[Any]], count: int, rate_pps: float, start_mono: int,
-    tick: Optional[List[int]] = None,
-) -> Tuple[int, int, int, float, List[int]]:
-    """Tick k: stamp and send packet k of every stream.  -> (start_rt, first_rt, last_rt, max_late_ns, refused)."""
-    sends = [s.sock.send for s in senders]
-    stamps = [[t.stamp for t in ts] for ts in templates]
-    sizes = [len(s) for s in stamps]
-    refused = [0] * len(sends)
-    mono = time.monotonic_ns
-    interval = 1e9 / rate_pps
-    max_late = 0
-    with fine_timer_slack():
-        off = realtime_offset_ns()
-        first = last = start_mono + off
-        pairs = list(zip(sends, stamps, sizes, range(len(sends))))
-        for k in range(count):
-            target = start_mono + int(k * interval)
-            now = wait_until(target)
-            if now - target > max_late:
-                max_late = now - target
-            if k == 0:
-                first = now + off
-            if tick is not None:
-                tick[0] = k
-            for send, st, n, j in pairs:
-                last = mono() + off  # each frame its own stamp: another thread may run between two sends
-                try:
-                    send(st[k % n](k, last))
-                except OSError as exc:
-                    if exc.errno not in _REFUSED:
-                        raise
-                    refused[j] += 1
-    return start_mono + off, first, last, max_late / 1000, refused
-
-
 def write_pcap(path: str, frames: Sequence[CapturedFrame]) -> None:
     with PcapWriter(path, linktype="sll2") as pcap:
         for f in sorted(frames, key=lambda f: f.rx_ns):
@@ -248,7 +222,7 @@ def run_streams(
                     try:
                         snd.sock.send(s.templates[0].stamp(0, time.time_ns()))
                     except OSError as exc:
-                        if exc.errno not in _REFUSED:
+                        if exc.errno not in REFUSED:
                             raise
             for s in specs:
                 key = (s.rx.netns, s.rx.ifname)
@@ -264,8 +238,9 @@ def run_streams(
             runner.start(t0)
             ticker.start(t0)
             try:
-                start_ns, first_ns, last_ns, max_late, refused = _paced_interleaved(
-                    senders, [s.templates for s in specs], count, rate_pps, t0, ticker.tick)
+                sched = run_schedule([Lane(snd.sock.send, [t.stamp for t in s.templates])
+                                      for snd, s in zip(senders, specs)],
+                                     count=count, rate_pps=rate_pps, start_mono_ns=t0, tick=ticker.tick)
             except BaseException:
                 runner.finish(cancel=True)
                 raise
@@ -275,7 +250,7 @@ def run_streams(
             elapsed = (time.monotonic_ns() - t0) / 1e9
             if progress is not None:
                 progress(f"sent {count} packets x {len(specs)} streams in {elapsed:.1f} s "
-                         f"(at most {max_late / 1000:.0f} ms behind the schedule); collecting")
+                         f"(at most {sched.max_late_ns / 1e6:.0f} ms behind the schedule); collecting")
             # stragglers: until every stream is complete at its destination or the settle time is over
             deadline = time.monotonic() + settle_s
             for key, rx in receivers.items():
@@ -310,9 +285,9 @@ def run_streams(
     stats = {f"{k[0]}/{k[1]}": rx.stats() for k, rx in receivers.items()}
     stats.update({f"{wires[0]}/{sw}": rx.stats() for sw, rx in wire_rx.items()} if wires else {})
     return StreamsRun(
-        specs=list(specs), ticks=count, rate_pps=rate_pps, start_ns=start_ns, first_ns=first_ns, last_ns=last_ns,
-        elapsed_s=elapsed, max_late_us=max_late,
-        refused={s.name: n for s, n in zip(specs, refused)},
+        specs=list(specs), ticks=count, rate_pps=rate_pps, start_ns=sched.start_ns, first_ns=sched.first_ns,
+        last_ns=sched.last_ns, elapsed_s=elapsed, max_late_us=sched.max_late_ns / 1000,
+        refused={s.name: n for s, n in zip(specs, sched.refused)},
         records=records, wire_records=wire_records, events=list(runner.done), rx_stats=stats,
     )
 

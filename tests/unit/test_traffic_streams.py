@@ -7,9 +7,8 @@ import time
 import pytest
 
 from testbed.errors import UsageError
-from testbed.verify.stations import Station
-from testbed.verify.streams import StreamSpec, run_streams
 from traffic.events import EventRunner
+from traffic.streams import Station, StreamSpec, run_streams
 
 
 def test_events_run_at_their_offsets_and_a_repair_waits_for_the_failure():
