@@ -29,14 +29,6 @@ def ping(ns: str, addr: str, count: int = 3) -> Dict[str, Any]:
     return {"from": ns, "to": addr, "sent": count, "received": received}
 
 
-def _nic_host(topo: Topology) -> Host:
-    return next(h for h in topo.hosts if h.nic)
-
-
-def _client(topo: Topology) -> Host:
-    return next(h for h in topo.hosts if not h.nic)
-
-
 def _snapshot(topo: Topology, host: Host) -> Dict[str, Any]:
     st = status.lab_status(topo.name)
     h = next(x for x in st["hosts"] if x["name"] == host.name)
@@ -65,7 +57,7 @@ def traffic_failover(topo: Topology, host: Host, agent: bool, progress: Progress
 
 def run(topo: Topology, *, agent: bool = True, keep: bool = False, traffic: bool = True,
         progress: Progress) -> Dict[str, Any]:
-    host, client = _nic_host(topo), _client(topo)
+    host, client = topo.nic_host(), topo.plain_host()
     nic = host.nic
     vf = nic.vfs[0] if nic.vfs else None
     result: Dict[str, Any] = {"lab": topo.name, "file": topo.file, "host": host.name, "steps": []}

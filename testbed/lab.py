@@ -8,22 +8,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from testbed import bringup, loader, status, teardown, wire
 from testbed.agent import status as agent_status
 from testbed.errors import UsageError
 from testbed.nl import wait_until
 from testbed.progress import Progress, quiet
-from testbed.topology import Host, Topology
-
-
-def split_endpoint(spec: str) -> Tuple[str, str]:
-    """``"server:pf0"`` -> ``("server", "pf0")``."""
-    host, sep, item = spec.partition(":")
-    if not sep or not host or not item:
-        raise UsageError(f"{spec!r}: expected HOST:NAME, e.g. server:pf0 or server:vf0")
-    return host, item
+from testbed.topology import Host, Topology, split_endpoint
 
 
 class Lab:

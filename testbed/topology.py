@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Tuple
+from typing import Optional, Tuple
 
 from testbed import naming
+from testbed.errors import UsageError
 
 OFFLOAD_MODES = ("active-backup", "hash", "vf-split")
+
+
+def split_endpoint(spec: str) -> Tuple[str, str]:
+    """``"server:pf0"`` -> ``("server", "pf0")``: HOST:NAME as the CLI, ``Lab`` and verify take it."""
+    host, sep, item = spec.partition(":")
+    if not sep or not host or not item:
+        raise UsageError(f"{spec!r}: expected HOST:NAME",
+                         fix="e.g. server:pf0, server:vf0, server:rdma0 or server:bond")
+    return host, item
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,20 @@ class Topology:
             if h.name == name:
                 return h
         raise KeyError(name)
+
+    def nic_host(self, name: Optional[str] = None) -> Host:
+        """The host with a NIC named ``name`` (default: the first NIC host); UsageError if there is none."""
+        for h in self.hosts:
+            if h.nic and (name is None or h.name == name):
+                return h
+        raise UsageError(f"lab {self.name}: no NIC host{f' named {name}' if name else ''}")
+
+    def plain_host(self, name: Optional[str] = None) -> Host:
+        """The host without a NIC named ``name`` (default: the first one); UsageError if there is none."""
+        for h in self.hosts:
+            if not h.nic and (name is None or h.name == name):
+                return h
+        raise UsageError(f"lab {self.name}: no plain host{f' named {name}' if name else ''}")
 
     @property
     def netns_names(self) -> Tuple[str, ...]:

@@ -21,7 +21,7 @@ from mininet.log import output
 
 from testbed import labstore
 from testbed.errors import UsageError, VerificationFailed
-from testbed.topology import Host, Topology
+from testbed.topology import Topology
 
 
 class _HelpShown(Exception):
@@ -63,15 +63,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _nic_host(topo: Topology) -> Host:
-    for h in topo.hosts:
-        if h.nic:
-            return h
-    raise UsageError(f"lab {topo.name}: no host has a NIC")
-
-
 def default_target(topo: Topology, kind: str) -> str:
-    host = _nic_host(topo)
+    host = topo.nic_host()
     nic = host.nic
     assert nic is not None
     if kind == "rdma":

@@ -9,8 +9,10 @@ measured figures, the checks against stated tolerances, ``.passed``,
 
 Modules:
 
-- ``lab_traffic`` -- ``LabTraffic``: failover, rdma, hash, bond_hash (touches the kernel)
-- ``streams``     -- several sequenced streams on one schedule, captured at both ends and on the wires
+- ``lab_traffic`` -- ``LabTraffic``: the thin facade: failover, rdma, hash, bond_hash -> a frozen plan -> a run
+- ``failover_run``, ``hashdist_run``, ``txhash_run`` -- one run per verification (touches the kernel),
+  beside its pure judge; ``context`` -- what every run needs of the lab
+- (the stream engine itself is ``traffic.streams``: streams on one schedule, captured at both ends and on the wires)
 - ``faults``      -- port failures prepared ahead: carrier loss, LACPDUs blocked
 - ``labview``     -- which ports the bond, the switch's partner bond and the agent use
 - ``stations``    -- targets and peers resolved from the topology (pure)

@@ -28,7 +28,7 @@ from typing import Dict, Optional, Tuple
 
 from testbed import naming
 from testbed.errors import UsageError
-from testbed.topology import Function, Host, Topology
+from testbed.topology import Function, Host, Topology, split_endpoint
 from traffic.streams import Station
 
 BOND_ALIASES = ("bond", naming.BOND)
@@ -41,13 +41,6 @@ class Target:
     host: Host
     station: Station
     function: Optional[Function] = None  # the VF / RDMA function (None for the bond)
-
-
-def _split(spec: str) -> Tuple[str, str]:
-    host, sep, item = spec.partition(":")
-    if not sep or not host or not item:
-        raise UsageError(f"{spec!r}: expected HOST:NAME", fix="e.g. server:vf0, server:rdma0 or server:bond")
-    return host, item
 
 
 def _nic_host(topo: Topology, name: str, spec: str) -> Host:
@@ -63,7 +56,7 @@ def _nic_host(topo: Topology, name: str, spec: str) -> Host:
 
 
 def resolve_target(topo: Topology, spec: str) -> Target:
-    hname, item = _split(spec)
+    hname, item = split_endpoint(spec)
     host = _nic_host(topo, hname, spec)
     nic = host.nic
     assert nic is not None
@@ -100,7 +93,7 @@ def wires(topo: Topology, host: Host) -> Dict[str, str]:
 
 def port_endpoint(topo: Topology, spec: str) -> Tuple[Host, str]:
     """``server:pf0`` -> (host server, "pf0"), checked: the host must have that port."""
-    hname, port = _split(spec)
+    hname, port = split_endpoint(spec)
     host = _nic_host(topo, hname, spec)
     if port not in host.uplinks:
         raise UsageError(f"lab {topo.name}: {spec}: host {hname} has no port {port!r}",

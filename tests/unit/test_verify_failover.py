@@ -16,7 +16,7 @@ from testbed.verify.failover import (
     StreamMeta,
     evaluate_failover,
 )
-from testbed.verify.lab_traffic import LabTraffic
+from testbed.verify.failover_run import FailoverPlan, with_attempts
 from testbed.verify.render import render_failover
 from traffic.records import RxRecord
 
@@ -279,19 +279,23 @@ def test_sender_far_behind_makes_the_run_invalid_not_failed():
     assert not result_with(None).invalid
 
 
-class FakeTraffic(LabTraffic):
-    """LabTraffic with the traffic itself replaced: ``_failover`` returns the next scripted result."""
+class Scripted:
+    """A failover run with the traffic itself replaced: each call returns the next scripted result."""
 
-    def __init__(self, outcomes):  # no lab: nothing here touches the kernel
+    def __init__(self, outcomes):  # nothing here touches the kernel
         self.outcomes = list(outcomes)
         self.settle_on = []
         self.said: List[str] = []
-        self.progress = self.said.append
 
-    def _failover(self, cls, *args, settle_on=None):
+    def __call__(self, settle_on=None):
         self.settle_on.append(settle_on)
         late_ms, passed = self.outcomes.pop(0)
         return result_with(late_ms, passed, usable_before=("pf0",))
+
+
+def plan(fail, restore, flap):
+    return FailoverPlan(("server:vf0",), fail, 100.0, 3.0, 1.0, restore, flap, ("rx", "tx"), 1, True, "carrier",
+                        FailoverTolerance())
 
 
 @pytest.mark.parametrize("outcomes,attempts,fail,restore,flap,runs,verdict", [
@@ -306,8 +310,8 @@ class FakeTraffic(LabTraffic):
     ([(900, False), (10, True)], 2, None, None, None, 2, "PASS"),          # no failure at all: redo
 ])
 def test_failed_late_runs_are_redone_within_attempts(outcomes, attempts, fail, restore, flap, runs, verdict):
-    tr = FakeTraffic(outcomes)
-    res = tr._attempts(FailoverResult, (), attempts, fail, restore, flap)
+    tr = Scripted(outcomes)
+    res = with_attempts(tr, plan(fail, restore, flap), attempts, tr.said.append)
     assert len(tr.settle_on) == runs and res.verdict == verdict
     # the first run settles on whatever the bond uses; a redo on the ports in use before the first run
     assert tr.settle_on == [None] + [["pf0"]] * (runs - 1)
@@ -322,4 +326,4 @@ def test_failed_late_runs_are_redone_within_attempts(outcomes, attempts, fail, r
 
 def test_attempts_must_be_positive():
     with pytest.raises(UsageError):
-        FakeTraffic([])._attempts(FailoverResult, (), 0, None, None)
+        with_attempts(Scripted([]), plan(None, None, None), 0, print)
