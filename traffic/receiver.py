@@ -42,7 +42,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Collection, Dict, List, NamedTuple, Optional
+from typing import Collection, Dict, List, NamedTuple, Optional, Tuple
 
 from testbed.errors import UsageError, WaitTimeout
 from traffic.netns import enter_netns
@@ -281,7 +281,6 @@ class Receiver:
         keep = self.keep_frames
         frames = outgoing = 0
         recvmsg = sock.recvmsg
-        unpack_ts = _TIMESPEC.unpack
         stream_id, dports, ifnames = self.stream_id, self.dports, self.ifnames
         pcap = self._pcap
         pcap_all = self.pcap_all
@@ -298,13 +297,7 @@ class Receiver:
                 continue
             if ifnames is not None and name not in ifnames:
                 continue
-            rx_ns = 0
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                    sec, nsec = unpack_ts(payload)
-                    rx_ns = sec * 1_000_000_000 + nsec
-            if not rx_ns:
-                rx_ns = time.time_ns()
+            rx_ns = _rx_ns(anc)
             frames += 1
             idx = ifindex.get(name)
             if idx is None:  # a new interface: look again (once per name)
@@ -323,22 +316,12 @@ class Receiver:
                 continue
             if pcap is not None and not pcap_all:
                 pcap.write(data, rx_ns, ifindex=idx, pkttype=pkttype)
-            batch.append(
-                RxRecord(
-                    p.stream_id,
-                    p.flow_id,
-                    p.seq,
-                    p.tx_ns,
-                    rx_ns,
-                    idx,
-                    name,
-                    p.kind,
-                    p.sport,
-                    p.dport,
-                    p.psn,
-                    p.icrc_ok,
-                )
-            )
+            batch.append(RxRecord(p.stream_id, p.flow_id, p.seq, p.tx_ns, rx_ns, idx, name, p.kind, p.sport,
+                                  p.dport, p.psn, p.icrc_ok))
+        self._publish(frames, outgoing, kept, batch)
+        return read
+
+    def _publish(self, frames: int, outgoing: int, kept: List[CapturedFrame], batch: List[RxRecord]) -> None:
         with self._cond:
             self._stats["frames"] += frames
             self._stats["outgoing_skipped"] += outgoing
@@ -349,4 +332,12 @@ class Receiver:
                 self._stats["matched"] += len(batch)
                 self._records.extend(batch)
             self._cond.notify_all()
-        return read
+
+
+def _rx_ns(anc: List[Tuple[int, int, bytes]]) -> int:
+    """The kernel's receive time stamp (SO_TIMESTAMPNS) of a frame, else now."""
+    for level, kind, payload in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            sec, nsec = _TIMESPEC.unpack(payload)
+            return sec * 1_000_000_000 + nsec
+    return time.time_ns()

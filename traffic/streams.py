@@ -188,6 +188,86 @@ def write_pcap(path: str, frames: Sequence[CapturedFrame]) -> None:
 # -- the run ------------------------------------------------------------------------------------------
 
 
+def _check(specs: Sequence[StreamSpec], rate_pps: float, count: int) -> None:
+    if not specs:
+        raise UsageError("run_streams: no streams", fix="give at least one StreamSpec")
+    if count < 1 or rate_pps <= 0:
+        raise UsageError(f"run_streams: count {count} and rate {rate_pps} pps must be positive")
+    ids = [s.stream_id for s in specs]
+    if len(set(ids)) != len(ids) or len({s.name for s in specs}) != len(specs):
+        raise UsageError("run_streams: stream ids and names must be distinct")
+
+
+def _warm_up(senders: Sequence[RawSender], specs: Sequence[StreamSpec]) -> None:
+    """Each sender's first frame once, not captured: the switch's bridge learns the sources."""
+    for snd, s in zip(senders, specs):
+        try:
+            snd.sock.send(s.templates[0].stamp(0, time.time_ns()))
+        except OSError as exc:
+            if exc.errno not in REFUSED:
+                raise
+
+
+def _settle(receivers: Mapping[Tuple[str, str], Receiver], specs: Sequence[StreamSpec], count: int,
+            settle_s: float) -> None:
+    """Stragglers: until every stream is complete at its destination or the settle time is over."""
+    deadline = time.monotonic() + settle_s
+    for key, rx in receivers.items():
+        want = count * sum(1 for s in specs if (s.rx.netns, s.rx.ifname) == key)
+        try:
+            rx.wait_count(want, timeout_s=max(0.0, deadline - time.monotonic()))
+        except WaitTimeout:
+            pass  # losses (or other streams' frames counted): the analysis tells
+
+
+def _split(specs: Sequence[StreamSpec], dest: Mapping[Tuple[str, str], List[RxRecord]],
+           wire: List[RxRecord], port_of: Mapping[str, str]) -> Tuple[Dict[str, List[RxRecord]], ...]:
+    """Records per stream: at its own destination, and on the wires (``ifname`` -> the host's port)."""
+    by_id = {s.stream_id: s.name for s in specs}
+    dest_of = {s.stream_id: (s.rx.netns, s.rx.ifname) for s in specs}
+    records: Dict[str, List[RxRecord]] = {s.name: [] for s in specs}
+    for key, recs in dest.items():
+        for r in recs:
+            if dest_of.get(r.stream_id) == key:
+                records[by_id[r.stream_id]].append(r)
+    wire_records: Dict[str, List[RxRecord]] = {s.name: [] for s in specs}
+    for r in wire:
+        name = by_id.get(r.stream_id)
+        if name is not None:
+            wire_records[name].append(r._replace(ifname=port_of[r.ifname]))
+    return records, wire_records
+
+
+class _Captures:
+    """The receivers of a run: one per destination (namespace, interface), one for the wires."""
+
+    def __init__(self) -> None:
+        self.dest: Dict[Tuple[str, str], Receiver] = {}
+        self.wire: Optional[Receiver] = None
+
+    def start(self, specs: Sequence[StreamSpec], wires: Optional[Tuple[str, Mapping[str, str]]],
+              keep_frames: bool) -> None:
+        """Each receiver is kept as soon as it runs: ``stop()`` stops those started before a failure."""
+        for s in specs:
+            key = (s.rx.netns, s.rx.ifname)
+            if key not in self.dest:
+                self.dest[key] = Receiver(s.rx.netns, s.rx.ifname).start()
+        if wires is not None:
+            # namespace-wide, kept to the ports: a socket bound to a port that goes admin down (a failure)
+            # would end with ENETDOWN
+            self.wire = Receiver(wires[0], None, ifnames=set(wires[1]), include_outgoing=True,
+                                 keep_frames=keep_frames).start()
+
+    def stop(self) -> Tuple[Dict[Tuple[str, str], List[RxRecord]], List[RxRecord]]:
+        return {k: rx.stop() for k, rx in self.dest.items()}, (self.wire.stop() if self.wire else [])
+
+    def stats(self, wires: Optional[Tuple[str, Mapping[str, str]]]) -> Dict[str, Dict[str, int]]:
+        out = {f"{k[0]}/{k[1]}": rx.stats() for k, rx in self.dest.items()}
+        if self.wire is not None and wires is not None:
+            out[f"{wires[0]}/wires"] = self.wire.stats()
+        return out
+
+
 def run_streams(
     specs: Sequence[StreamSpec],
     *,
@@ -200,17 +280,9 @@ def run_streams(
     progress: Optional[Progress] = None,
     warmup: bool = True,
 ) -> StreamsRun:
-    if not specs:
-        raise UsageError("run_streams: no streams", fix="give at least one StreamSpec")
-    if count < 1 or rate_pps <= 0:
-        raise UsageError(f"run_streams: count {count} and rate {rate_pps} pps must be positive")
-    ids = [s.stream_id for s in specs]
-    if len(set(ids)) != len(ids) or len({s.name for s in specs}) != len(specs):
-        raise UsageError("run_streams: stream ids and names must be distinct")
-    by_id = {s.stream_id: s.name for s in specs}
+    _check(specs, rate_pps, count)
     senders: List[RawSender] = []
-    receivers: Dict[Tuple[str, str], Receiver] = {}
-    wire_rx: Dict[str, Receiver] = {}
+    caps = _Captures()
     runner = EventRunner(events, "verify-events")
     ticker = _Ticker(progress, count / rate_pps, "traffic", count)
     try:
@@ -218,22 +290,8 @@ def run_streams(
             senders.append(RawSender(s.tx.netns, s.tx.ifname))
         with Sinks(specs):
             if warmup:
-                for snd, s in zip(senders, specs):
-                    try:
-                        snd.sock.send(s.templates[0].stamp(0, time.time_ns()))
-                    except OSError as exc:
-                        if exc.errno not in REFUSED:
-                            raise
-            for s in specs:
-                key = (s.rx.netns, s.rx.ifname)
-                if key not in receivers:
-                    receivers[key] = Receiver(s.rx.netns, s.rx.ifname).start()
-            if wires is not None:
-                sw_ns, ports = wires
-                # namespace-wide, kept to the ports: a socket bound to a port that goes admin down
-                # (a failure) would end with ENETDOWN
-                wire_rx["wires"] = Receiver(sw_ns, None, ifnames=set(ports), include_outgoing=True,
-                                            keep_frames=pcap is not None).start()
+                _warm_up(senders, specs)
+            caps.start(specs, wires, keep_frames=pcap is not None)
             t0 = time.monotonic_ns() + START_LEAD_NS
             runner.start(t0)
             ticker.start(t0)
@@ -251,43 +309,19 @@ def run_streams(
             if progress is not None:
                 progress(f"sent {count} packets x {len(specs)} streams in {elapsed:.1f} s "
                          f"(at most {sched.max_late_ns / 1e6:.0f} ms behind the schedule); collecting")
-            # stragglers: until every stream is complete at its destination or the settle time is over
-            deadline = time.monotonic() + settle_s
-            for key, rx in receivers.items():
-                want = count * sum(1 for s in specs if (s.rx.netns, s.rx.ifname) == key)
-                try:
-                    rx.wait_count(want, timeout_s=max(0.0, deadline - time.monotonic()))
-                except WaitTimeout:
-                    pass  # losses (or other streams' frames counted): the analysis tells
+            _settle(caps.dest, specs, count, settle_s)
     finally:
         for snd in senders:
             snd.close()
-        dest_records = {key: rx.stop() for key, rx in receivers.items()}
-        wire_recs = {sw: rx.stop() for sw, rx in wire_rx.items()}
+        dest, wire = caps.stop()
     if runner.errors:
         raise runner.errors[0]
-    dest_of = {s.stream_id: (s.rx.netns, s.rx.ifname) for s in specs}
-    records: Dict[str, List[RxRecord]] = {s.name: [] for s in specs}
-    for key, recs in dest_records.items():
-        for r in recs:
-            if dest_of.get(r.stream_id) == key:
-                records[by_id[r.stream_id]].append(r)
-    wire_records: Dict[str, List[RxRecord]] = {s.name: [] for s in specs}
-    if wires is not None:
-        port_of = dict(wires[1])
-        for recs in wire_recs.values():
-            for r in recs:
-                name = by_id.get(r.stream_id)
-                if name is not None:
-                    wire_records[name].append(r._replace(ifname=port_of[r.ifname]))
-        if pcap is not None:
-            write_pcap(pcap, [f for rx in wire_rx.values() for f in rx.frames])
-    stats = {f"{k[0]}/{k[1]}": rx.stats() for k, rx in receivers.items()}
-    stats.update({f"{wires[0]}/{sw}": rx.stats() for sw, rx in wire_rx.items()} if wires else {})
+    records, wire_records = _split(specs, dest, wire, dict(wires[1]) if wires else {})
+    if pcap is not None and caps.wire is not None:
+        write_pcap(pcap, caps.wire.frames)
     return StreamsRun(
         specs=list(specs), ticks=count, rate_pps=rate_pps, start_ns=sched.start_ns, first_ns=sched.first_ns,
         last_ns=sched.last_ns, elapsed_s=elapsed, max_late_us=sched.max_late_ns / 1000,
         refused={s.name: n for s, n in zip(specs, sched.refused)},
-        records=records, wire_records=wire_records, events=list(runner.done), rx_stats=stats,
+        records=records, wire_records=wire_records, events=list(runner.done), rx_stats=caps.stats(wires),
     )
-

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from testbed.agent import rules as rules_mod
 from testbed.bond.state import BondState, read_state
 from testbed.errors import NetlinkOpError, TestbedError
-from testbed.tc import codec, ops
+from testbed.tc import canonical, ops
 from testbed.tc.rule import Rule
 from testbed.topology import Host
 
@@ -102,7 +102,7 @@ def fast_diff(desired: Tuple[Rule, ...], have: Dict[Key, Rule]) -> Diff:
         if old is None:
             add.append(new)
         elif old != new:
-            if old.match == new.match or codec.mask_shape(old.match) == codec.mask_shape(new.match):
+            if old.match == new.match or canonical.mask_shape(old.match) == canonical.mask_shape(new.match):
                 replace.append(new)
             else:
                 delete.append(old)

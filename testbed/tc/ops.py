@@ -23,7 +23,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from testbed import nlpipe, rawnl
 from testbed.errors import ConflictError, NetlinkOpError
-from testbed.tc import codec, flower, readback
+from testbed.tc import canonical, codec, flower, readback
 from testbed.tc.rule import FOREIGN, InstalledRule, Rule
 
 RTM_NEWQDISC = 36
@@ -165,12 +165,12 @@ def apply(
     jobs: List[Tuple[str, Rule, int]] = []  # (op, rule, dev ifindex), in sending order
     for op, rules in (("delete", delete), ("replace", replace), ("add", add)):
         for rule in rules:
-            dev = _index(links, rule.dev, codec.where(rule))
+            dev = _index(links, rule.dev, canonical.where(rule))
             if op != "delete":
                 codec.check(rule)
                 for action in rule.actions:
                     if action.dev is not None:
-                        _index(links, action.dev, f"{codec.where(rule)}: mirred target")
+                        _index(links, action.dev, f"{canonical.where(rule)}: mirred target")
             jobs.append((op, rule, dev))
     if not jobs:
         return
@@ -188,10 +188,10 @@ def apply(
     if not failed:
         return
     op, rule, reply = failed[0]
-    err = _op_error(f"{codec.where(rule)}: {op}", reply, _filter_fix(op, reply.errno))
+    err = _op_error(f"{canonical.where(rule)}: {op}", reply, _filter_fix(op, reply.errno))
     if len(failed) > 1:
         more = "; ".join(
-            f"{codec.where(r)}: {o}: {nlpipe.errno_name(x.errno)}" for o, r, x in failed[1:4]
+            f"{canonical.where(r)}: {o}: {nlpipe.errno_name(x.errno)}" for o, r, x in failed[1:4]
         )
         tail = f" and {len(failed) - 4} more" if len(failed) > 4 else ""
         err = NetlinkOpError(
@@ -244,7 +244,7 @@ def diff(
     installed that is not desired is deleted: pass only the interfaces you
     own.  A changed rule is replaced in place (atomic: no packet sees the
     key without a rule) when flower allows it, i.e. when its keys and masks
-    keep their shape (codec.mask_shape) -- a new action, MAC or bucket
+    keep their shape (canonical.mask_shape) -- a new action, MAC or bucket
     value.  Otherwise, and for foreign rules (maybe another classifier or
     protocol), it is deleted and added again.  Lists are sorted by key.
     """
@@ -252,7 +252,7 @@ def diff(
     for rule in desired:
         if rule.key in want:
             raise ConflictError(
-                f"{codec.where(rule)}: two desired rules share this key",
+                f"{canonical.where(rule)}: two desired rules share this key",
                 fix="give each rule its own prio/handle",
             )
         want[rule.key] = rule
@@ -269,8 +269,8 @@ def diff(
             add.append(new)  # type: ignore[arg-type]
         elif new is None:
             delete.append(old)
-        elif codec.canonical(new) != codec.canonical(old):
-            if old.label == FOREIGN or codec.mask_shape(new.match) != codec.mask_shape(
+        elif canonical.canonical(new) != canonical.canonical(old):
+            if old.label == FOREIGN or canonical.mask_shape(new.match) != canonical.mask_shape(
                 old.match
             ):
                 delete.append(old)

@@ -1,7 +1,7 @@
 """Dumped flower filters -> InstalledRule (pure: no socket, no kernel).
 
 Two readers fill one plain form, and one builder turns it into an
-InstalledRule, in codec.canonical() form so that it compares equal to the
+InstalledRule, in canonical.canonical() form so that it compares equal to the
 Rule that was installed:
 
 * ``decode()`` reads flower.py's pyroute2 classes -- the reference;
@@ -24,6 +24,7 @@ import struct
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from testbed.tc import flower
+from testbed.tc.canonical import canonical_match
 from testbed.tc.codec import (
     GACT,
     GACT_PARMS,
@@ -31,7 +32,6 @@ from testbed.tc.codec import (
     MIRRED,
     MIRRED_PARMS,
     NLA_FORMATS,
-    canonical_match,
 )
 from testbed.tc.rule import ETH_P_ALL, FOREIGN, Action, InstalledRule, Match, Rule
 

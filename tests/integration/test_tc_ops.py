@@ -36,7 +36,7 @@ import pytest
 from pyroute2 import IPRoute, netns
 
 from testbed.errors import NetlinkOpError, WaitTimeout
-from testbed.tc import codec, ops
+from testbed.tc import canonical, ops
 from testbed.tc.rule import (
     ETH_P_ARP,
     ETH_P_IP,
@@ -215,7 +215,7 @@ def test_install_shows_in_tc_and_reads_back(lab: Lab) -> None:
             assert len(opts["actions"]) == len(actions)
 
     got = ops.dump(lab.ipr, ["b0", "r0p"])
-    assert got == [InstalledRule(codec.canonical(r)) for r in _kernel_order(RULES + R0P_RULES)]
+    assert got == [InstalledRule(canonical.canonical(r)) for r in _kernel_order(RULES + R0P_RULES)]
 
 
 def _kernel_order(rules: List[Rule]) -> List[Rule]:
@@ -291,7 +291,7 @@ def test_diff_reconciles_mask_changes_and_foreign_rules(lab: Lab) -> None:
     ops.apply(lab.ipr, add=add, replace=replace, delete=delete)
     after = ops.dump(lab.ipr, ["b0"])
     assert sorted((i.rule for i in after), key=lambda r: r.key) == sorted(
-        (codec.canonical(r) for r in desired), key=lambda r: r.key)
+        (canonical.canonical(r) for r in desired), key=lambda r: r.key)
     assert ops.diff(desired, after) == ([], [], [])
 
 

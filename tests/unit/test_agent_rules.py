@@ -27,7 +27,7 @@ import pytest
 from testbed import loader
 from testbed.agent import mapping, rules
 from testbed.bond.state import BondState, PortState
-from testbed.tc import codec, ops
+from testbed.tc import canonical, codec, ops
 from testbed.tc.rule import ETH_P_ARP, ETH_P_SLOW, Action, Rule
 from testbed.topology import Nic
 
@@ -178,7 +178,7 @@ def check_plan(nic: Nic, state: BondState, plan: rules.Plan, usable: Tuple[str, 
                 if a.dev in nic.ports:
                     assert a.dev in usable, f"{r.dev} {r.label} sends to unusable port {a.dev}"
         if r not in _ENCODED:
-            assert codec.canonical(r) == r, f"{r.label}: not in the kernel's canonical form (the fast diff uses ==)"
+            assert canonical.canonical(r) == r, f"{r.label}: not in the kernel's canonical form (the fast diff uses ==)"
             if rules.CONTINUE not in r.actions:
                 codec.pack(r, ifindex[r.dev], ifindex.__getitem__)  # the tc layer accepts it
             _ENCODED.add(r)
@@ -459,7 +459,7 @@ def test_keys_do_not_depend_on_state_except_the_extras(bond_mode, offload, ports
     for _conds, _active, state in states_for(nic):
         for r in rules.plan(nic, state).rules:
             ident = (r.label.split(":")[0] if r.label.startswith(("rx:", "drop:")) else r.label,
-                     codec.mask_shape(r.match))
+                     canonical.mask_shape(r.match))
             if r.key in seen and not r.label.startswith(extras):
                 assert seen[r.key][1] == ident[1], f"{r.key}: mask shape changes with state"
             seen[r.key] = ident

@@ -16,7 +16,7 @@ import pytest
 
 from testbed import nlpipe
 from testbed.errors import ConflictError, NetlinkOpError
-from testbed.tc import codec, flower, ops, readback
+from testbed.tc import canonical, codec, flower, ops, readback
 from testbed.tc.rule import (
     ETH_P_ALL,
     ETH_P_ARP,
@@ -197,7 +197,7 @@ def test_round_trip(rule: Rule) -> None:
     msg = flower.tcmsg(raw)
     msg.decode()
     via_classes = readback.decode(msg, NAMES)
-    assert via_classes == InstalledRule(codec.canonical(rule))
+    assert via_classes == InstalledRule(canonical.canonical(rule))
     assert readback.unpack(raw, NAMES) == via_classes
 
 
@@ -208,21 +208,21 @@ def test_canonical_form_is_what_the_kernel_reports() -> None:
               hash=5, hash_mask=0xFFFFFFFF, eth_type=ETH_P_ALL),
         (Action("pass"),),
     )
-    assert codec.canonical(raw).match == Match(
+    assert canonical.canonical(raw).match == Match(
         dst_mac="02:00:00:00:00:0a", src_ip="198.18.0.1", hash=5
     )
-    assert codec.canonical_match(Match(dst_ip="198.18.0.0/0")) == Match()
-    assert codec.canonical_match(Match(hash_mask=3)) == Match(hash=0, hash_mask=3)
-    assert codec.canonical_match(Match(hash=3, hash_mask=0)) == Match()
-    assert codec.canonical_match(Match(src_mac_mask="ff:00:00:00:00:00")) == Match(
+    assert canonical.canonical_match(Match(dst_ip="198.18.0.0/0")) == Match()
+    assert canonical.canonical_match(Match(hash_mask=3)) == Match(hash=0, hash_mask=3)
+    assert canonical.canonical_match(Match(hash=3, hash_mask=0)) == Match()
+    assert canonical.canonical_match(Match(src_mac_mask="ff:00:00:00:00:00")) == Match(
         src_mac="00:00:00:00:00:00", src_mac_mask="ff:00:00:00:00:00"
     )
     # host bits are kept: the kernel dumps the key it was given, not key & mask
-    assert codec.canonical_match(Match(src_ip="198.18.0.5/24")).src_ip == "198.18.0.5/24"
+    assert canonical.canonical_match(Match(src_ip="198.18.0.5/24")).src_ip == "198.18.0.5/24"
     # the kernel's default masks decode to the same canonical rule
     full = Rule("pf0", 1, 1, Match(dst_mac="02:00:00:00:00:0a", src_ip="198.18.0.1", hash=5),
                 (Action("pass"),))
-    assert readback.unpack(whole(raw), NAMES).rule == codec.canonical(full)
+    assert readback.unpack(whole(raw), NAMES).rule == canonical.canonical(full)
 
 
 # --- validation ---------------------------------------------------------------------
@@ -490,7 +490,7 @@ def test_diff_replaces_in_place_when_the_mask_keeps_its_shape() -> None:
 def test_diff_deletes_and_adds_when_the_mask_changes_shape() -> None:
     wider = Rule(R2.dev, R2.prio, R2.handle, Match(eth_type=ETH_P_IP, ip_proto=17,
                  dst_port=ROCEV2_PORT, hash=1, hash_mask=3), R2.actions, label=R2.label)
-    assert codec.mask_shape(wider.match) != codec.mask_shape(R2.match)
+    assert canonical.mask_shape(wider.match) != canonical.mask_shape(R2.match)
     assert ops.diff([wider], [R2]) == ([wider], [], [R2])
 
 
@@ -507,15 +507,15 @@ def test_diff_refuses_two_rules_with_one_key() -> None:
 
 
 def test_mask_shape() -> None:
-    assert codec.mask_shape(Match(dst_mac="02:00:00:00:00:01")) == codec.mask_shape(
+    assert canonical.mask_shape(Match(dst_mac="02:00:00:00:00:01")) == canonical.mask_shape(
         Match(dst_mac="02:00:00:00:00:02", dst_mac_mask="ff:ff:ff:ff:ff:ff"))
-    assert codec.mask_shape(Match(hash=0, hash_mask=15)) == codec.mask_shape(
+    assert canonical.mask_shape(Match(hash=0, hash_mask=15)) == canonical.mask_shape(
         Match(hash=9, hash_mask=15))
-    assert codec.mask_shape(Match(src_ip="198.18.0.0/24")) != codec.mask_shape(
+    assert canonical.mask_shape(Match(src_ip="198.18.0.0/24")) != canonical.mask_shape(
         Match(src_ip="198.18.0.0/25"))
-    assert codec.mask_shape(Match(src_ip="198.18.0.1")) != codec.mask_shape(
+    assert canonical.mask_shape(Match(src_ip="198.18.0.1")) != canonical.mask_shape(
         Match(src_ip="::1"))
-    assert codec.mask_shape(Match()) != codec.mask_shape(Match(eth_type=ETH_P_IP))
+    assert canonical.mask_shape(Match()) != canonical.mask_shape(Match(eth_type=ETH_P_IP))
 
 
 # --- nlpipe's message parsing ------------------------------------------------------
