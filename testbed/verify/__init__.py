@@ -16,7 +16,8 @@ Modules:
 - ``faults``      -- port failures prepared ahead: carrier loss, LACPDUs blocked
 - ``labview``     -- which ports the bond, the switch's partner bond and the agent use
 - ``stations``    -- targets and peers resolved from the topology (pure)
-- ``failover``, ``hashdist``, ``txhash``, ``psn``, ``checks`` -- the verdicts (pure)
+- ``failover``, ``hashdist``, ``txhash``, ``psn``, ``checks`` -- the verdicts (pure; ``failover_result``
+  and ``windows`` hold the failover verdict's data and its time-window arithmetic)
 - ``render``      -- text tables;  ``plot`` -- PNG figures (matplotlib, the ``plot`` extra)
 
 Importing this package loads neither scapy nor matplotlib.
