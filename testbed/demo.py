@@ -80,11 +80,8 @@ def run(topo: Topology, *, agent: bool = True, keep: bool = False, traffic: bool
                            f"the bond to move to {survivor}", interval=0.005)
                 result["bond_moved_ms"] = round((time.monotonic() - t_fail) * 1000, 1)
         if agent:
-            def offload_moved() -> bool:
-                usable = agent_status.nic(topo.name, host.name).usable
-                return bool(usable) and victim not in usable
-
-            wait_until(offload_moved, 30, f"the agent to stop using {victim}", interval=0.005)
+            agent_status.wait_nic(topo.name, host.name, lambda n: bool(n.usable) and victim not in n.usable, 30,
+                                  f"the agent to stop using {victim}", interval=0.005)
             result["offload_moved_ms"] = round((time.monotonic() - t_fail) * 1000, 1)
         after = _snapshot(topo, host)
         after["ping"] = {name: ping(client.netns, addr) for name, addr in targets}

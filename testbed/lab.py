@@ -74,8 +74,8 @@ class Lab:
 
     def wait_offload(self, host: str, usable: List[str], timeout: float = 15.0) -> None:
         """Until the agent reports exactly ``usable`` as the ports carrying offloaded traffic."""
-        wait_until(lambda: sorted(self.agent_status(host).usable) == sorted(usable), timeout,
-                   f"{host}: the agent to use {usable}")
+        agent_status.wait_nic(self.name, host, lambda n: sorted(n.usable) == sorted(usable), timeout,
+                              f"{host}: the agent to use {usable}")
 
     @property
     def traffic(self) -> Any:

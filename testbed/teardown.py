@@ -72,16 +72,23 @@ def remove_lab(rec: labstore.LabRecord, *, progress: Progress = quiet, timeout: 
     skipped = [n for n in rec.netns if netns_exists(n) and n not in ours]
     for n in skipped:
         progress(f"leaving namespace {n}: it does not carry the mark {mark!r}, so it is not ours")
+    removed = delete_netns(ours, "delete namespace", progress, timeout)
+    labstore.remove(rec.name)
+    return removed
+
+
+def delete_netns(names: List[str], what: str, progress: Progress, timeout: float = 15.0) -> List[str]:
+    """Delete the named namespaces (checked to be ours by the caller) and wait until the kernel destroyed
+    them (RTM_DELNSID); returns the names deleted."""
     removed: List[str] = []
     with NetnsDeletion() as waiter:
-        waiter.arm(os.path.join(NETNS_DIR, n) for n in ours)
-        for n in ours:
-            progress(f"delete namespace {n}")
+        waiter.arm(os.path.join(NETNS_DIR, n) for n in names)
+        for n in names:
+            progress(f"{what} {n}")
             netns.remove(n)
             removed.append(n)
         waited = waiter.wait(timeout)
     progress(f"{len(removed)} namespaces destroyed ({waited * 1000:.0f} ms after removal)")
-    labstore.remove(rec.name)
     return removed
 
 
@@ -151,11 +158,5 @@ def clean(*, all_labs: bool = False, lab: Optional[str] = None, progress: Progre
     if not lab:
         stray = orphans()
         if stray:
-            with NetnsDeletion() as waiter:
-                waiter.arm(os.path.join(NETNS_DIR, n) for n in stray)
-                for n in stray:
-                    progress(f"delete unrecorded marked namespace {n}")
-                    netns.remove(n)
-                    removed.append(n)
-                waiter.wait()
+            removed += delete_netns(stray, "delete unrecorded marked namespace", progress)
     return removed

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 SPIN_NS = 80_000
+STREAM_RATE_PPS = 100.0  # packets/s per stream of a failover/rdma verification: the default of every front end
 REFUSED = (errno.ENOBUFS, errno.EAGAIN, errno.ENETDOWN)  # a dead path: counted, not raised
 PR_SET_TIMERSLACK = 29
 PR_GET_TIMERSLACK = 30

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from testbed import labstore
 
@@ -118,3 +118,25 @@ def nic(lab: str, host: str) -> NicStatus:
     """One NIC's entry (empty when there is no agent status)."""
     st = read(lab)
     return st.nic(host) if st is not None else NicStatus(host=host)
+
+
+def wait_nic(lab: str, host: str, cond: Callable[[NicStatus], bool], timeout: float, what: str, *,
+             interval: float = 0.02) -> NicStatus:
+    """Until the agent's status for ``host`` satisfies ``cond``; WaitTimeout naming ``what`` (and what the
+    agent last said) after ``timeout`` s. The one wait on the agent (``Lab.wait_offload``, the demo, the
+    Mininet CLI); ``LabView.wait_settled`` waits on bond, partner and agent together."""
+    from testbed.errors import WaitTimeout
+    from testbed.nl import wait_until
+
+    seen = [NicStatus(host=host)]
+
+    def ok() -> bool:
+        seen[0] = nic(lab, host)
+        return cond(seen[0])
+
+    try:
+        wait_until(ok, timeout, what, interval=interval)
+    except WaitTimeout as exc:
+        raise WaitTimeout(f"{exc.message} (the agent uses {list(seen[0].usable) or 'no port'})",
+                          fix="raise the timeout on a slow machine; see `testbed status` and the agent log") from None
+    return seen[0]

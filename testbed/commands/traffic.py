@@ -12,6 +12,7 @@ import textwrap
 from typing import Any
 
 from testbed.commands.common import Progress, add_json, add_quiet, emit_json, require_root
+from traffic.pacing import STREAM_RATE_PPS
 
 RAW = argparse.RawDescriptionHelpFormatter
 FAIL_EXIT = 11  # VerificationFailed.exit_code, without importing it here
@@ -65,6 +66,15 @@ def _finish(args: argparse.Namespace, result: Any) -> int:
     return 0 if result.passed else FAIL_EXIT
 
 
+def _traffic(args: argparse.Namespace, kind: str) -> Any:
+    """Root checked, the lab found: its ``LabTraffic`` with progress lines unless quiet."""
+    require_root(f"traffic {kind}")
+    lab = _lab(args.lab)
+    from testbed.verify import LabTraffic
+
+    return LabTraffic(lab, progress=Progress(not (args.quiet or args.json)))
+
+
 def _tolerance(args: argparse.Namespace) -> Any:
     from testbed.verify.failover import FailoverTolerance
 
@@ -73,11 +83,7 @@ def _tolerance(args: argparse.Namespace) -> Any:
 
 
 def cmd_failover(args: argparse.Namespace) -> int:
-    require_root("traffic failover")
-    lab = _lab(args.lab)
-    from testbed.verify import LabTraffic
-
-    tr = LabTraffic(lab, progress=Progress(not (args.quiet or args.json)))
+    tr = _traffic(args, "failover")
     res = tr.failover(targets=args.target or ["server:vf0"], fail=args.fail, rate_pps=args.rate,
                       duration_s=args.duration, fail_at_s=args.fail_at, restore_after_s=args.restore_after,
                       flap=args.flap, directions=args.direction, flows=args.flows, compare_bond=not args.no_bond,
@@ -86,11 +92,7 @@ def cmd_failover(args: argparse.Namespace) -> int:
 
 
 def cmd_rdma(args: argparse.Namespace) -> int:
-    require_root("traffic rdma")
-    lab = _lab(args.lab)
-    from testbed.verify import LabTraffic
-
-    tr = LabTraffic(lab, progress=Progress(not (args.quiet or args.json)))
+    tr = _traffic(args, "rdma")
     res = tr.rdma(target=args.target, fail=None if args.no_fail else args.fail, qps=args.qps, rate_pps=args.rate,
                   duration_s=args.duration, fail_at_s=args.fail_at, restore_after_s=args.restore_after,
                   directions=args.direction, compare_bond=not args.no_bond, fault=args.fault,
@@ -99,11 +101,9 @@ def cmd_rdma(args: argparse.Namespace) -> int:
 
 
 def cmd_hash(args: argparse.Namespace) -> int:
-    require_root("traffic hash")
-    lab = _lab(args.lab)
-    from testbed.verify import HashTolerance, LabTraffic
+    from testbed.verify import HashTolerance
 
-    tr = LabTraffic(lab, progress=Progress(not (args.quiet or args.json)))
+    tr = _traffic(args, "hash")
     res = tr.hash(flows=args.flows, fail=args.fail, target=args.target, directions=args.direction,
                   packets_per_flow=args.packets_per_flow, rate_pps=args.rate, restore=not args.no_restore,
                   fault=args.fault, tolerance=HashTolerance(alpha=args.alpha, max_deviation=args.max_deviation),
@@ -112,11 +112,7 @@ def cmd_hash(args: argparse.Namespace) -> int:
 
 
 def cmd_bondhash(args: argparse.Namespace) -> int:
-    require_root("traffic bondhash")
-    lab = _lab(args.lab)
-    from testbed.verify import LabTraffic
-
-    tr = LabTraffic(lab, progress=Progress(not (args.quiet or args.json)))
+    tr = _traffic(args, "bondhash")
     res = tr.bond_hash(args.policy, flows=args.flows, stack_flows=args.stack_flows,
                        packets_per_flow=args.packets_per_flow, rate_pps=args.rate, pcap=args.pcap)
     return _finish(args, res)
@@ -190,7 +186,7 @@ def register(sub: Any) -> None:
     p.add_argument("--flows", type=int, default=1, help="flows per stream (default 1; hash labs spread them)")
     p.add_argument("--flap", metavar="HOST:PORT",
                    help="fail this port at the repair (bonding selftests' recovery case; needs --restore-after)")
-    _stream_options(p, 100.0)
+    _stream_options(p, STREAM_RATE_PPS)
     _outputs(p)
     p.set_defaults(func=cmd_failover)
 
@@ -206,7 +202,7 @@ def register(sub: Any) -> None:
     p.add_argument("--target", default="server:rdma0", metavar="HOST:FN", help="default server:rdma0")
     p.add_argument("--qps", type=int, default=4, help="queue pairs (flows), default 4")
     p.add_argument("--no-fail", action="store_true", help="no failure: integrity only")
-    _stream_options(p, 100.0)
+    _stream_options(p, STREAM_RATE_PPS)
     _outputs(p)
     p.set_defaults(func=cmd_rdma)
 

@@ -141,12 +141,13 @@ class Follow:
         if not res.agent_running:
             return res
 
-        def agent_ok() -> bool:
-            res.agent_usable = self._agent_nic().usable
-            return res.agent_usable == usable_ports(self.nic, self.state())
+        def agent_ok(n: NicStatus) -> bool:
+            res.agent_usable = n.usable
+            return n.usable == usable_ports(self.nic, self.state())
 
         try:
-            wait_until(agent_ok, max(0.5, deadline - time.monotonic()), "the agent", interval=0.01)
+            agent_status.wait_nic(self.topo.name, self.host.name, agent_ok, max(0.5, deadline - time.monotonic()),
+                                  "the agent", interval=0.01)
             res.agent_ms = (time.monotonic() - self.t0) * 1000
             res.usable_after = res.agent_usable or ()
         except WaitTimeout:

@@ -22,6 +22,7 @@ from mininet.log import output
 from testbed import labstore
 from testbed.errors import UsageError, VerificationFailed
 from testbed.topology import Topology
+from traffic.pacing import STREAM_RATE_PPS
 
 
 class _HelpShown(Exception):
@@ -51,7 +52,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--restore-after", type=float, metavar="S", help="repair the port S seconds after the failure "
                    "(default: it stays failed; `restore HOST PORT` repairs it)")
     f.add_argument("--duration", type=float, default=3.0, metavar="S", help="stream duration (default 3)")
-    f.add_argument("--rate", type=float, default=300.0, metavar="PPS", help="packets per second (default 300)")
+    f.add_argument("--rate", type=float, default=STREAM_RATE_PPS, metavar="PPS",
+                   help=f"packets per second per stream (default {STREAM_RATE_PPS:g})")
     r = sub.add_parser("rdma", help="RoCEv2 streams (one flow per QP) while a port fails; ICRC and PSN checked")
     r.add_argument("target", nargs="?", metavar="TARGET", help="HOST:RDMA (default: the first NIC host's)")
     r.add_argument("--fail", metavar="HOST:PORT", help="default HOST:active")

@@ -46,6 +46,7 @@ from testbed.verify.context import DIRECTIONS, RunContext
 from testbed.verify.failover import FailoverResult, FailoverTolerance, RdmaResult
 from testbed.verify.hashdist import HashResult, HashTolerance
 from testbed.verify.txhash import BondHashResult
+from traffic.pacing import STREAM_RATE_PPS
 
 
 class LabTraffic:
@@ -60,7 +61,7 @@ class LabTraffic:
         return self.ctx.progress
 
     def failover(self, target: str = "server:vf0", fail: Optional[str] = "server:pf0", *,
-                 targets: Optional[Sequence[str]] = None, rate_pps: float = 100.0, duration_s: float = 3.0,
+                 targets: Optional[Sequence[str]] = None, rate_pps: float = STREAM_RATE_PPS, duration_s: float = 3.0,
                  fail_at_s: float = 1.0, restore_after_s: Optional[float] = None, flap: Optional[str] = None,
                  directions: Union[str, Sequence[str]] = DIRECTIONS, flows: int = 1, compare_bond: bool = True,
                  fault: str = "carrier", tolerance: Optional[FailoverTolerance] = None, pcap: Optional[str] = None,
@@ -71,7 +72,7 @@ class LabTraffic:
         return self._run(FailoverResult, plan, attempts)
 
     def rdma(self, target: str = "server:rdma0", fail: Optional[str] = "server:pf0", *, qps: int = 4,
-             rate_pps: float = 100.0, duration_s: float = 3.0, fail_at_s: float = 1.0,
+             rate_pps: float = STREAM_RATE_PPS, duration_s: float = 3.0, fail_at_s: float = 1.0,
              restore_after_s: Optional[float] = None, directions: Union[str, Sequence[str]] = DIRECTIONS,
              compare_bond: bool = True, fault: str = "carrier", tolerance: Optional[FailoverTolerance] = None,
              pcap: Optional[str] = None, peer: Optional[str] = None, attempts: int = 2) -> RdmaResult:

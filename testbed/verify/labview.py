@@ -99,7 +99,9 @@ class LabView:
             return None
         return agent_status.nic(self.topo.name, host.name)
 
-    def wait_settled(self, host: Host, usable: Sequence[str], timeout: float = 30.0) -> None:
+    def wait_settled(self, host: Host, usable: Sequence[str], timeout: float = 30.0, interval: float = 0.05) -> None:
+        """Until the bond, the switch's partner bond and the agent (those the lab has) all use ``usable``
+        (every verification waits so; ``agent.status.wait_nic`` waits on the agent alone)."""
         want = tuple(sorted(usable))
         seen: Dict[str, Any] = {}
 
@@ -113,7 +115,7 @@ class LabView:
 
         what = f"{host.name}: bond, switch partner and agent to use {list(want)}"
         try:
-            wait_until(settled, timeout, what, interval=0.05)
+            wait_until(settled, timeout, what, interval=interval)
         except WaitTimeout:
             lagging = "; ".join(f"{k} uses {list(v)}" for k, v in seen.items() if v is not None and v != want)
             raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what} ({lagging})",

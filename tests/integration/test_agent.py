@@ -9,8 +9,8 @@
                 rdma0-rep ═ rdma0 (RoCEv2 on 198.18.0.1, the bond's MAC)
     agent: testbed.agent.launcher.start() -> python -m testbed agent LAB --foreground --ready-fd N
 
-Labs are built with ``realize.up`` and the agent is started the way ``testbed
-up`` starts it; every fixture tears its lab down (which stops the agent).
+Labs are brought up with ``bringup.up``, as ``testbed up`` does (agent
+included); every fixture tears its lab down (which stops the agent).
 Traffic is UDP from sockets opened inside the namespaces; what went where is
 read from the rules' own counters (``ops.dump``), as the bonding selftests do.
 """
@@ -26,7 +26,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import pytest
 from pyroute2 import netns as pr_netns
 
-from testbed import labstore, loader, realize, teardown, wire
+from testbed import bringup, labstore, loader, pids, teardown, wire
 from testbed.agent import launcher, rules
 from testbed.agent.status import read_raw as read_status
 from testbed.bond.state import read_state
@@ -46,27 +46,22 @@ def _root() -> None:
         pytest.fail("the agent's integration tests need root (run them in the VM lane: testbed vm -- pytest ...)")
 
 
-def build(name: str, lab: str) -> Topology:
+def agent_lab(name: str, lab: str) -> Iterator[Topology]:
+    """A lab with its agent, brought up the way every front end does (``bringup.up``), removed after."""
     topo = loader.load(os.path.join(ROOT, "topologies", f"{name}.yaml"), lab_name=lab)
-    realize.up(topo)
-    server = nic_host(topo)
-    with open_ns(server.netns) as ipr:
-        for fn in server.nic.functions:
-            idx = ipr.link_lookup(ifname=fn.rep)[0]
-            if ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS") != server.nic.mac:
-                # A representor must carry the bond's MAC: mirred ingress into the bond
-                # delivers only PACKET_HOST frames (see testbed.agent.rules). Until realize
-                # creates them so, the test does it here.
-                ipr.link("set", index=idx, address=server.nic.mac)
-    return topo
+    bringup.up(topo, agent=True)
+    try:
+        yield topo
+    finally:
+        teardown.down(topo.name)
 
 
 def nic_host(topo: Topology) -> Host:
-    return next(h for h in topo.hosts if h.nic)
+    return topo.nic_host()
 
 
 def client_host(topo: Topology) -> Host:
-    return next(h for h in topo.hosts if not h.nic)
+    return topo.plain_host()
 
 
 # --- traffic through sockets opened inside namespaces -------------------------------------------
@@ -161,30 +156,14 @@ def agent_pid(lab: str) -> int:
 
 
 def wait_gone(pid: int, timeout: float = 15) -> None:
-    def gone() -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        try:
-            return os.waitpid(pid, os.WNOHANG)[0] == pid
-        except ChildProcessError:
-            with open(f"/proc/{pid}/stat") as fh:
-                return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-
-    wait_until(gone, timeout, f"agent pid {pid} to exit")
+    wait_until(lambda: not pids.alive(pid), timeout, f"agent pid {pid} to exit")
 
 
 # --- active-backup ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def ab() -> Iterator[Topology]:
-    topo = build("active-backup", "agab")
-    try:
-        launcher.start(topo.name, timeout=120)
-        yield topo
-    finally:
-        teardown.down(topo.name)
+    yield from agent_lab("active-backup", "agab")
 
 
 @pytest.fixture(scope="module")
@@ -368,12 +347,7 @@ def test_deleted_namespace_stops_the_agent_with_a_clear_error(ab, v):
 
 @pytest.fixture(scope="module")
 def aah() -> Iterator[Topology]:
-    topo = build("active-active-hash", "agaah")
-    try:
-        launcher.start(topo.name, timeout=120)
-        yield topo
-    finally:
-        teardown.down(topo.name)
+    yield from agent_lab("active-active-hash", "agaah")
 
 
 def test_hash_failure_moves_only_the_dead_ports_buckets(aah):

@@ -108,7 +108,7 @@ def test_traffic_defaults_come_from_the_topology():
     t = topo()
     assert traffic.plan(t, ["failover"])(Recorder()) == (
         "failover", {"targets": ["server:vf0"], "fail": "server:active", "restore_after_s": None,
-                     "duration_s": 3.0, "rate_pps": 300.0})
+                     "duration_s": 3.0, "rate_pps": 100.0})  # the same default as `testbed traffic`
     kind, kw = traffic.plan(t, ["failover", "server:vf1", "server:rdma0", "--fail", "server:pf1",
                                 "--restore-after", "1.5"])(Recorder())
     assert kw["targets"] == ["server:vf1", "server:rdma0"] and kw["fail"] == "server:pf1"
