@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from testbed import loader, realize, teardown  # noqa: E402
+from testbed import bringup, loader, teardown  # noqa: E402
 
 
 def topology_text(n: int) -> str:
@@ -85,7 +85,7 @@ def main() -> int:
     rows = []
     for r in range(args.rounds):
         t = time.perf_counter()
-        realize.up(topo)
+        bringup.up(topo, agent=False)
         t_up = time.perf_counter() - t
         t = time.perf_counter()
         teardown.down(topo.name)
