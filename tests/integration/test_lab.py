@@ -7,7 +7,7 @@
                                                    └─ server-pf1 ═ pf1 ─┴─ bond0 (server ns)
     vfN ═ vfN-rep, rdma0 ═ rdma0-rep (server ns)
 
-Each lab is built in-process with ``realize.up`` (no agent: the agent has its
+Each lab is built in-process with ``bringup.up(agent=False)`` (the agent has its
 own tests) and always torn down by the fixture, even when a test fails.
 """
 
@@ -21,7 +21,7 @@ import sys
 import pytest
 from pyroute2 import netns
 
-from testbed import labstore, loader, naming, pids, realize, teardown, wire
+from testbed import bringup, labstore, loader, naming, pids, teardown, wire
 from testbed.bond.options import MODE, XMIT_HASH
 from testbed.errors import ConflictError
 from testbed.nl import open_ns, wait_until
@@ -52,7 +52,7 @@ def ping(ns: str, addr: str, count: int = 1) -> bool:
 def lab(request):
     before = host_snapshot()
     topo = loader.load(topo_path(request.param), lab_name=f"it{request.param.replace('-', '')[:6]}")
-    realize.up(topo)
+    bringup.up(topo, agent=False)
     try:
         yield topo
     finally:
@@ -175,7 +175,7 @@ def test_conflicting_namespace_is_refused_and_left_alone():
     try:
         before = host_snapshot()
         with pytest.raises(ConflictError) as info:
-            realize.up(topo)
+            bringup.up(topo, agent=False)
         assert "itclash-server" in str(info.value)
         assert host_snapshot() == before, "a refused up changes nothing"
         assert labstore.try_read("itclash") is None
