@@ -21,13 +21,17 @@ from testbed.progress import Progress, quiet
 from testbed.topology import Topology
 
 AGENT_TIMEOUT = 120.0  # seconds for the agent's first reconcile: sized for a loaded TCG guest
+_modules_ready = False  # caps.ensure_modules() passed in this process (modules stay loaded): not again per lab
 
 
 def check(topo: Topology, *, progress: Progress = quiet) -> None:
     """What must hold before anything is built: the kernel modules, the lab's names free."""
-    loaded = caps.ensure_modules()
-    if loaded:
-        progress(f"loaded kernel modules: {', '.join(loaded)}")
+    global _modules_ready
+    if not _modules_ready:
+        loaded = caps.ensure_modules()
+        _modules_ready = True
+        if loaded:
+            progress(f"loaded kernel modules: {', '.join(loaded)}")
     realize.check_conflicts(topo)
 
 

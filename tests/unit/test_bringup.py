@@ -24,6 +24,7 @@ from testbed.topology import Topology
 def run_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(labstore, "RUN_DIR", str(tmp_path))
     monkeypatch.setattr(bringup.caps, "ensure_modules", lambda: [])
+    monkeypatch.setattr(bringup, "_modules_ready", False)
     monkeypatch.setattr(realize, "check_conflicts", lambda topo: None)
     return tmp_path
 
