@@ -21,6 +21,7 @@ from pyroute2 import IPRoute
 
 from testbed import labstore, naming, nsfs
 from testbed.bond import options
+from testbed.bond.state import read_state
 from testbed.errors import BuildError, ConflictError, TestbedError
 from testbed.nl import netlink_op, netns_exists, open_ns, wait_until
 from testbed.progress import Progress, quiet
@@ -239,20 +240,18 @@ class Builder:
 
     def wait_bonds(self, timeout: float) -> None:
         """Until every bond is usable: a chosen active port, slaves up, or LACP collecting+distributing."""
-        from testbed.status import read_bond
-
         for host in self.topo.hosts:
             if not host.nic:
                 continue
             nic, ipr = host.nic, self.ns(host.netns)
 
-            def ready(nic: Nic = nic, ipr: IPRoute = ipr) -> bool:
-                b = read_bond(ipr, nic)
+            def ready(nic: Nic = nic, ipr: IPRoute = ipr, ns: str = host.netns) -> bool:
+                st = read_state(ipr, nic, ns)
                 if nic.bond.mode == "active-backup":
-                    return bool(b.get("active_port"))
+                    return bool(st.active)
                 if nic.bond.mode == "802.3ad":
-                    return all({"collecting", "distributing"} <= set(p.get("lacp_actor", [])) for p in b["ports"])
-                return all(p.get("mii_status") == "up" for p in b["ports"])
+                    return all(p.present and p.collecting_distributing for p in st.ports)
+                return all(p.present and p.mii == "up" for p in st.ports)
 
             what = f"{host.netns}: {nic.bond.name} ({nic.bond.mode}) to become usable"
             wait_until(ready, timeout, what, interval=0.05,
