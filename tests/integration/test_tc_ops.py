@@ -29,13 +29,13 @@ import os
 import socket
 import struct
 import subprocess
-import time
 from typing import Dict, Iterator, List, Tuple
 
 import pytest
 from pyroute2 import IPRoute, netns
 
 from testbed.errors import NetlinkOpError, WaitTimeout
+from testbed.nl import wait_until
 from testbed.tc import canonical, ops
 from testbed.tc.rule import (
     ETH_P_ARP,
@@ -129,15 +129,18 @@ class Lab:
                     timeout: float = 20.0) -> Dict[str, int]:
         """Wait until the counters moved by exactly ``delta`` (others unchanged)."""
         want = {k: before.get(k, 0) + delta.get(k, 0) for k in set(before) | set(delta)}
-        deadline = time.monotonic() + timeout
-        while True:
-            now = self.counts()
-            if now == want:
-                return now
-            if time.monotonic() > deadline:
-                moved = {k: now.get(k, 0) - before.get(k, 0) for k in now}
-                raise WaitTimeout(f"counters moved by {moved}, expected {delta}")
-            time.sleep(0.05)  # poll
+        seen: List[Dict[str, int]] = [{}]
+
+        def moved_as_wanted() -> bool:
+            seen[0] = self.counts()
+            return seen[0] == want
+
+        try:
+            wait_until(moved_as_wanted, timeout, f"counters to move by {delta}", interval=0.05)
+        except WaitTimeout:
+            moved = {k: seen[0].get(k, 0) - before.get(k, 0) for k in seen[0]}
+            raise WaitTimeout(f"counters moved by {moved}, expected {delta}") from None
+        return seen[0]
 
     def tc_show(self, dev: str, hook: str = "ingress") -> Dict[Tuple[int, int], dict]:
         out = subprocess.run(["tc", "-n", self.ns, "-s", "-j", "filter", "show", "dev", dev,
@@ -333,13 +336,17 @@ def test_rps_hash_splits_flows_between_two_buckets(lab: Lab) -> None:
     before = lab.counts()
     for flow in range(200):
         lab.send(_udp4("198.18.0.1", "198.18.0.2", 20000 + flow, HASH_PORT + 1))
-    deadline = time.monotonic() + 20
-    while True:
+    split = [0, 0]
+
+    def all_counted() -> bool:
         now = lab.counts()
-        split = [now[f"rps{b}"] - before[f"rps{b}"] for b in (0, 1)]
-        if sum(split) == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)  # poll
+        split[:] = [now[f"rps{b}"] - before[f"rps{b}"] for b in (0, 1)]
+        return sum(split) == 200
+
+    try:
+        wait_until(all_counted, 20, "200 frames counted by the two bucket rules", interval=0.05)
+    except WaitTimeout:
+        pass  # the assertion below says how many
     print(f"hash split of 200 UDP flows with RPS: {split[0]}/{split[1]}")
     assert sum(split) == 200
     # binomial(200, 1/2): 100 +- 7; 60..140 is far outside chance, inside any real hash
