@@ -161,3 +161,42 @@ def describe_kernels(root: str | Path = "/") -> List[Dict[str, object]]:
             "bond_options": sorted(kfeatures.bond_options(kernel.version, str(root))),
         })
     return rows
+
+
+def best_kernel(prefer: str, root: str | Path = "/") -> Optional[Kernel]:
+    """Where to run a lab that wants kernel feature ``prefer`` (e.g. rxe_netns): None for this
+    kernel, when it can run a lab and has the feature or no installed kernel has it; else the
+    newest installed kernel with the feature, or failing that the lane's default."""
+    from testbed import kfeatures
+
+    if prefer not in kfeatures.FEATURES:
+        raise KeyError(f"unknown kernel feature {prefer!r}; one of: {', '.join(kfeatures.FEATURES)}")
+    host_ok, _ = host_can_run_lab(root)
+    rows = describe_kernels(root)
+    with_feature = [r for r in rows if r["lab"] and r["features"][prefer]]
+    if host_ok and (kfeatures.has(prefer, root=str(root)) or not with_feature):
+        return None
+    if with_feature:
+        return Kernel(str(with_feature[0]["path"]), str(with_feature[0]["release"]))
+    return find_kernel(root)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m testbed.vmkernel best FEATURE``: ``host`` or the image to boot (tools/demo)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "best":
+        print("usage: python -m testbed.vmkernel best FEATURE", file=sys.stderr)
+        return 2
+    try:
+        kernel = best_kernel(args[1])
+    except (VMError, KeyError) as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 9
+    print("host" if kernel is None else kernel.path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
