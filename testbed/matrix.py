@@ -20,6 +20,7 @@ kernel without results as one failure.
 ``python -m testbed.matrix kernels [SPEC...]``  the kernels to run, one ``release<TAB>image``
                                                  line each (image ``host``: this kernel itself)
 ``python -m testbed.matrix judge [--unit FILE] [--status RELEASE=CODE]... [--shard] FILE...``
+``python -m testbed.matrix pytest-args``       ``$TESTBED_PYTEST_ARGS`` split into words, one a line
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -173,6 +175,18 @@ def select_kernels(specs: Sequence[str], root: str = "/") -> List[Tuple[str, str
     return list(dict((release, (release, image)) for release, image in chosen).values())
 
 
+def pytest_args(text: str) -> List[str]:
+    """``TESTBED_PYTEST_ARGS`` split as a shell would (``-k 'lab or features'``), never evaluated."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"TESTBED_PYTEST_ARGS: {exc}: {text[:80]!r}",
+                         fix="quote as in a shell: TESTBED_PYTEST_ARGS=\"-k 'test_lab or test_demo'\"") from None
+    if any("\n" in w for w in words):
+        raise UsageError("TESTBED_PYTEST_ARGS: a word holds a newline", fix="one line of words")
+    return words
+
+
 def _status(text: str) -> Tuple[str, int]:
     release, sep, code = text.rpartition("=")
     if not sep or not release or not code.lstrip("-").isdigit():
@@ -186,6 +200,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     k = sub.add_parser("kernels", help="print the kernels to run: release<TAB>image per line")
     k.add_argument("specs", nargs="*", metavar="SPEC", help="7.3, 6.12, a release, an image path, or host")
+    sub.add_parser("pytest-args", help="print $TESTBED_PYTEST_ARGS split into words, one a line")
     j = sub.add_parser("judge", help="judge the JUnit files of a run")
     j.add_argument("--unit", metavar="FILE", help="the unit tests' JUnit file")
     j.add_argument("--status", type=_status, action="append", default=[], metavar="RELEASE=CODE",
@@ -196,6 +211,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="one per kernel run; a missing file is a kernel without results")
     args = parser.parse_args(argv)
     try:
+        if args.action == "pytest-args":
+            for word in pytest_args(os.environ.get("TESTBED_PYTEST_ARGS", "")):
+                print(word)
+            return 0
         if args.action == "kernels":
             for release, image in select_kernels(args.specs):
                 print(f"{release}\t{image}")

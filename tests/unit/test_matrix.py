@@ -146,3 +146,14 @@ def test_needs_marker_skips_with_the_feature_and_kernel_needed(pytester, monkeyp
         "*needs rxe_netns (Soft-RoCE inside a network namespace (Linux 7.1+)), which kernel 6.1.0-56-amd64 "
         "lacks: Linux 7.1 or newer (in the VM lane: `testbed vm --kernel 7.3`)*",
     ])
+
+
+def test_pytest_args_split_like_a_shell_and_refuse_bad_quoting(monkeypatch, capsys):
+    assert matrix.pytest_args("-k 'test_lab or test_demo' --maxfail=1") == ["-k", "test_lab or test_demo",
+                                                                            "--maxfail=1"]
+    assert matrix.pytest_args("") == []
+    assert matrix.pytest_args("-k $(reboot)") == ["-k", "$(reboot)"]  # never evaluated
+    monkeypatch.setenv("TESTBED_PYTEST_ARGS", "-k 'unclosed")
+    assert matrix.main(["pytest-args"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "TESTBED_PYTEST_ARGS: No closing quotation" in err[0]
