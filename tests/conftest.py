@@ -73,7 +73,8 @@ def pytest_runtest_setup(item):
         problem = _caps_problem()
         if problem:
             pytest.fail(f"integration test cannot run here ({problem}); run it in the VM lane: "
-                        "`testbed vm -- python -m pytest -m integration tests/integration` (as root), or `tools/test`", pytrace=False)
+                        "`testbed vm -- python -m pytest -m integration tests/integration` (as root), "
+                        "or `tools/test`", pytrace=False)
 
 
 _PASSED_INTEGRATION = []
