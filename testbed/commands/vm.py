@@ -48,9 +48,10 @@ exit status:
   died without reporting a status (kernel panic); testbed's VMError status
   (9) when no guest could be booted or --timeout expired.
 
-examples:
+examples (as root; from a user account: sudo .venv/bin/testbed vm ..., which
+finds vng beside its own Python although sudo's PATH lacks the .venv):
   run the integration tests where the host kernel has no bonding:
-    sudo testbed vm -- python -m pytest -m integration tests/integration
+    testbed vm -- python -m pytest -m integration tests/integration
 
   a bounded CI run with more memory and a second writable directory:
     testbed vm --timeout 1800 --memory 4G --rwdir . --rwdir /srv/results -- \\
