@@ -271,7 +271,8 @@ def test_help_has_examples(capsys):
         parser.parse_args(["vm", "--help"])
     text = capsys.readouterr().out
     assert "usage: testbed vm [OPTIONS] -- COMMAND [ARG...]" in text
-    assert "sudo testbed vm -- python -m pytest -m integration tests/integration" in text
+    assert "    testbed vm -- python -m pytest -m integration tests/integration" in text
+    assert "testbed vm --list-kernels" in text and "testbed vm --kernel 6.12" in text
     assert "apt-get install -y qemu-system-x86" in text
 
 
