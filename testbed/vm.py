@@ -7,7 +7,7 @@ host's own root filesystem (read-only, with writable overlays on /etc, /tmp,
 output and exit status through.  In the guest ``python -m testbed.vm
 guest-init -- COMMAND...`` loads the lab's modules by argv and execs COMMAND.
 
-Pieces, each usable alone: ``find_kernel`` (which kernel), ``find_tools``
+Pieces, each usable alone: ``resolve_kernel`` (which kernel: --kernel VERSION|PATH), ``find_tools``
 (vng, qemu, busybox), ``vmaccel.choose_accel`` (KVM or TCG),
 ``build_vng_argv`` (pure), ``run_in_vm`` (all of it), ``host_can_run_lab``
 (whether the lane is needed at all).
