@@ -169,9 +169,12 @@ def select_kernels(specs: Sequence[str], root: str = "/") -> List[Tuple[str, str
     for spec in specs:
         if spec == "host":
             chosen.append((os.uname().release, "host"))
-        else:
+            continue
+        try:
             kernel = resolve_kernel(spec)
-            chosen.append((kernel.version, kernel.path))
+        except TestbedError as exc:
+            raise type(exc)(f"kernel matrix (TESTBED_KERNELS): {exc.message}", fix=exc.fix) from None
+        chosen.append((kernel.version, kernel.path))
     return list(dict((release, (release, image)) for release, image in chosen).values())
 
 
