@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from testbed.errors import CapabilityError
+from testbed.kfeatures import FLOWER_HASH_KERNEL, version_tuple
 
-VM_HINT = "or run it in the VM lane: `sudo testbed vm -- testbed ...`"
+VM_HINT = "or run it in the VM lane, as root: `testbed vm -- testbed ...`"
 # (capability, kernel module, what it is for)
 MODULES: Tuple[Tuple[str, str, str], ...] = (
     ("veth", "veth", "the wires, VFs and representors"),
@@ -32,24 +33,26 @@ MODULES: Tuple[Tuple[str, str, str], ...] = (
 )
 CONFIG = {"veth": "CONFIG_VETH", "bonding": "CONFIG_BONDING", "cls_flower": "CONFIG_NET_CLS_FLOWER",
           "act_mirred": "CONFIG_NET_ACT_MIRRED", "act_gact": "CONFIG_NET_ACT_GACT",
-          "sch_ingress": "CONFIG_NET_SCH_INGRESS"}
+          "sch_ingress": "CONFIG_NET_SCH_INGRESS", "rdma_rxe": "CONFIG_RDMA_RXE"}
 
 
 @functools.lru_cache(maxsize=8)
-def kernel_config(release: Optional[str] = None, root: str = "/") -> Dict[str, str]:
-    """The running kernel's config (/proc/config.gz, else /boot/config-RELEASE); {} if neither exists."""
-    text = ""
-    try:
-        with gzip.open(os.path.join(root, "proc/config.gz"), "rt") as fh:
-            text = fh.read()
-    except OSError:
+def kernel_config(release: Optional[str] = None, root: str = "/", live: Optional[bool] = None) -> Dict[str, str]:
+    """A kernel's config: /proc/config.gz when ``live`` (the running kernel: ``release``
+    None or the running one), else or failing that /boot/config-RELEASE; {} if neither."""
+    release = release or _release()
+    live = _is_live(release) if live is None else live
+    paths = ([("proc/config.gz", True)] if live else []) + [(f"boot/config-{release}", False)]
+    for rel, gz in paths:
         try:
-            with open(os.path.join(root, "boot", f"config-{release or _release()}")) as fh:
+            with (gzip.open if gz else open)(os.path.join(root, rel), "rt") as fh:
                 text = fh.read()
+            break
         except OSError:
-            return {}
+            continue
+    else:
+        return {}
     return dict(m.groups() for m in re.finditer(r"^(CONFIG_\w+)=(\S+)$", text, re.M))
-FLOWER_HASH_KERNEL = (5, 13)  # TCA_FLOWER_KEY_HASH
 
 
 @dataclass
@@ -65,12 +68,21 @@ def _release() -> str:
     return platform.release()
 
 
-def module_state(module: str, release: Optional[str] = None, root: str = "/") -> str:
-    """'loaded', 'builtin', 'loadable' or 'missing'."""
+def _is_live(release: str) -> bool:
+    return release == _release()
+
+
+def module_state(module: str, release: Optional[str] = None, root: str = "/", live: Optional[bool] = None) -> str:
+    """'loaded', 'builtin', 'loadable' or 'missing' for kernel ``release`` (default: the running one).
+
+    Only the running kernel (``live``; by default: ``release`` is the running one) is asked
+    about loaded modules (/sys/module) and /proc/config.gz: another installed kernel is judged
+    by its own /boot/config-RELEASE and /lib/modules/RELEASE alone."""
     release = release or _release()
-    if os.path.isdir(os.path.join(root, "sys/module", module)):
+    live = _is_live(release) if live is None else live
+    if live and os.path.isdir(os.path.join(root, "sys/module", module)):
         return "loaded"
-    if kernel_config(release, root).get(CONFIG.get(module, ""), "") == "y":
+    if kernel_config(release, root, live).get(CONFIG.get(module, ""), "") == "y":
         return "builtin"
     moddir = os.path.join(root, "lib/modules", release)
     pat = re.compile(rf"(^|/){re.escape(module)}\.ko(\.[a-z]+)?(:|$)", re.M)
@@ -89,11 +101,6 @@ def module_state(module: str, release: Optional[str] = None, root: str = "/") ->
     return "missing"
 
 
-def kernel_version(release: Optional[str] = None) -> Tuple[int, int]:
-    m = re.match(r"(\d+)\.(\d+)", release or _release())
-    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-
-
 def check(root: str = "/") -> List[Check]:
     out: List[Check] = []
     is_root = os.geteuid() == 0
@@ -108,7 +115,7 @@ def check(root: str = "/") -> List[Check]:
         detail = f"{module}: {state} ({purpose})"
         out.append(Check(name, ok, detail, "" if ok else f"this kernel has no {module}: {VM_HINT}",
                          loadable=module if state == "loadable" else None))
-    ver = kernel_version()
+    ver = version_tuple(_release())
     ok = ver >= FLOWER_HASH_KERNEL
     out.append(Check("flower-hash", ok, f"kernel {ver[0]}.{ver[1]}: flower hash key "
                      + ("supported" if ok else f"needs {FLOWER_HASH_KERNEL[0]}.{FLOWER_HASH_KERNEL[1]}+"),

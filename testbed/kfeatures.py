@@ -5,6 +5,10 @@ A feature is decided from the kernel's release and its module files only, so it 
 answered for an installed kernel that is not running (the VM lane's kernels) as well as
 for the running one. Nothing is loaded or created here.
 
+``bond_options(release)`` is the set of bonding options (bond_options.c's names, the
+words ``ip link ... type bond`` and sysfs take) the kernel's own bonding module knows,
+read from the module file itself.
+
 Features:
   bonding, flower, mirred  -- the module exists (loaded, built in or a module file)
   flower_hash              -- flower's TCA_FLOWER_KEY_HASH (Linux 5.13+)
@@ -15,10 +19,15 @@ Features:
 
 from __future__ import annotations
 
+import functools
+import gzip
+import lzma
 import os
 import platform
 import re
-from typing import Dict, Optional, Tuple
+import struct
+from pathlib import Path
+from typing import Dict, FrozenSet, Iterator, Optional, Tuple
 
 FLOWER_HASH_KERNEL = (5, 13)
 RXE_NETNS_KERNEL = (7, 1)
@@ -64,6 +73,95 @@ def has(feature: str, release: Optional[str] = None, root: str = "/") -> bool:
     if feature not in FEATURES:
         raise KeyError(f"unknown kernel feature {feature!r}; one of: {', '.join(FEATURES)}")
     return features(release, root)[feature]
+
+
+# Every option name of drivers/net/bonding/bond_options.c (bond_opts[].name) up to Linux 7.3,
+# in the table's order.  A kernel "knows" one when its bonding module carries the name as a
+# string of its read-only data, where the table's names live (checked on Debian's 6.1, 6.12
+# and 7.3: lacp_strict is 7.3's alone).  Names are looked up, not guessed from versions,
+# because distribution kernels backport options.
+BOND_OPTION_NAMES: Tuple[str, ...] = (
+    "mode", "packets_per_slave", "xmit_hash_policy", "arp_validate", "arp_all_targets",
+    "fail_over_mac", "arp_interval", "arp_ip_target", "downdelay", "updelay", "lacp_rate",
+    "min_links", "ad_select", "num_unsol_na", "miimon", "primary", "primary_reselect",
+    "use_carrier", "active_slave", "queue_id", "all_slaves_active", "resend_igmp", "lp_interval",
+    "slaves", "tlb_dynamic_lb", "ad_actor_sys_prio", "ad_actor_system", "ad_user_port_key",
+    "num_grat_arp", "peer_notif_delay", "lacp_active", "arp_missed_max", "ns_ip6_target", "prio",
+    "coupled_control", "broadcast_neighbor", "actor_port_prio", "lacp_strict",
+)
+MODULE_MAX_BYTES = 64 << 20  # a decompressed bonding.ko is ~0.6 MB; refuse to inflate a bomb
+_DECOMPRESS = {".xz": lzma.open, ".gz": gzip.open}
+
+
+def _module_file(module: str, release: str, root: str) -> Optional[Path]:
+    """The module's file under /lib/modules/RELEASE (its modules.dep entry, else a walk)."""
+    moddir = Path(root, "lib/modules", release)
+    pat = re.compile(rf"^(\S*/{re.escape(module)}\.ko(?:\.(?:xz|gz|zst))?):", re.M)
+    try:
+        m = pat.search((moddir / "modules.dep").read_text())
+        if m and (moddir / m.group(1)).is_file():
+            return moddir / m.group(1)
+    except OSError:
+        pass
+    for path in sorted(moddir.glob(f"kernel/**/{module}.ko*")):
+        if path.is_file():
+            return path
+    return None
+
+
+def _read_module(path: Path) -> bytes:
+    """The ELF bytes of a module file, decompressed (.xz, .gz, or .zst with the zstandard
+    package); b"" when unreadable or over MODULE_MAX_BYTES."""
+    try:
+        opener = _DECOMPRESS.get(path.suffix)
+        if path.suffix == ".zst":
+            import zstandard  # type: ignore[import-not-found]
+
+            with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as fh:
+                return _bounded(fh.read(MODULE_MAX_BYTES + 1))
+        with (opener(path, "rb") if opener else path.open("rb")) as fh:
+            return _bounded(fh.read(MODULE_MAX_BYTES + 1))
+    except (OSError, EOFError, lzma.LZMAError, ImportError, ValueError):
+        return b""
+
+
+def _bounded(data: bytes) -> bytes:
+    return data if len(data) <= MODULE_MAX_BYTES else b""
+
+
+def _rodata(elf: bytes) -> Iterator[bytes]:
+    """The contents of an ELF64 little-endian object's ``.rodata*`` sections."""
+    if elf[:6] != b"\x7fELF\x02\x01" or len(elf) < 64:
+        return
+    shoff, = struct.unpack_from("<Q", elf, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
+    if shentsize < 64 or shoff + shnum * shentsize > len(elf) or shstrndx >= shnum:
+        return
+
+    def section(i: int) -> Tuple[int, int, int]:  # name offset, file offset, size
+        name, _, _, _, off, size = struct.unpack_from("<IIQQQQ", elf, shoff + i * shentsize)
+        return name, off, size
+
+    _, stroff, strsize = section(shstrndx)
+    for i in range(shnum):
+        name, off, size = section(i)
+        end = elf.find(b"\0", stroff + name, stroff + strsize)
+        if elf[stroff + name:end].startswith(b".rodata") and off + size <= len(elf):
+            yield elf[off:off + size]
+
+
+@functools.lru_cache(maxsize=16)
+def bond_options(release: Optional[str] = None, root: str = "/") -> FrozenSet[str]:
+    """The bonding options kernel ``release`` (default: the running one) knows, read from
+    its bonding module; empty when the module file is absent or unreadable (bonding built
+    in, or no bonding at all)."""
+    path = _module_file("bonding", release or running_release(), root)
+    if path is None:
+        return frozenset()
+    words = set()
+    for data in _rodata(_read_module(path)):
+        words.update(re.findall(rb"(?<=\0)[a-z0-9_]+(?=\0)", b"\0" + data))
+    return frozenset(name for name in BOND_OPTION_NAMES if name.encode() in words)
 
 
 def needed_kernel(feature: str) -> str:

@@ -7,7 +7,7 @@ host's own root filesystem (read-only, with writable overlays on /etc, /tmp,
 output and exit status through.  In the guest ``python -m testbed.vm
 guest-init -- COMMAND...`` loads the lab's modules by argv and execs COMMAND.
 
-Pieces, each usable alone: ``find_kernel`` (which kernel), ``find_tools``
+Pieces, each usable alone: ``resolve_kernel`` (which kernel: --kernel VERSION|PATH), ``find_tools``
 (vng, qemu, busybox), ``vmaccel.choose_accel`` (KVM or TCG),
 ``build_vng_argv`` (pure), ``run_in_vm`` (all of it), ``host_can_run_lab``
 (whether the lane is needed at all).
@@ -69,23 +69,42 @@ class Tools:
     busybox: str
 
 
+def lane_tool(name: str) -> Optional[str]:
+    """``name`` beside this very Python (the .venv's bin, where pip put vng) first, then on
+    PATH: ``sudo .venv/bin/testbed vm`` runs with sudo's PATH, which lacks the .venv."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if os.access(beside, os.X_OK) else shutil.which(name)
+
+
 def find_tools() -> Tools:
-    """vng, qemu and a busybox for vng's initramfs; VMError with the install command."""
+    """vng (with the virtme-run it calls), qemu and a busybox for vng's initramfs;
+    VMError with the install command."""
     if os.uname().machine != "x86_64":
         raise VMError(f"the VM lane supports x86_64 hosts only, not {os.uname().machine}")
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         raise VMError("qemu-system-x86_64 not found", fix=INSTALL["qemu"])
-    beside = Path(sys.executable).parent / "vng"  # the vng of this very Python
-    vng = str(beside) if os.access(beside, os.X_OK) else shutil.which("vng")
+    vng = lane_tool("vng")
     if not vng:
         raise VMError("vng (virtme-ng) not found", fix=INSTALL["vng"])
+    # vng starts "virtme-run" by name through /bin/sh; run_in_vm puts vng's directory
+    # first on its PATH, so the virtme-run found must be the one beside vng
+    if not os.access(Path(vng).parent / "virtme-run", os.X_OK):
+        raise VMError(f"virtme-run not found beside {vng} (vng runs it)",
+                      fix=f"reinstall virtme-ng: {INSTALL['vng']}")
     names = ("busybox-static", "busybox.static", "busybox")  # vng's own search order
     busybox = next(filter(None, map(shutil.which, names)), None)
     if not busybox:
         raise VMError("busybox not found (vng builds its initramfs from it)",
                       fix=INSTALL["busybox"])
     return Tools(vng, qemu, busybox)
+
+
+def vng_environment(vng: str, host_env: Mapping[str, str], tmpdir: str) -> Dict[str, str]:
+    """The environment vng runs in: the host's, with vng's own directory first on PATH (vng
+    starts virtme-run by name) and TMPDIR for vng's temporary files."""
+    path = [os.path.dirname(vng)] + [p for p in host_env.get("PATH", SYSTEM_PATH).split(":") if p]
+    return {**host_env, "PATH": ":".join(dict.fromkeys(path)), "TMPDIR": tmpdir}
 
 
 def guest_environment(
@@ -173,13 +192,7 @@ def run_in_vm(
     if accel not in ACCELS:
         raise UsageError(f"testbed vm: bad --accel {accel!r}", fix="auto, kvm or tcg")
     tools = find_tools()
-    if kernel is None:
-        kern = find_kernel()
-    elif not os.access(kernel, os.R_OK):
-        raise VMError(f"testbed vm: kernel {kernel} is missing or unreadable",
-                      fix="pass a readable vmlinuz, or drop --kernel to use one from /boot")
-    else:
-        kern = Kernel(os.path.abspath(kernel), kernel_version(kernel))
+    kern = resolve_kernel(kernel)
     dirs = [os.path.realpath(d) for d in (rwdirs or [os.getcwd()])]
     for d in dirs:
         if not os.path.isdir(d):
@@ -198,6 +211,19 @@ def run_in_vm(
     return _run_guest(vng_argv, left, timeout)
 
 
+def resolve_kernel(kernel: Optional[str]) -> Kernel:
+    """``--kernel``: None (the newest installed kernel that can run the lab), a version such
+    as ``7.3``, ``6.12`` or a full release, or a path to a kernel image."""
+    if kernel is None:
+        return find_kernel()
+    if "/" not in kernel and not os.path.isfile(kernel):
+        return find_kernel(spec=kernel)
+    if not os.access(kernel, os.R_OK):
+        raise VMError(f"testbed vm: kernel {kernel} is missing or unreadable",
+                      fix="pass a readable vmlinuz or an installed version (testbed vm --list-kernels)")
+    return Kernel(os.path.abspath(kernel), kernel_version(kernel))
+
+
 def _run_guest(vng_argv: List[str], left: Optional[float], timeout: Optional[float]) -> int:
     """Run vng in its own process group, its output copied live to ours; kill it on timeout."""
     # vng's qemu reopens /proc/self/fd/{0,1,2}: a closed stdin would make vng drop
@@ -208,7 +234,7 @@ def _run_guest(vng_argv: List[str], left: Optional[float], timeout: Optional[flo
     tty = _tty_state()
     with tempfile.TemporaryDirectory(prefix="testbed-vm-") as tmp:  # vng's temp files
         proc = subprocess.Popen(vng_argv, stdin=stdin, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": tmp},
+                                stderr=subprocess.PIPE, env=vng_environment(vng_argv[0], os.environ, tmp),
                                 start_new_session=True)
         pumps = [threading.Thread(target=_pump, args=(src, fd), daemon=True)
                  for src, fd in ((proc.stdout, 1), (proc.stderr, 2))]
@@ -288,10 +314,12 @@ def guest_init(command: List[str]) -> int:
         print("testbed vm (guest): no command given", file=sys.stderr)
         return GUEST_INIT_FAILED
     moddir = Path("/lib/modules") / os.uname().release
-    try:
-        index = (moddir / "modules.dep").read_text() + (moddir / "modules.builtin").read_text()
-    except OSError:
-        index = ""
+    index = ""
+    for name in ("modules.dep", "modules.builtin"):  # Debian's 7.3 ships no modules.builtin
+        try:
+            index += (moddir / name).read_text()
+        except OSError:
+            pass
     optional = [m for m in OPTIONAL_GUEST_MODULES if f"/{m}.ko" in index]
     modprobe = shutil.which("modprobe") or "/sbin/modprobe"
     # max_bonds=0: no stray bond0 in the initial namespace; labs create their bonds

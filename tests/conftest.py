@@ -5,6 +5,11 @@
   a passing one.
 * ``--require-integration``: the session fails unless at least one
   integration test ran and passed (CI uses it so "0 integration tests" is red).
+* ``@pytest.mark.needs(FEATURE, ...)`` (features of ``testbed.kfeatures.FEATURES``):
+  skipped on a kernel that lacks one, the reason naming the feature, this kernel and
+  the kernel needed.  The kernel matrix (``tools/test``, ``testbed.matrix``) fails a
+  test that passed on no kernel of the run, so such a skip is only allowed when another
+  kernel of the run passes it.  An unknown feature name fails the test.
 """
 
 from __future__ import annotations
@@ -37,12 +42,39 @@ def _caps_problem():
     return _CAPS_PROBLEM
 
 
+def needs_problem(features, has=None, release=None):
+    """Why a test marked ``needs(*features)`` cannot run on this kernel, or None;
+    ``(unknown features, reason)`` so an unknown name fails instead of skipping."""
+    from testbed import kfeatures
+
+    unknown = [f for f in features if f not in kfeatures.FEATURES]
+    if unknown:
+        return unknown, (f"@pytest.mark.needs: unknown kernel feature(s) {', '.join(unknown)}; "
+                         f"one of: {', '.join(kfeatures.FEATURES)}")
+    has = has or kfeatures.has
+    release = release or kfeatures.running_release()
+    lacking = [f for f in features if not has(f)]
+    if not lacking:
+        return None
+    return [], "; ".join(f"needs {f} ({kfeatures.FEATURES[f]}), which kernel {release} lacks: "
+                         f"{kfeatures.needed_kernel(f)}" for f in lacking)
+
+
 def pytest_runtest_setup(item):
+    features = [f for mark in item.iter_markers("needs") for f in mark.args]
+    if features:
+        problem = needs_problem(features)
+        if problem:
+            unknown, reason = problem
+            if unknown:
+                pytest.fail(reason, pytrace=False)
+            pytest.skip(reason)
     if item.get_closest_marker("integration"):
         problem = _caps_problem()
         if problem:
             pytest.fail(f"integration test cannot run here ({problem}); run it in the VM lane: "
-                        "`sudo testbed vm -- python -m pytest -m integration tests/integration`", pytrace=False)
+                        "`testbed vm -- python -m pytest -m integration tests/integration` (as root), "
+                        "or `tools/test`", pytrace=False)
 
 
 _PASSED_INTEGRATION = []

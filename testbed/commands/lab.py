@@ -13,13 +13,19 @@ RAW = argparse.RawDescriptionHelpFormatter
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from testbed.commands.vm import render_kernels
+    from testbed.vmkernel import describe_kernels
+
     checks = caps.check()
+    kernels = describe_kernels()  # the VM lane's; the exit status is about this kernel only
     if args.json:
-        emit_json({"ok": all(c.ok for c in checks), "checks": caps.as_dicts(checks)})
+        emit_json({"ok": all(c.ok for c in checks), "checks": caps.as_dicts(checks), "kernels": kernels})
     else:
         for c in checks:
             mark = "ok  " if c.ok else "MISSING"
             print(f"{mark:8} {c.name:12} {c.detail}" + (f"\n{'':21} fix: {c.fix}" if c.fix else ""))
+        print("\ninstalled kernels (for the VM lane: testbed vm --kernel VERSION):")
+        print("\n".join(render_kernels(kernels)))
     return 0 if all(c.ok for c in checks) else 4
 
 
@@ -96,6 +102,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("doctor", help="check this machine for what a lab needs", formatter_class=RAW,
                        description="Check root, netns, veth, bonding, cls_flower, act_mirred, act_gact, clsact, "
                                    "flower's hash key and RPS. Each missing piece is named with its fix.\n"
+                                   "Then list the installed kernels (for the VM lane) and what each offers.\n"
                                    "Exit status 0 when everything is there, 4 otherwise.")
     add_json(p)
     p.set_defaults(func=cmd_doctor)

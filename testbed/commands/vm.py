@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import Any, Dict, List
 
+from testbed.commands.common import emit_json
 from testbed.errors import UsageError
 
 DESCRIPTION = """\
@@ -24,8 +25,14 @@ as root with this Python first on PATH, this testbed on PYTHONPATH,
 TESTBED_IN_VM=1 set, and the host's CI and TESTBED_* variables copied.
 COMMAND's output streams through live and its exit status becomes testbed's.
 
-The kernel is the newest /boot/vmlinuz-VERSION whose /lib/modules/VERSION
-holds bonding, cls_flower and act_mirred, unless --kernel names one.  KVM is
+The kernel is the newest installed one (/boot/vmlinuz-VERSION or
+/lib/modules/VERSION/vmlinuz) whose /lib/modules/VERSION holds bonding,
+cls_flower and act_mirred, unless --kernel names one: a version (7.3, 6.12,
+6.1 -- the newest release it prefixes -- or a full release) or a path to a
+kernel image.  --list-kernels shows each installed kernel with what it offers:
+bonding, flower, flower's hash key, Soft-RoCE (rxe) and rxe inside a network
+namespace (Linux 7.1+, what a lab's RDMA devices need), and the bonding
+options its bonding module knows.  KVM is
 used when a short probe boot shows it works, TCG (about 10x slower) when it
 does not; the verdict is cached in /var/cache/testbed or ~/.cache/testbed.
 
@@ -41,16 +48,21 @@ exit status:
   died without reporting a status (kernel panic); testbed's VMError status
   (9) when no guest could be booted or --timeout expired.
 
-examples:
+examples (as root; from a user account: sudo .venv/bin/testbed vm ..., which
+finds vng beside its own Python although sudo's PATH lacks the .venv):
   run the integration tests where the host kernel has no bonding:
-    sudo testbed vm -- python -m pytest -m integration tests/integration
+    testbed vm -- python -m pytest -m integration tests/integration
 
   a bounded CI run with more memory and a second writable directory:
     testbed vm --timeout 1800 --memory 4G --rwdir . --rwdir /srv/results -- \\
         python -m pytest -m integration tests/integration
 
+  which kernels are installed and what each offers:
+    testbed vm --list-kernels
+
   try another installed kernel, without KVM:
-    testbed vm --kernel /boot/vmlinuz-6.12.12-amd64 --accel tcg -- uname -r
+    testbed vm --kernel 6.12 --accel tcg -- uname -r
+    testbed vm --kernel /lib/modules/7.3.4+deb13-amd64/vmlinuz -- uname -r
 
   look around the guest's kernel:
     testbed vm -- sh -c 'lsmod | grep -E "bonding|cls_flower"'
@@ -63,10 +75,14 @@ def register(subparsers: Any, name: str = "vm") -> None:
         name, help="run a command in a VM whose kernel has bonding and flower",
         description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="%(prog)s [OPTIONS] -- COMMAND [ARG...]",
+        usage="%(prog)s [OPTIONS] -- COMMAND [ARG...]\n       %(prog)s --list-kernels [--json]",
     )
-    p.add_argument("--kernel", metavar="PATH",
-                   help="kernel image to boot (default: newest suitable /boot/vmlinuz-*)")
+    p.add_argument("--kernel", metavar="VERSION|PATH",
+                   help="kernel to boot: a version (7.3, 6.12, a full release) or an image path "
+                        "(default: the newest installed kernel that can run a lab)")
+    p.add_argument("--list-kernels", action="store_true",
+                   help="list the installed kernels and what each offers, then exit")
+    p.add_argument("--json", action="store_true", help="with --list-kernels: JSON on stdout")
     p.add_argument("--memory", default="2G", metavar="SIZE", help="guest memory (default: 2G)")
     p.add_argument("--cpus", type=int, default=2, metavar="N", help="guest CPUs (default: 2)")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
@@ -80,6 +96,32 @@ def register(subparsers: Any, name: str = "vm") -> None:
     p.set_defaults(func=handle)
 
 
+FEATURE_COLUMNS = ("bonding", "flower", "flower_hash", "rxe", "rxe_netns")
+
+
+def render_kernels(rows: List[Dict[str, Any]]) -> List[str]:
+    """``vmkernel.describe_kernels`` as a table: one line per kernel, its image below, and
+    the bonding options it knows beyond those every listed kernel knows."""
+    if not rows:
+        return ["no installed kernels (/boot/vmlinuz-*, /lib/modules/*/vmlinuz): "
+                "tools/setup installs 6.1, 6.12 and 7.3"]
+    common = set.intersection(*(set(r["bond_options"]) for r in rows))
+    width = max(len(r["release"]) for r in rows) + 2
+    out = ["  ".join([f"{'kernel':{width}}", "lab"] + list(FEATURE_COLUMNS) + ["bond options"])]
+    for r in rows:
+        mark = "*" if r["default"] else " "
+        cells = [f"{r['release']:{width - 2}}{' ' + mark}", f"{'yes' if r['lab'] else 'no':3}"]
+        cells += [f"{'yes' if r['features'][f] else 'no':{len(f)}}" for f in FEATURE_COLUMNS]
+        extra = sorted(set(r["bond_options"]) - common)
+        opts = f"{len(r['bond_options'])}" + (f" (+{', '.join(extra)})" if extra else "")
+        out.append("  ".join(cells + [opts]))
+        out.append(f"{'':{width}}{r['path']}" + (f"  -- {r['problem']}" if r["problem"] else "")
+                   + ("  (running)" if r["running"] else ""))
+    out.append(f"* the VM lane's default; bond options: {len(common)} known to every kernel listed "
+               "(+ those only some know); --json lists them all")
+    return out
+
+
 def handle(args: argparse.Namespace) -> int:
     """Boot the guest, run the command, return its exit status."""
     from testbed.vm import run_in_vm
@@ -87,6 +129,21 @@ def handle(args: argparse.Namespace) -> int:
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
+    if args.list_kernels:
+        if command:
+            raise UsageError("testbed vm: --list-kernels takes no command",
+                             fix="testbed vm --list-kernels [--json]")
+        from testbed.vmkernel import describe_kernels
+
+        rows = describe_kernels()
+        if args.json:
+            emit_json({"kernels": rows})
+        else:
+            print("\n".join(render_kernels(rows)))
+        return 0
+    if args.json:
+        raise UsageError("testbed vm: --json goes with --list-kernels",
+                         fix="testbed vm --list-kernels --json")
     if not command:
         raise UsageError("testbed vm: no command given",
                          fix="testbed vm [OPTIONS] -- COMMAND [ARG...]")

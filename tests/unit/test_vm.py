@@ -87,7 +87,7 @@ def test_find_kernel_error_names_what_is_missing_and_the_install_command(tmp_pat
 
 
 def test_find_kernel_without_any_image(tmp_path):
-    with pytest.raises(VMError, match=r"no .*/boot/vmlinuz-\* at all"):
+    with pytest.raises(VMError, match=r"no .*/boot/vmlinuz-\* or lib/modules/\*/vmlinuz at all"):
         find_kernel(tmp_path)
 
 
@@ -271,7 +271,8 @@ def test_help_has_examples(capsys):
         parser.parse_args(["vm", "--help"])
     text = capsys.readouterr().out
     assert "usage: testbed vm [OPTIONS] -- COMMAND [ARG...]" in text
-    assert "sudo testbed vm -- python -m pytest -m integration tests/integration" in text
+    assert "    testbed vm -- python -m pytest -m integration tests/integration" in text
+    assert "testbed vm --list-kernels" in text and "testbed vm --kernel 6.12" in text
     assert "apt-get install -y qemu-system-x86" in text
 
 
@@ -440,6 +441,7 @@ def test_find_tools_names_each_missing_tool_with_its_install_command(tmp_path, m
 
     for tool, fix in [("qemu-system-x86_64", "apt-get install -y qemu-system-x86"),
                       ("vng", "pip install virtme-ng"),
+                      ("virtme-run", "reinstall virtme-ng: pip install virtme-ng"),
                       ("busybox", "apt-get install -y busybox-static")]:
         with pytest.raises(VMError, match=f"{tool}.*not found.*{fix}"):
             vm.find_tools()
