@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 from testbed import naming, topofile
 from testbed.errors import TopologyError, one_line
-from testbed.topofile import fmt_path, short
+from testbed.topofile import clip, fmt_path, short
 from testbed.topology import Bond, Function, Host, Nic, Offload, Topology
 
 DEFAULT_SUBNET = "198.18.0.0/24"
@@ -147,7 +147,7 @@ class _Checker:
             except ValueError:
                 self.fail(path, f"{short(raw)} is not an IPv4 address with prefix length (e.g. 198.18.0.1/24)")
             if "/" not in raw:
-                self.fail(path, f"{short(raw)} has no prefix length (e.g. {short(raw)[1:-1]}/{net.prefixlen})")
+                self.fail(path, f"{short(raw)} has no prefix length (e.g. {clip(raw, 20)}/{net.prefixlen})")
             if ip.network != net:
                 self.fail(path, f"{raw} is not in the lab subnet {net} (all hosts share one L2 segment)")
             if ip.ip in (ip.network.network_address, ip.network.broadcast_address):

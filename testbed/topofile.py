@@ -16,7 +16,7 @@ before a Python object is built from it:
 * messages never echo a value whole (``short``).
 
 Public API: ``read_text(path) -> str``, ``parse(text, file) -> Any``, ``short(value)``,
-``fmt_path(parts)`` and the limits.
+``clip(text)``, ``fmt_path(parts)`` and the limits.
 """
 
 from __future__ import annotations
@@ -51,12 +51,16 @@ _BOMS = (  # UTF-32 first: its LE mark starts with UTF-16's
 _NOT_PRINTABLE = re.compile("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
 
 
+def clip(text: str, limit: int = SHORT) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def short(value: Any, limit: int = SHORT) -> str:
     """``repr(value)`` cut to ``limit`` characters with an ellipsis: an error never echoes a value whole."""
     if isinstance(value, str) and len(value) > limit * 4:
         value = value[:limit * 4]  # repr of a huge string costs its size; the cut below needs only the head
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return clip(repr(value), limit)
 
 
 def fmt_path(parts: Iterable[Any]) -> str:
@@ -161,21 +165,21 @@ class _BoundedLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
-            self.refuse(event.start_mark, f"YAML alias *{short(event.anchor, 20)[1:-1]}: aliases and anchors "
+            self.refuse(event.start_mark, f"YAML alias *{clip(event.anchor, 20)}: aliases and anchors "
                                           "are not allowed in a topology file; write the value out")
         if getattr(event, "tag", None) is not None:
             tag = event.tag.replace("tag:yaml.org,2002:", "!!")
             self.refuse(event.start_mark, f"YAML tag {short(tag, 30)}: tags are not allowed in a topology "
                                           "file; write plain values (quote a string)")
         if getattr(event, "anchor", None) is not None:
-            self.refuse(event.start_mark, f"YAML anchor &{short(event.anchor, 20)[1:-1]}: anchors and aliases "
+            self.refuse(event.start_mark, f"YAML anchor &{clip(event.anchor, 20)}: anchors and aliases "
                                           "are not allowed in a topology file; write the value out")
         self.nodes += 1
         if self.nodes > MAX_NODES:
             self.refuse(event.start_mark, f"more than {MAX_NODES:,} YAML nodes; a topology file has a few hundred")
         pushed = isinstance(index, (int, yaml.ScalarNode))
         if pushed:
-            self.parts.append(index if isinstance(index, int) else short(index.value, 40)[1:-1])
+            self.parts.append(index if isinstance(index, int) else clip(index.value, 40))
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
@@ -199,7 +203,7 @@ class _BoundedLoader(yaml.SafeLoader):
                 self.refuse(key.start_mark, f"key {short(text, 40)} is not a plain string; topology keys are "
                                             "names (quote it if it is one)")
             if key.value in seen:
-                self.parts.append(short(key.value, 40)[1:-1])
+                self.parts.append(clip(key.value, 40))
                 self.refuse(key.start_mark, f"duplicate key {short(key.value, 40)} (first at line {seen[key.value]})")
             seen[key.value] = key.start_mark.line + 1
         return node
