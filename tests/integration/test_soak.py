@@ -61,20 +61,13 @@ def root_links() -> List[str]:
         return sorted(link.get("ifname") for link in ipr.get_links())
 
 
-def mem_available_kb() -> int:
-    with open("/proc/meminfo") as fh:
+def proc_kb(path: str, key: str) -> int:
+    """A ``Key:   N kB`` line of a /proc file (``/proc/meminfo`` MemAvailable, ``/proc/self/status`` VmRSS)."""
+    with open(path) as fh:
         for line in fh:
-            if line.startswith("MemAvailable:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1])
-    raise AssertionError("no MemAvailable in /proc/meminfo")
-
-
-def rss_kb() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS in /proc/self/status")
+    raise AssertionError(f"no {key} in {path}")
 
 
 class Rules:
@@ -138,8 +131,8 @@ def test_up_down_cycles_leave_nothing_and_do_not_grow(lab_factory):
         t2 = time.monotonic()
         ups.append(t1 - t0)
         downs.append(t2 - t1)
-        free.append(mem_available_kb())
-        rss.append(rss_kb())
+        free.append(proc_kb("/proc/meminfo", "MemAvailable"))
+        rss.append(proc_kb("/proc/self/status", "VmRSS"))
         now = (netns_list(), labstore.names(), root_links())
         assert now == before, f"cycle {i}: left behind: {now} (before: {before})"
     first, last = slice(0, 5), slice(-5, None)
