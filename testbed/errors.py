@@ -8,6 +8,15 @@ The CLI maps each class to an exit status (``exit_code``).
 from __future__ import annotations
 
 
+def one_line(text: str, limit: int = 400) -> str:
+    """``text`` as one line of at most ``limit`` characters: control characters escaped, the rest cut with
+    an ellipsis (for messages that quote what the user gave: a file name, a value)."""
+    if len(text) > limit * 2:
+        text = text[:limit * 2]
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 class TestbedError(Exception):
     """Root of every error testbed raises on purpose."""
 
@@ -34,8 +43,8 @@ class TopologyError(TestbedError):
     def __init__(self, file: str, path: str, message: str) -> None:
         self.file = file
         self.path = path
-        where = f"{file}: {path}" if path else file
-        super().__init__(f"{where}: {message}")
+        where = one_line(f"{file}: {path}" if path else file, 200)
+        super().__init__(f"{where}: {one_line(message)}")  # one line, bounded, whatever the file held
 
 
 class CapabilityError(TestbedError):

@@ -11,13 +11,12 @@ import ipaddress
 import json
 import re
 from importlib import resources
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
-import yaml
-
-from testbed import naming
+from testbed import naming, topofile
 from testbed.bond import options
-from testbed.errors import TopologyError
+from testbed.errors import TopologyError, one_line
+from testbed.topofile import clip, fmt_path, short
 from testbed.topology import Bond, Function, Host, Nic, Offload, Topology
 
 DEFAULT_SUBNET = "198.18.0.0/24"
@@ -30,52 +29,13 @@ def schema() -> dict:
     return options.schema_enums(json.loads(text))
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys instead of keeping the last."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: Dict[Any, Any] = {}
-    for key_node, _value in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            line = key_node.start_mark.line + 1
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (line {line}; first at line {seen[key]})",
-                key_node.start_mark)
-        seen[key] = key_node.start_mark.line + 1
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _fmt_path(parts: Iterable[Any]) -> str:
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "(top level)"
-
-
 def load(path: str, *, lab_name: str | None = None) -> Topology:
-    """Read, validate and model a topology file; raises TopologyError."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise TopologyError(path, "", f"cannot read: {exc.strerror}") from None
-    return loads(text, path, lab_name=lab_name)
+    """Read, validate and model a topology file; raises TopologyError (bounded in time and memory)."""
+    return loads(topofile.read_text(path), path, lab_name=lab_name)
 
 
 def loads(text: str, file: str = "<string>", *, lab_name: str | None = None) -> Topology:
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise TopologyError(file, where, f"not valid YAML: {problem}") from None
+    data = topofile.parse(text, file)
     if not isinstance(data, dict):
         raise TopologyError(file, "", "must be a mapping with 'name' and 'hosts'")
     validate_schema(data, file)
@@ -88,21 +48,34 @@ def _schema_message(err: Any) -> Tuple[List[Any], str]:
     if v == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
         extra = sorted(set(err.instance) - set(allowed))
-        return path, f"unknown key {', '.join(map(repr, extra))}; allowed: {', '.join(allowed)}"
+        more = f" and {len(extra) - 3:,} more" if len(extra) > 3 else ""
+        keys = ", ".join(short(k, 30) for k in extra[:3]) + more
+        return path, f"unknown key {keys}; allowed: {', '.join(allowed)}"
     if v == "enum":
-        return path, f"{err.instance!r} is not allowed; one of: {', '.join(map(str, err.validator_value))}"
+        return path, f"{short(err.instance)} is not allowed; one of: {', '.join(map(str, err.validator_value))}"
     if v == "required":
         return path, err.message.replace("is a required property", "is required")
     if v == "pattern":
-        return path, (f"{err.instance!r} is not a valid name: a lowercase letter, then lowercase "
+        return path, (f"{short(err.instance)} is not a valid name: a lowercase letter, then lowercase "
                       "letters or digits")
     if v == "propertyNames":
-        return path, f"{err.instance!r} is not a valid host name: a lowercase letter, then lowercase letters or digits"
+        return path, (f"{short(err.instance)} is not a valid host name: a lowercase letter, then lowercase "
+                      "letters or digits")
     if v == "oneOf" and path and path[-1] in ("vfs", "rdma"):
         if path[-1] == "vfs":
             return path, f"must be a VF count 0..{MAX_VFS} or a list of at most {MAX_VFS} VFs ({{name, mac, address}})"
         return path, "must be true/false or a mapping with an optional 'name'"
-    return path, err.message
+    if v == "type":
+        want = v_val if isinstance(v_val := err.validator_value, str) else " or ".join(v_val)
+        return path, f"{short(err.instance)} is not of type {want}"
+    if v in ("minimum", "maximum"):
+        than = "less than the minimum" if v == "minimum" else "greater than the maximum"
+        return path, f"{short(err.instance)} is {than} of {err.validator_value}"
+    if v == "maxLength":
+        return path, f"{short(err.instance)} is longer than {err.validator_value} characters"
+    if v == "maxItems":
+        return path, f"has {len(err.instance):,} entries; at most {err.validator_value}"
+    return path, one_line(err.message, 120)  # jsonschema's own wording quotes the value: keep it short
 
 
 def validate_schema(data: dict, file: str) -> None:
@@ -113,7 +86,7 @@ def validate_schema(data: dict, file: str) -> None:
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         path, msg = _schema_message(best)
-        raise TopologyError(file, _fmt_path(path), msg)
+        raise TopologyError(file, fmt_path(path), msg)
 
 
 class _Checker:
@@ -132,7 +105,7 @@ class _Checker:
 
     def ifname(self, path: str, name: str, what: str) -> str:
         if len(name) > naming.IFNAMSIZ_MAX:
-            self.fail(path, f"{what} {name!r} would be {len(name)} characters; interface names are at most "
+            self.fail(path, f"{what} {short(name)} would be {len(name):,} characters; interface names are at most "
                             f"{naming.IFNAMSIZ_MAX} (shorten the name)")
         return name
 
@@ -140,7 +113,7 @@ class _Checker:
         if value is None:
             value = naming.stable_mac(self.lab, *owner)
         if not _MAC_RE.match(value):
-            self.fail(path, f"{value!r} is not a MAC address (six hex pairs: 02:00:00:00:00:01)")
+            self.fail(path, f"{short(value)} is not a MAC address (six hex pairs: 02:00:00:00:00:01)")
         value = value.lower()
         if int(value[:2], 16) & 1:
             self.fail(path, f"{value} is a multicast MAC; use a unicast one (first byte even, e.g. 02:...)")
@@ -155,27 +128,27 @@ class _Checker:
         raw = self.data.get("subnet", DEFAULT_SUBNET)
         try:
             net = ipaddress.IPv4Network(raw, strict=True)
-        except ValueError as exc:
-            self.fail("subnet", f"{raw!r} is not an IPv4 subnet ({exc}); e.g. {DEFAULT_SUBNET}")
+        except ValueError:
+            self.fail("subnet", f"{short(raw)} is not an IPv4 subnet (network address/prefix, no host bits set); "
+                                f"e.g. {DEFAULT_SUBNET}")
         if net.prefixlen > 30:
-            self.fail("subnet", f"{raw} is too small; use /30 or larger")
+            self.fail("subnet", f"{short(raw)} is too small; use /30 or larger")
         return net
 
     def address(self, path: str, raw: str | None, net: ipaddress.IPv4Network,
-                pool: List[ipaddress.IPv4Address]) -> ipaddress.IPv4Interface:
+                pool: Iterator[ipaddress.IPv4Address]) -> ipaddress.IPv4Interface:
         if raw is None:
-            while pool and pool[0] in self.addrs:
-                pool.pop(0)
-            if not pool:
+            free = next((ip for ip in pool if ip not in self.addrs), None)  # lazy: a /8 subnet costs nothing
+            if free is None:
                 self.fail(path, f"no free address left in subnet {net}; give a larger 'subnet'")
-            ip = ipaddress.IPv4Interface(f"{pool.pop(0)}/{net.prefixlen}")
+            ip = ipaddress.IPv4Interface(f"{free}/{net.prefixlen}")
         else:
             try:
                 ip = ipaddress.IPv4Interface(raw)
             except ValueError:
-                self.fail(path, f"{raw!r} is not an IPv4 address with prefix length (e.g. 198.18.0.1/24)")
+                self.fail(path, f"{short(raw)} is not an IPv4 address with prefix length (e.g. 198.18.0.1/24)")
             if "/" not in raw:
-                self.fail(path, f"{raw!r} has no prefix length (e.g. {raw}/{net.prefixlen})")
+                self.fail(path, f"{short(raw)} has no prefix length (e.g. {clip(raw, 20)}/{net.prefixlen})")
             if ip.network != net:
                 self.fail(path, f"{raw} is not in the lab subnet {net} (all hosts share one L2 segment)")
             if ip.ip in (ip.network.network_address, ip.network.broadcast_address):
@@ -210,17 +183,18 @@ class _Checker:
                 self.fail(f"{path}.primary", f"'primary' only applies to mode active-backup (mode is {mode})")
             if raw["primary"] not in ports:
                 allowed = ", ".join(ports)
-                self.fail(f"{path}.primary", f"{raw['primary']!r} is not a port of this NIC; one of: {allowed}")
+                self.fail(f"{path}.primary", f"{short(raw['primary'])} is not a port of this NIC; one of: {allowed}")
         for opt in options.OPTIONS:
             if opt.name in raw and opt.modes and mode not in opt.modes:
                 self.fail(f"{path}.{opt.name}", opt.not_for(mode))
         if raw.get("min_links", 0) > len(ports):
             self.fail(f"{path}.min_links", f"{raw['min_links']} is more than the NIC's {len(ports)} ports")
         miimon = raw.get("miimon", 100)
+        if miimon == 0:  # the kernel accepts it and the bond then never notices a dead port
+            self.fail(f"{path}.miimon", "0 turns off the bond's link monitoring (and the file offers no other "
+                                        "link monitor), so it would never fail over; use e.g. miimon: 100 (ms)")
         for key in ("updelay", "downdelay"):
             val = raw.get(key, 0)
-            if val and not miimon:
-                self.fail(f"{path}.{key}", "needs miimon > 0")
             if val and val % miimon:
                 self.fail(f"{path}.{key}", f"{val} is not a multiple of miimon ({miimon}); the bond would round it")
         return Bond(mode=mode, miimon=miimon, updelay=raw.get("updelay", 0), downdelay=raw.get("downdelay", 0),
@@ -259,7 +233,7 @@ class _Checker:
             vpath = f"{path}.vfs[{i}]"
             name = vf["name"]
             if name in names or name in ports or name in (bond.name, naming.HOST_IF, "lo"):
-                self.fail(f"{vpath}.name", f"duplicate name {name!r} on host {hname}")
+                self.fail(f"{vpath}.name", f"duplicate name {short(name)} on host {hname}")
             names[name] = vpath
             self.ifname(f"{vpath}.name", naming.representor(name), "representor")
             addr = self.address(f"{vpath}.address", vf.get("address"), net, pool)
@@ -270,7 +244,7 @@ class _Checker:
         if rraw:
             name = rraw.get("name", "rdma0") if isinstance(rraw, dict) else "rdma0"
             if name in names or name in ports:
-                self.fail(f"{path}.rdma.name", f"duplicate name {name!r} on host {hname}")
+                self.fail(f"{path}.rdma.name", f"duplicate name {short(name)} on host {hname}")
             self.ifname(f"{path}.rdma.name", naming.representor(name), "representor")
             # The RDMA function speaks with the bond's own MAC and address, as RoCE does on a real NIC.
             rdma = Function(name=name, mac=mac, address=address,
@@ -282,11 +256,11 @@ class _Checker:
         net = self.subnet()
         self.reserved: set = set()
         self.explicit_addresses()
-        pool = [ip for ip in net.hosts() if ip not in self.reserved]
+        pool = (ip for ip in net.hosts() if ip not in self.reserved)
         hosts = []
         for hname, h in self.data["hosts"].items():
             if hname == naming.SWITCH:
-                self.fail(f"hosts.{hname}", f"{hname!r} is reserved for the lab's switch; pick another host name")
+                self.fail(f"hosts.{hname}", f"{short(hname)} is reserved for the lab's switch; pick another host name")
             netns = naming.host_netns(self.lab, hname)
             if "nic" in h:
                 if "address" in h:
@@ -307,6 +281,6 @@ class _Checker:
 def build_model(data: dict, file: str, *, lab_name: str | None = None) -> Topology:
     lab = lab_name or data["name"]
     if lab_name is not None and not re.match(r"^[a-z][a-z0-9]{0,11}$", lab_name):
-        raise TopologyError(file, "name", f"lab name {lab_name!r} must be a lowercase letter then up to 11 "
+        raise TopologyError(file, "name", f"lab name {short(lab_name)} must be a lowercase letter then up to 11 "
                                           "lowercase letters or digits")
     return _Checker(data, file, lab).build(file)

@@ -1,10 +1,18 @@
 """Small pyroute2 helpers shared by the lab code: open a namespace without
-creating it, turn NetlinkError into NetlinkOpError, wait on a condition."""
+creating it, turn NetlinkError into NetlinkOpError, wait on a condition.
+
+Namespace sockets are made in this process (a short-lived thread ``setns``-es
+into ``/run/netns/NAME``, creates the socket, ends), never through pyroute2's
+``netns.create_socket``: that forks a helper with a fixed internal start-up
+timeout, which a loaded machine misses ("could not start netns socket within
+timeout"). Every ``wait_until`` deadline is multiplied by ``TESTBED_TIMEOUT_SCALE``
+(default 1) and its timeout error says so."""
 
 from __future__ import annotations
 
 import errno as errno_mod
 import os
+import socket
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, TypeVar
@@ -12,10 +20,12 @@ from typing import Callable, Iterator, Optional, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from testbed.errors import LabNotFound, NetlinkOpError, WaitTimeout
+from testbed.errors import LabNotFound, NetlinkOpError, UsageError, WaitTimeout
+from testbed.rawnl import NETNS_DIR
+from traffic.netns import run_in_netns
 
 T = TypeVar("T")
-NETNS_DIR = "/run/netns"
+TIMEOUT_SCALE_ENV = "TESTBED_TIMEOUT_SCALE"
 
 _HINTS = {
     errno_mod.EEXIST: "already exists (left over? try `testbed clean`)",
@@ -30,13 +40,20 @@ def netns_exists(name: str) -> bool:
     return os.path.exists(os.path.join(NETNS_DIR, name))
 
 
-def open_ns(name: Optional[str]) -> IPRoute:
-    """An IPRoute inside namespace ``name`` (None: ours). Never creates a missing namespace."""
-    if name is None:
-        return IPRoute()
+def ns_socket(name: str, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A socket created inside namespace ``name`` by this process; never creates a missing namespace."""
     if not netns_exists(name):
         raise LabNotFound(f"network namespace {name!r} does not exist", fix="is the lab up? see `testbed list`")
-    return IPRoute(netns=name, flags=0)
+    return run_in_netns(name, socket.socket, family, kind, proto)
+
+
+def open_ns(name: Optional[str], **kwargs: object) -> IPRoute:
+    """An IPRoute inside namespace ``name`` (None: ours), for the calling thread. Never creates a missing
+    namespace. ``kwargs`` go to IPRoute (e.g. ``groups=0``)."""
+    if name is None:
+        return IPRoute(**kwargs)
+    sock = ns_socket(name, socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+    return IPRoute(fileno=sock.detach(), **kwargs)  # pyroute2 owns the descriptor from here
 
 
 @contextmanager
@@ -59,14 +76,31 @@ def ifindex(ipr: IPRoute, ifname: str, ns: str = "") -> int:
     return found[0]
 
 
+def timeout_scale() -> float:
+    """``TESTBED_TIMEOUT_SCALE``: every deadline times this (a loaded or emulated machine wants 2-4)."""
+    raw = os.environ.get(TIMEOUT_SCALE_ENV, "1")
+    try:
+        scale = float(raw)
+    except ValueError:
+        scale = 0.0
+    if not 0 < scale <= 1000:
+        raise UsageError(f"{TIMEOUT_SCALE_ENV}={raw[:20]!r} is not a factor between 0 and 1000", fix="e.g. 2")
+    return scale
+
+
 def wait_until(cond: Callable[[], Optional[T]], timeout: float, what: str, *, interval: float = 0.02,
                fix: Optional[str] = None) -> T:
-    """Poll ``cond`` until it returns something truthy; WaitTimeout naming ``what`` after ``timeout`` s."""
+    """Poll ``cond`` until it returns something truthy; WaitTimeout naming ``what`` after ``timeout`` s
+    (times ``TESTBED_TIMEOUT_SCALE``)."""
+    scale = timeout_scale()
+    timeout *= scale
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}", fix=fix)
+            raise_fix = f"on a loaded or slow machine raise every deadline with {TIMEOUT_SCALE_ENV}={2 * scale:g}"
+            raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}",
+                              fix=f"{fix}; or {raise_fix}" if fix else raise_fix)
         time.sleep(interval)  # poll

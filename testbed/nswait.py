@@ -20,6 +20,7 @@ from typing import Dict, Iterable
 from pyroute2 import IPRoute
 
 from testbed.errors import WaitTimeout
+from testbed.nl import TIMEOUT_SCALE_ENV, timeout_scale
 
 RTNLGRP_NSID = 28
 RTM_DELNSID = 89
@@ -76,13 +77,15 @@ class NetnsDeletion:
     def wait(self, timeout: float = 10.0) -> float:
         """Block until every armed namespace is destroyed; returns the seconds waited."""
         start = time.monotonic()
+        timeout *= timeout_scale()
         deadline = start + timeout
         while self.pending:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise WaitTimeout(f"network namespaces {', '.join(sorted(self.pending.values()))} still exist "
                                   f"{timeout:.0f}s after removal (a process still inside them?)",
-                                  fix="find it with `ip netns pids NAME` or `lsns -t net`")
+                                  fix=f"find it with `ip netns pids NAME` or `lsns -t net`; on a loaded machine "
+                                      f"raise the deadline with {TIMEOUT_SCALE_ENV}=2")
             ready, _, _ = select.select([self.sock], [], [], left)
             if not ready:
                 continue

@@ -7,9 +7,8 @@ duplicate RTM_NEWLINKs and stale IFLA_MASTER in notifications). A plain
 socket rather than pyroute2's IPRoute because pyroute2's buffered reader can
 hold messages that ``select()`` then no longer reports (see ``nswait``).
 
-The socket is created inside the namespace by pyroute2's
-``netns.create_socket`` with ``flags=0``: a namespace that does not exist is
-an error, never created. The socket holds a reference on the namespace, so
+The socket is created inside the namespace in-process (``nl.ns_socket``): a
+namespace that does not exist is an error, never created. The socket holds a reference on the namespace, so
 ``ip netns del`` only removes its name; ``NetnsWatch`` (inotify on
 ``/run/netns``) tells the agent when that happened so it can let go.
 
@@ -28,15 +27,15 @@ import struct
 from dataclasses import dataclass, field
 from typing import List, Set
 
-from pyroute2 import netns as pr_netns
-
 from testbed import rawnl
 from testbed.errors import AgentError
+from testbed.nl import ns_socket
 from testbed.rawnl import NETNS_DIR
 
 RTMGRP_LINK = 0x1
 RCVBUF = 4 << 20  # bytes; SO_RCVBUFFORCE as root, else capped by net.core.rmem_max
 SO_RCVBUFFORCE = 33
+RCVBUF_ENV = "TESTBED_AGENT_RCVBUF"  # tests only: a small buffer provokes the ENOBUFS overrun on purpose
 
 
 @dataclass
@@ -61,6 +60,12 @@ def parse(data: bytes, batch: Batch) -> None:
                     batch.deleted.add(name)
 
 
+def rcvbuf() -> int:
+    """Receive buffer of the link-event socket: RCVBUF, or ``TESTBED_AGENT_RCVBUF`` bytes (tests)."""
+    raw = os.environ.get(RCVBUF_ENV, "")
+    return int(raw) if raw.isdigit() and 0 < int(raw) <= RCVBUF else RCVBUF
+
+
 class LinkEvents:
     """RTMGRP_LINK subscription in namespace ``netns``; ``fileno()`` for select."""
 
@@ -69,14 +74,13 @@ class LinkEvents:
         if not os.path.exists(os.path.join(NETNS_DIR, netns)):
             raise AgentError(f"network namespace {netns!r} does not exist", fix="is the lab up? see `testbed list`")
         try:
-            self.sock = pr_netns.create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE,
-                                               flags=0)
+            self.sock = ns_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         except OSError as exc:
             raise AgentError(f"{netns}: cannot open a netlink socket inside: {exc}") from None
         try:
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf())
         except OSError:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf())
         self.sock.bind((0, RTMGRP_LINK))
         self.sock.setblocking(False)
 

@@ -28,6 +28,7 @@ from testbed import labstore, pids
 from testbed.agent.loop import Agent
 from testbed.agent.report import Reporter
 from testbed.errors import AgentError, ConflictError, TestbedError, WaitTimeout
+from testbed.nl import TIMEOUT_SCALE_ENV, timeout_scale
 
 PIDFILE = "agent.pid"
 
@@ -165,6 +166,7 @@ def start(lab: str, timeout: float = 60.0, *, json_log: bool = False) -> int:
 
 
 def _wait_ready(fd: int, proc: subprocess.Popen, timeout: float, lab: str) -> str:
+    timeout *= timeout_scale()
     deadline = time.monotonic() + timeout
     buf = b""
     while True:
@@ -178,7 +180,7 @@ def _wait_ready(fd: int, proc: subprocess.Popen, timeout: float, lab: str) -> st
                 proc.wait()
             raise WaitTimeout(f"lab {lab}: the agent's first reconcile did not finish within {timeout:g}s",
                               fix=f"see {labstore.lab_file(lab, 'agent.log')}; raise --agent-timeout on slow "
-                                  "machines")
+                                  f"machines (or every deadline with {TIMEOUT_SCALE_ENV}=2)")
         ready, _, _ = select.select([fd], [], [], left)
         if not ready:
             continue

@@ -33,7 +33,7 @@ from testbed.agent.events import LinkEvents, NetnsWatch
 from testbed.agent.reconcile import NicReconciler, Reaction, safe_reconcile
 from testbed.agent.report import Reporter
 from testbed.errors import AgentError
-from testbed.nl import netns_exists
+from testbed.nl import netns_exists, open_ns
 from testbed.topology import Host, Topology
 
 Ready = Callable[[Optional[str]], None]
@@ -43,7 +43,7 @@ def open_ipr(netns: str) -> IPRoute:
     """IPRoute inside ``netns`` that never creates it and hears no multicast (bulk tc work)."""
     if not netns_exists(netns):
         raise AgentError(f"network namespace {netns!r} does not exist", fix="is the lab up? see `testbed list`")
-    return IPRoute(netns=netns, flags=0, groups=0)
+    return open_ns(netns, groups=0)
 
 
 def process_age() -> float:
