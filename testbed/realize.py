@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional
 
 from pyroute2 import IPRoute
 
-from testbed import labstore, naming, nsfs
+from testbed import labstore, naming, nsfs, rdma
 from testbed.errors import BuildError, ConflictError, TestbedError
 from testbed.nl import netlink_op, netns_exists, open_ns, wait_until
 from testbed.topology import Bond, Host, Nic, Topology
@@ -186,6 +186,8 @@ class Builder:
         self.step = "wait for the bonds"
         self.progress(self.step)
         self.wait_bonds(self.bond_timeout)
+        self.step = "Soft-RoCE devices"
+        rdma.create_all(topo, self.progress)
         self.rec.state = "up"
         labstore.write(self.rec)
         return self.rec
@@ -297,6 +299,7 @@ class Builder:
 
 def up(topo: Topology, *, progress: Progress = _quiet) -> labstore.LabRecord:
     """Build the lab; on any failure remove what was built and raise BuildError."""
+    rdma.require(topo)
     check_conflicts(topo)
     builder = Builder(topo, progress)
     try:

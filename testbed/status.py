@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Optional
 
-from testbed import labstore, naming
+from testbed import labstore, naming, rdma
 from testbed.agent import bondnl
 from testbed.agent.state import read_state
 from testbed.nl import open_ns
@@ -90,4 +90,5 @@ def lab_status(lab: str) -> Dict[str, Any]:
     rec = labstore.read(lab)
     topo = rec.model()
     return {"lab": lab, "file": rec.file, "state": rec.state, "netns": rec.netns,
-            "hosts": [host_status(topo, h) for h in topo.hosts], "agent": agent_status(lab)}
+            "hosts": [host_status(topo, h) for h in topo.hosts], "agent": agent_status(lab),
+            "verbs": rdma.status(topo)}

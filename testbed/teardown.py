@@ -13,7 +13,7 @@ from typing import Callable, List, Optional
 
 from pyroute2 import netns
 
-from testbed import labstore, naming, pids
+from testbed import labstore, naming, pids, rdma
 from testbed.errors import ConflictError, WaitTimeout
 from testbed.nl import NETNS_DIR, netns_exists, open_ns, wait_until
 from testbed.nswait import NetnsDeletion
@@ -86,6 +86,7 @@ def remove_lab(rec: labstore.LabRecord, *, progress: Progress = _quiet, timeout:
             removed.append(n)
         waited = waiter.wait(timeout)
     progress(f"{len(removed)} namespaces destroyed ({waited * 1000:.0f} ms after removal)")
+    rdma.remove(rec.name, progress=progress)  # rxe devices go with their netdevs; delete any that stayed
     labstore.remove(rec.name)
     return removed
 
@@ -163,4 +164,6 @@ def clean(*, all_labs: bool = False, lab: Optional[str] = None, progress: Progre
                     netns.remove(n)
                     removed.append(n)
                 waiter.wait()
+        recorded = set(labstore.names())
+        rdma.remove(orphans_of=lambda name: name not in recorded, progress=progress)
     return removed

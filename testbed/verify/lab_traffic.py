@@ -298,6 +298,16 @@ class LabTraffic:
                 i += 1
         return specs, metas
 
+    # -- verbs: a real RC queue pair -----------------------------------------------------------------
+
+    def verbs(self, target: str = "server:rdma0", fail: Optional[str] = "auto", *, agent: bool = True,
+              **kwargs: Any) -> Any:
+        """A real RDMA workload through a failover (``testbed.verify.verbs_run.run_verbs``); ``agent=False`` is
+        the negative control (the agent stopped before the fault; passes when the traffic died)."""
+        from testbed.verify.verbs_run import run_verbs
+
+        return self._record(run_verbs(self.lab, target, fail=fail, agent=agent, progress=self.progress, **kwargs))
+
     # -- hash distribution ----------------------------------------------------------------------------
 
     def hash(self, flows: int = 256, fail: Optional[str] = None, *, target: str = "server:vf0",

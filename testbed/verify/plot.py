@@ -154,6 +154,11 @@ def plot(result: Any, path: str) -> str:
         _hash(result, path)
     elif kind == "bondhash":
         _bondhash(result, path)
+    elif kind == "verbs":
+        from testbed.verify.verbs_plot import plot_verbs
+
+        _config_dir()
+        plot_verbs(result, path)
     else:
         raise ValueError(f"no plot for {kind!r}")
     return path
