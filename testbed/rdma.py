@@ -68,6 +68,26 @@ def require(topo: Topology) -> None:
         fix=f"run it on {kfeatures.needed_kernel('rxe_netns')}, or use a topology without 'verbs: true'")
 
 
+def with_verbs(topo: Topology) -> Topology:
+    """The same lab with Soft-RoCE on its first NIC host's RDMA function and its first plain host (the demo's
+    real RDMA workload); unchanged when it has neither or already has them. Rebuilt from the raw topology, so
+    the lab record (which keeps the raw form) says the same."""
+    import copy
+
+    from testbed.loader import build_model
+
+    nic_host = next((h for h in topo.hosts if h.nic and h.nic.rdma), None)
+    plain = next((h for h in topo.hosts if not h.nic), None)
+    if nic_host is None or plain is None:
+        return topo
+    raw = copy.deepcopy(topo.raw)
+    hosts = raw["hosts"]
+    rd = hosts[nic_host.name]["nic"].get("rdma")
+    hosts[nic_host.name]["nic"]["rdma"] = {**(rd if isinstance(rd, dict) else {}), "verbs": True}
+    hosts[plain.name]["verbs"] = True
+    return build_model(raw, topo.file, lab_name=topo.name)
+
+
 def _tool() -> str:
     tool = shutil.which("rdma") or "/sbin/rdma"
     if not os.path.exists(tool):

@@ -379,8 +379,11 @@ def _series(metas: Sequence[StreamMeta], records: Mapping[str, Sequence[Any]],
             wires.setdefault(wire, {})[m.name] = counts
         dl = timeline(records.get(m.name, ()), bucket_ms=bucket, start_ns=start_ns, end_ns=end_ns)
         delivered[m.name] = [sum(x) for x in zip(*dl.wires.values())] if dl.wires else []
+    arrivals = {m.name: sorted(round((r.rx_ns - start_ns) / 1e6, 2) for r in records.get(m.name, ()))
+                for m in metas}  # ms from the start, per stream: the plot's lanes and their gaps
     return {"start_ns": start_ns, "bucket_ms": bucket, "wires": dict(sorted(wires.items())),
-            "delivered": delivered, "events": [{"name": n, "ns": ns, "end_ns": e} for n, ns, e in events]}
+            "delivered": delivered, "arrivals": arrivals,
+            "events": [{"name": n, "ns": ns, "end_ns": e} for n, ns, e in events]}
 
 
 def evaluate_failover(

@@ -54,12 +54,14 @@ def plot_verbs(result: Any, path: str, window_ms: float = 1000.0) -> str:
         y = len(lanes) - 1 - i
         xs = [(t - t0) / 1e9 for t in times]
         ax.vlines(xs, y - 0.3, y + 0.3, linewidth=0.4, color="#1f77b4")
+        ts = sorted(times)
+        steps = sorted(b - a for a, b in zip(ts, ts[1:]))
+        usual = steps[len(steps) // 2] if steps else 0
         for at in (s.get("fail_ns"), s.get("repair_ns")):
             span = _gap_span(times, at, window_ms)
-            if span and not label.startswith("RoCE on"):
+            if span and not label.startswith("RoCE on") and span[1] - span[0] > 3 * usual:
                 a, b = ((span[0] - t0) / 1e9, (span[1] - t0) / 1e9)
-                ax.axvspan(a, b, ymin=(y + 0.05) / len(lanes), ymax=(y + 0.95) / len(lanes), color="#ff7f0e",
-                           alpha=0.35)
+                ax.broken_barh([(a, b - a)], (y - 0.35, 0.7), color="#ff7f0e", alpha=0.45)
                 gap = largest_gap_ms(times, at, window_ms)
                 ax.text(b, y + 0.32, f" {gap:.0f} ms", fontsize=7, va="bottom")
     ax.set_yticks(range(len(lanes)))

@@ -258,3 +258,14 @@ def _busiest(cap: Any, src: str, since_ns: int) -> Optional[str]:
     if not counts or not any(counts.values()):
         return None
     return max(counts, key=lambda p: counts[p])
+
+
+def demo_step(topo: Any, progress: Progress = _quiet) -> Dict[str, Any]:
+    """The main job's real RDMA workload (``testbed demo``): the RC QP client -> RDMA function through a failover
+    of the port carrying it, on a lab built with ``rdma.with_verbs``; a short dict for the demo's output."""
+    from testbed.lab import Lab
+
+    host = next(h for h in topo.hosts if h.nic and h.nic.rdma)
+    lab = Lab(topo, agent=True)
+    res = run_verbs(lab, f"{host.name}:{host.nic.rdma.name}", progress=progress)
+    return {"verdict": res.verdict, "passed": res.passed, "summary": res.summary, "lines": res.lines()}
