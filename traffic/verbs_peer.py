@@ -81,7 +81,7 @@ class Peer:
         from pyverbs.cq import CQ
         from pyverbs.mr import MR
         from pyverbs.pd import PD
-        from pyverbs.qp import QP, QPAttr, QPCap, QPInitAttr
+        from pyverbs.qp import QP, QPCap, QPInitAttr
 
         e, a = self.e, self.args
         ctx = self.cmid.context
@@ -90,7 +90,7 @@ class Peer:
         self.cq = CQ(ctx, depth * 2, None, None, 0)
         cap = QPCap(max_send_wr=depth, max_recv_wr=depth, max_send_sge=1, max_recv_sge=1)
         init = QPInitAttr(qp_type=e.IBV_QPT_RC, scq=self.cq, rcq=self.cq, cap=cap)
-        self.qp = QP(self.pd, init, QPAttr())
+        self.qp = QP(self.pd, init)  # RESET; the CM's attributes take it to INIT, RTR, RTS
         access = e.IBV_ACCESS_LOCAL_WRITE
         self.mr = MR(self.pd, a.size * depth, access)
         self.depth = depth
@@ -121,9 +121,10 @@ class Peer:
             emit({"event": "ready", "t_ns": now_ns()})
             self.cmid = self.listen_id.get_request()
             self._resources()
+            self._modify(e.IBV_QPS_INIT)
             self._post_recvs(self.depth)
-            for st in (e.IBV_QPS_INIT, e.IBV_QPS_RTR, e.IBV_QPS_RTS):
-                self._modify(st)
+            self._modify(e.IBV_QPS_RTR)
+            self._modify(e.IBV_QPS_RTS)
             self.cmid.accept(self._conn_param())
         else:
             ai = AddrInfo(src=a.address, dst=a.peer, dst_service=str(a.port), port_space=ce.RDMA_PS_TCP)

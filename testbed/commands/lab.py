@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from testbed import caps, labstore, loader, realize, status, teardown, wire
+from testbed import caps, labstore, loader, rdma, realize, status, teardown, wire
 from testbed.commands.common import Progress, add_json, add_quiet, emit_json, require_root
 from testbed.commands.render import render_status
 
@@ -25,6 +25,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     topo = loader.load(args.file, lab_name=args.name)  # validation first: a bad file changes nothing
+    rdma.require(topo)  # Soft-RoCE devices on a kernel that cannot host them in a namespace: refused here
     require_root("up")
     progress = Progress(not (args.quiet or args.json))
     loaded = caps.ensure_modules()
