@@ -212,3 +212,22 @@ def test_peer_args():
         verbs_peer.parse_args(["--role", "connect", "--address", "1.2.3.4"])
     with pytest.raises(SystemExit):
         verbs_peer.parse_args(["--role", "listen", "--address", "1.2.3.4", "--retry", "9"])
+
+
+def test_with_verbs_for_the_demo():
+    t = loader.load("topologies/active-backup.yaml", lab_name="demo1")
+    v = rdma.with_verbs(t)
+    assert {d.owner for d in v.verbs_devices} == {"server:rdma0", "client"}
+    assert v.name == "demo1" and v.raw["hosts"]["client"]["verbs"] is True
+    assert t.verbs_devices == () and "verbs" not in t.raw["hosts"]["client"]  # the original is left alone
+    assert rdma.with_verbs(v).verbs_devices == v.verbs_devices
+
+
+def test_demo_says_why_it_skipped_real_rdma(monkeypatch):
+    from testbed import demo
+
+    monkeypatch.setattr(rdma.kfeatures, "has", lambda f, *a, **k: False)
+    monkeypatch.setattr(rdma.kfeatures, "running_release", lambda: "6.1.0-56-amd64")
+    t = loader.load("topologies/active-backup.yaml")
+    same, why = demo._with_verbs(t)
+    assert same is t and "6.1.0-56-amd64" in why and "Linux 7.1" in why and "skipped real RDMA" in why
