@@ -147,6 +147,13 @@ def run_verbs(lab: Any, target: str = "server:rdma0", *, peer: Optional[str] = N
     budget = budget_ms(ack_timeout, retry)
     if restore_after_s is None:
         restore_after_s = round(max(2.0, budget * 1.5 / 1000.0 + 0.5), 1)
+    port_fixed: Optional[str] = None
+    if fail not in (None, "auto"):
+        fhost, port_fixed = stations.port_endpoint(topo, fail)
+        if fhost.name != host.name:
+            raise UsageError(f"fail {fail}: not on the target's host {host.name}")
+    if fail is None and not agent:
+        raise UsageError("the negative control (agent stopped) needs a fault", fix="leave --no-fail out")
     view = LabView(lab)
     usable = view.bond_usable(host)
     view.wait_settled(host, usable, SETTLE_TIMEOUT_S)
@@ -156,11 +163,6 @@ def run_verbs(lab: Any, target: str = "server:rdma0", *, peer: Optional[str] = N
         progress(f"negative control: stopping the offload agent of lab {topo.name} (restart: testbed agent "
                  f"{topo.name})")
         stop_agent(topo.name)
-    port_fixed: Optional[str] = None
-    if fail not in (None, "auto"):
-        fhost, port_fixed = stations.port_endpoint(topo, fail)
-        if fhost.name != host.name:
-            raise UsageError(f"fail {fail}: not on the target's host {host.name}")
     devices = [dev_t.name, dev_p.name]
     before = {d: rdma.counters(d) for d in devices}
     wires = {sw: p for sw, p in stations.wires(topo, host).items()}
