@@ -231,3 +231,19 @@ def test_demo_says_why_it_skipped_real_rdma(monkeypatch):
     t = loader.load("topologies/active-backup.yaml")
     same, why = demo._with_verbs(t)
     assert same is t and "6.1.0-56-amd64" in why and "Linux 7.1" in why and "skipped real RDMA" in why
+
+
+def test_verbs_plot_is_a_png(tmp_path):
+    from testbed.verify.plot import plot
+
+    ms = 1_000_000
+    snd = _res(True, 1600, 0, 5 * ms, hole=(2000 * ms, 2300 * ms))
+    r = _judge(snd, dict(snd, sender=False, posted=0))
+    r.series = {"start_ns": 0, "fail_ns": 2000 * ms, "repair_ns": 5500 * ms,
+                "completions": {"client": snd["completions_ns"], "server:rdma0": snd["completions_ns"]},
+                "bond": {"rx": [i * 5 * ms for i in range(1600)]},
+                "wires": [[t, "pf0" if t < 2000 * ms else "pf1"] for t in snd["completions_ns"]]}
+    path = str(tmp_path / "v.png")
+    assert plot(r, path) == path
+    with open(path, "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
