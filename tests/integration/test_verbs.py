@@ -62,6 +62,18 @@ def test_devices_down_and_clean_leave_no_rxe(lab_factory, capsys):
         subprocess.run(["ip", "link", "del", "tbtstv0"], check=False)
 
 
+@pytest.mark.topology(HASH)
+class TestHash:
+    def test_rdma_function_target_initiator_survives_failover(self, shared_lab):
+        assert_survived(shared_lab.traffic.verbs(initiator="target"))
+
+
+@pytest.mark.topology(LACP)
+class TestLacpVfSplit:
+    def test_vf_survives_failover(self, shared_lab):
+        assert_survived(shared_lab.traffic.verbs("server:vf0"))
+
+
 @pytest.mark.topology(AB)
 class TestActiveBackup:
     def test_rdma_function_survives_failover(self, shared_lab, capsys):
@@ -85,15 +97,3 @@ class TestActiveBackup:
         assert "traffic died as expected" in res.verdict
         died = [e for e in res.ends if e.qp_state == "ERR" or e.errors or e.stalled]
         assert died, "\n".join(res.lines())
-
-
-@pytest.mark.topology(HASH)
-class TestHash:
-    def test_rdma_function_target_initiator_survives_failover(self, shared_lab):
-        assert_survived(shared_lab.traffic.verbs(initiator="target"))
-
-
-@pytest.mark.topology(LACP)
-class TestLacpVfSplit:
-    def test_vf_survives_failover(self, shared_lab):
-        assert_survived(shared_lab.traffic.verbs("server:vf0"))
