@@ -55,12 +55,25 @@ def traffic_failover(topo: Topology, host: Host, agent: bool, progress: Progress
             "summary": res.summary, "checks": len(res.checks), "failed": [c.to_dict() for c in res.failures]}
 
 
+def _with_verbs(topo: Topology) -> tuple[Topology, Optional[str]]:
+    """Real RDMA when the kernel can host Soft-RoCE in a namespace; else why not."""
+    from testbed import kfeatures, rdma
+
+    if not kfeatures.has("rxe_netns"):
+        return topo, (f"skipped real RDMA (Soft-RoCE): kernel {kfeatures.running_release()} cannot host it in a "
+                      f"namespace; it needs {kfeatures.needed_kernel('rxe_netns')}")
+    return rdma.with_verbs(topo), None
+
+
 def run(topo: Topology, *, agent: bool = True, keep: bool = False, traffic: bool = True,
         progress: Progress) -> Dict[str, Any]:
+    topo, skipped = _with_verbs(topo)
     host, client = topo.nic_host(), topo.plain_host()
     nic = host.nic
     vf = nic.vfs[0] if nic.vfs else None
     result: Dict[str, Any] = {"lab": topo.name, "file": topo.file, "host": host.name, "steps": []}
+    if skipped:
+        result["verbs"] = {"skipped": skipped}
     t0 = time.monotonic()
     bringup.up(topo, agent=agent, progress=progress)
     try:
@@ -98,6 +111,12 @@ def run(topo: Topology, *, agent: bool = True, keep: bool = False, traffic: bool
             wire.set_wire(topo.name, host.name, victim, up=True)
             result["traffic"] = traffic_failover(topo, host, agent, progress)
             ok = ok and result["traffic"]["verdict"] == "PASS"
+            if topo.verbs_devices:  # real RDMA (Soft-RoCE): an RC QP through a third failover
+                from testbed.verify.verbs_run import demo_step
+
+                progress("real RDMA: an RC queue pair client -> RDMA function through a failover")
+                result["verbs"] = demo_step(topo, progress)
+                ok = ok and result["verbs"]["passed"]
         result["verdict"] = "PASS" if ok else "FAIL"
         return result
     finally:
@@ -136,5 +155,11 @@ def render(result: Dict[str, Any]) -> str:
                      f"{tr['lost']} packets lost beyond the bond's own window")
         lines += [f"  {part}" for part in tr["summary"].split("; ")]
         lines += [f"  FAIL {c['name']}: {c['measured']} (want {c['tolerance']})" for c in tr["failed"]]
+    v = result.get("verbs")
+    if v and v.get("skipped"):
+        lines.append(v["skipped"])
+    elif v:
+        lines.append(f"real RDMA (RC QP over RDMA CM, Soft-RoCE): {v['verdict']}")
+        lines += [f"  {line}" for line in v["lines"][:-1]]
     lines.append(f"verdict: {result.get('verdict')}")
     return "\n".join(lines)

@@ -64,7 +64,7 @@ def _schema_message(err: Any) -> Tuple[List[Any], str]:
     if v == "oneOf" and path and path[-1] in ("vfs", "rdma"):
         if path[-1] == "vfs":
             return path, f"must be a VF count 0..{MAX_VFS} or a list of at most {MAX_VFS} VFs ({{name, mac, address}})"
-        return path, "must be true/false or a mapping with an optional 'name'"
+        return path, "must be true/false or a mapping with optional 'name' and 'verbs'"
     if v == "type":
         want = v_val if isinstance(v_val := err.validator_value, str) else " or ".join(v_val)
         return path, f"{short(err.instance)} is not of type {want}"
@@ -238,17 +238,19 @@ class _Checker:
             self.ifname(f"{vpath}.name", naming.representor(name), "representor")
             addr = self.address(f"{vpath}.address", vf.get("address"), net, pool)
             vfs.append(Function(name=name, mac=self.mac(f"{vpath}.mac", vf.get("mac"), hname, name),
-                                address=addr, netns=naming.vf_netns(self.lab, hname, name)))
+                                address=addr, netns=naming.vf_netns(self.lab, hname, name),
+                                verbs=bool(vf.get("verbs", False))))
         rdma = None
         rraw = raw.get("rdma", False)
         if rraw:
             name = rraw.get("name", "rdma0") if isinstance(rraw, dict) else "rdma0"
+            verbs = bool(rraw.get("verbs", False)) if isinstance(rraw, dict) else False
             if name in names or name in ports:
                 self.fail(f"{path}.rdma.name", f"duplicate name {short(name)} on host {hname}")
             self.ifname(f"{path}.rdma.name", naming.representor(name), "representor")
             # The RDMA function speaks with the bond's own MAC and address, as RoCE does on a real NIC.
             rdma = Function(name=name, mac=mac, address=address,
-                            netns=naming.vf_netns(self.lab, hname, name), kind="rdma")
+                            netns=naming.vf_netns(self.lab, hname, name), kind="rdma", verbs=verbs)
         return Nic(ports=ports, bond=bond, address=address, mac=mac, offload=offload,
                    vfs=tuple(vfs), rdma=rdma), address, mac
 
@@ -273,7 +275,11 @@ class _Checker:
                 nic = None
                 mac = self.mac(f"hosts.{hname}.mac", h.get("mac"), hname, naming.HOST_IF)
                 addr = self.address(f"hosts.{hname}.address", h.get("address"), net, pool)
-            hosts.append(Host(name=hname, netns=netns, address=addr, mac=mac, nic=nic))
+            if "verbs" in h and nic is not None:
+                self.fail(f"hosts.{hname}.verbs", "a NIC host's verbs devices go on its functions "
+                                                  "(nic.rdma.verbs, nic.vfs[i].verbs)")
+            hosts.append(Host(name=hname, netns=netns, address=addr, mac=mac, nic=nic,
+                              verbs=bool(h.get("verbs", False))))
         return Topology(name=self.lab, file=file, subnet=net, hosts=tuple(hosts),
                         description=self.data.get("description", ""), raw=self.data)
 

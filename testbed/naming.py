@@ -52,6 +52,22 @@ def partner_bond(host: str) -> str:
     return f"{host}-lag"
 
 
+RDMA_PREFIX = "tb_"  # RDMA device names are system-wide: tb_<lab>_<host>_<netdev> (lab/host names have no "_")
+
+
+def rdma_device(lab: str, host: str, netdev: str) -> str:
+    """The Soft-RoCE device a lab makes on ``netdev`` of ``host``."""
+    return f"{RDMA_PREFIX}{lab}_{host}_{netdev}"
+
+
+def rdma_lab(device: str) -> str | None:
+    """The lab a device name says it belongs to, or None if it is not a testbed device."""
+    if not device.startswith(RDMA_PREFIX):
+        return None
+    lab = device[len(RDMA_PREFIX):].split("_", 1)
+    return lab[0] if len(lab) == 2 and lab[0] else None
+
+
 def stable_mac(lab: str, *parts: str) -> str:
     """A locally administered unicast MAC that depends only on its owner's names."""
     digest = hashlib.sha256("/".join((lab,) + parts).encode()).digest()

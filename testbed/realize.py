@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 from pyroute2 import IPRoute
 
-from testbed import labstore, naming, nsfs
+from testbed import labstore, naming, nsfs, rdma
 from testbed.bond import options
 from testbed.bond.state import read_state
 from testbed.errors import BuildError, ConflictError, TestbedError
@@ -165,6 +165,8 @@ class Builder:
         self.step = "wait for the bonds"
         self.progress(self.step)
         self.wait_bonds(self.bond_timeout)
+        self.step = "Soft-RoCE devices"
+        rdma.create_all(topo, self.progress)
         return self.rec  # still "building": bringup.finish marks it up once the agent is confirmed
 
     def plain_host(self, host: Host) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from testbed import labstore, naming
+from testbed import labstore, naming, rdma
 from testbed.agent import status as agent_status
 from testbed.bond import wire as bondnl
 from testbed.bond.state import read_state
@@ -82,4 +82,5 @@ def lab_status(lab: str) -> Dict[str, Any]:
     rec = labstore.read(lab)
     topo = rec.model()
     return {"lab": lab, "file": rec.file, "state": rec.state, "netns": rec.netns,
-            "hosts": [host_status(topo, h) for h in topo.hosts], "agent": agent_status.read_raw(lab)}
+            "hosts": [host_status(topo, h) for h in topo.hosts], "agent": agent_status.read_raw(lab),
+            "verbs": rdma.status(topo)}

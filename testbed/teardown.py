@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from pyroute2 import netns
 
-from testbed import labstore, naming, pids
+from testbed import labstore, naming, pids, rdma
 from testbed.errors import ConflictError, WaitTimeout
 from testbed.nl import NETNS_DIR, netns_exists, open_ns, wait_until
 from testbed.nswait import NetnsDeletion
@@ -73,6 +73,7 @@ def remove_lab(rec: labstore.LabRecord, *, progress: Progress = quiet, timeout: 
     for n in skipped:
         progress(f"leaving namespace {n}: it does not carry the mark {mark!r}, so it is not ours")
     removed = delete_netns(ours, "delete namespace", progress, timeout)
+    rdma.remove(rec.name, progress=progress)  # rxe devices go with their netdevs; delete any that stayed
     labstore.remove(rec.name)
     return removed
 
@@ -159,4 +160,6 @@ def clean(*, all_labs: bool = False, lab: Optional[str] = None, progress: Progre
         stray = orphans()
         if stray:
             removed += delete_netns(stray, "delete unrecorded marked namespace", progress)
+        recorded = set(labstore.names())
+        rdma.remove(orphans_of=lambda name: name not in recorded, progress=progress)
     return removed

@@ -49,6 +49,7 @@ class Function:
     address: ipaddress.IPv4Interface | None
     netns: str
     kind: str = "vf"  # "vf" or "rdma"
+    verbs: bool = False  # a Soft-RoCE device on this netdev (testbed.rdma)
 
     @property
     def rep(self) -> str:
@@ -88,11 +89,25 @@ class Host:
     address: ipaddress.IPv4Interface
     mac: str
     nic: Nic | None = None
+    verbs: bool = False  # a Soft-RoCE device on eth0 (plain hosts)
 
     @property
     def uplinks(self) -> Tuple[str, ...]:
         """The host-side interfaces that have a wire to the switch."""
         return self.nic.ports if self.nic else (naming.HOST_IF,)
+
+
+@dataclass(frozen=True)
+class VerbsDevice:
+    """A Soft-RoCE (rxe) device the lab makes on one of its netdevs. RDMA device names are system-wide,
+    so ``name`` carries the lab's (``naming.rdma_device``)."""
+
+    name: str  # tb_<lab>_<host>_<netdev>
+    host: str
+    owner: str  # "client" (a plain host) or "server:rdma0" (a function)
+    netns: str
+    netdev: str
+    address: ipaddress.IPv4Interface | None
 
 
 @dataclass(frozen=True)
@@ -137,6 +152,20 @@ class Topology:
             if h.nic:
                 names.extend(f.netns for f in h.nic.functions)
         return tuple(names)
+
+    @property
+    def verbs_devices(self) -> Tuple[VerbsDevice, ...]:
+        """Every Soft-RoCE device the lab creates, in creation order."""
+        out = []
+        for h in self.hosts:
+            if h.verbs and not h.nic:
+                out.append(VerbsDevice(naming.rdma_device(self.name, h.name, naming.HOST_IF), h.name,
+                                       h.name, h.netns, naming.HOST_IF, h.address))
+            for fn in h.nic.functions if h.nic else ():
+                if fn.verbs:
+                    out.append(VerbsDevice(naming.rdma_device(self.name, h.name, fn.name), h.name,
+                                           f"{h.name}:{fn.name}", fn.netns, fn.name, fn.address))
+        return tuple(out)
 
     def with_name(self, name: str) -> Topology:
         """The same topology under another lab name (for parallel test labs)."""

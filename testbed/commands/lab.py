@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from testbed import bringup, caps, labstore, loader, status, teardown, wire
+from testbed import bringup, caps, labstore, loader, rdma, status, teardown, wire
 from testbed.commands.common import Progress, add_json, add_quiet, emit_json, require_root
 from testbed.commands.render import render_status
 
@@ -31,6 +31,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     topo = loader.load(args.file, lab_name=args.name)  # validation first: a bad file changes nothing
+    rdma.require(topo)  # Soft-RoCE devices on a kernel that cannot host them in a namespace: refused here
     require_root("up")
     progress = Progress(not (args.quiet or args.json))
     rec = bringup.up(topo, agent=not args.no_agent, agent_timeout=args.agent_timeout, progress=progress)

@@ -43,6 +43,13 @@ def render_status(data: Dict[str, Any]) -> str:
             for r in h["rules"]:
                 out.append(f"      {r['dev']:10} {r['hook']:7} prio {r['prio']:<5} handle {r['handle']:<5} "
                            f"{r['packets']:>8} pkts  {r['label']}")
+    for v in data.get("verbs") or []:
+        if not v.get("present"):
+            out.append(f"verbs {v['name']} ({v['owner']}): MISSING")
+            continue
+        out.append(f"verbs {v['name']} ({v['owner']}) on {v['netns']}:{v.get('netdev') or v['expected_netdev']} "
+                   f"port {v['port']} {v['port_state']} RoCEv2 GID[{v.get('roce_v2_gid_index')}] "
+                   f"{v.get('roce_v2_gid') or '-'}")
     reactions = agent.get("reactions", []) if isinstance(agent, dict) else []
     if reactions:
         out.append("agent: last reactions")

@@ -118,6 +118,24 @@ def cmd_bondhash(args: argparse.Namespace) -> int:
     return _finish(args, res)
 
 
+def cmd_verbs(args: argparse.Namespace) -> int:
+    require_root("traffic verbs")
+    if args.pcap:
+        from testbed.errors import UsageError
+
+        raise UsageError("--pcap: the verbs check counts RoCE frames per wire but keeps no capture",
+                         fix="leave --pcap out (the per-wire counts are in the output and --json)")
+    lab = _lab(args.lab)
+    from testbed.verify import LabTraffic
+
+    tr = LabTraffic(lab, progress=Progress(not (args.quiet or args.json)))
+    res = tr.verbs(target=args.target, fail=None if args.no_fail else args.fail, agent=not args.without_agent,
+                   peer=args.peer, initiator=args.initiator, fail_at_s=args.fail_at,
+                   restore_after_s=args.restore_after, rate=args.rate, size=args.size, ack_timeout=args.ack_timeout,
+                   retry=args.retry)
+    return _finish(args, res)
+
+
 def _outputs(p: argparse.ArgumentParser) -> None:
     add_json(p)
     add_quiet(p)
@@ -156,7 +174,8 @@ def _stream_options(p: argparse.ArgumentParser, rate: float) -> None:
 
 
 def register(sub: Any) -> None:
-    top = sub.add_parser("traffic", help="verify a running lab with real traffic: failover, rdma, hash, bondhash",
+    top = sub.add_parser("traffic",
+                         help="verify a running lab with real traffic: failover, rdma, verbs, hash, bondhash",
                          formatter_class=RAW,
                          description=_wrap("Send sequenced streams through a running lab (raw sockets in its "
                                            "namespaces), capture them at the destination and on the switch "
@@ -205,6 +224,44 @@ def register(sub: Any) -> None:
     _stream_options(p, STREAM_RATE_PPS)
     _outputs(p)
     p.set_defaults(func=cmd_rdma)
+
+    p = tsub.add_parser("verbs", help="a real RDMA workload (RC QP over RDMA CM, Soft-RoCE) through a failover",
+                        formatter_class=RAW,
+                        description=_wrap("A reliable-connected queue pair between a plain host and the RDMA "
+                                    "function (or a VF) -- both with 'verbs: true' Soft-RoCE devices (Linux 7.1+) -- "
+                                    "connected over RDMA CM, sends continuously while the port carrying it fails for "
+                                    "longer than the QP's retry budget (local ACK timeout x retry count) and is "
+                                    "repaired; beside it kernel UDP through the bond gives the bond's own gap. "
+                                    "Reported: operations completed, the largest completion stall next to the "
+                                    "bond's gap and the agent's reaction, completion errors, the QP state at the "
+                                    "end, the rxe counters, the wire carrying the RoCE frames before/during/after. "
+                                    "PASS: both QPs in RTS, 0 completion errors, every operation completed. "
+                                    "--without-agent is the negative control: the agent is stopped before the "
+                                    "fault and the traffic must die (exit 0 when it did)."),
+                        epilog="examples:\n  sudo testbed traffic verbs rab --plot verbs.png\n"
+                               "  sudo testbed traffic verbs rhash --initiator target\n"
+                               "  sudo testbed traffic verbs rab --without-agent   # negative control\n\n"
+                               + COMMON_EPILOG)
+    p.add_argument("lab")
+    p.add_argument("--target", default="server:rdma0", metavar="HOST:FN", help="server:rdma0 (default) or a VF")
+    p.add_argument("--peer", metavar="HOST", help="the plain host at the other end (default: the first)")
+    p.add_argument("--initiator", choices=("peer", "target"), default="peer",
+                   help="which end posts the SENDs (default peer, the plain host)")
+    p.add_argument("--fail", default="auto", metavar="HOST:PORT",
+                   help="the port to fail (default auto: the one carrying the target's RoCE frames)")
+    p.add_argument("--no-fail", action="store_true", help="no failure: the QP alone")
+    p.add_argument("--fail-at", type=float, default=2.0, metavar="S", help="failure this far in (default 2)")
+    p.add_argument("--restore-after", type=float, metavar="S",
+                   help="repair after this long (default: 1.5 x the retry budget + 0.5 s)")
+    p.add_argument("--without-agent", action="store_true",
+                   help="negative control: stop the agent before the fault; the traffic must die")
+    p.add_argument("--rate", type=float, default=200.0, metavar="OPS", help="SENDs per second (default 200)")
+    p.add_argument("--size", type=int, default=1024, metavar="B", help="bytes per SEND (default 1024)")
+    p.add_argument("--ack-timeout", type=int, default=16, metavar="T",
+                   help="local ACK timeout 4.096 us x 2^T (default 16: 268 ms)")
+    p.add_argument("--retry", type=int, default=7, metavar="N", help="retry count (default 7)")
+    _outputs(p)
+    p.set_defaults(func=cmd_verbs)
 
     p = tsub.add_parser("hash", help="N flows over an active-active lab: stickiness, shares, moves on failure",
                         formatter_class=RAW,

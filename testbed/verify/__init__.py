@@ -18,7 +18,8 @@ Modules:
 - ``stations``    -- targets and peers resolved from the topology (pure)
 - ``failover``, ``hashdist``, ``txhash``, ``psn``, ``checks`` -- the verdicts (pure; ``failover_result``
   and ``windows`` hold the failover verdict's data and its time-window arithmetic)
-- ``render``      -- text tables;  ``plot`` -- PNG figures (matplotlib, the ``plot`` extra)
+- ``verbs_run``   -- a real RC queue pair (Soft-RoCE, RDMA CM) through a failover; ``verbs`` its verdict (pure)
+- ``render``      -- text tables;  ``plot`` (``verbs_plot``) -- PNG figures (matplotlib, the ``plot`` extra)
 
 Importing this package loads neither scapy nor matplotlib.
 """

@@ -87,6 +87,14 @@ class LabTraffic:
             context.directions(directions), qps, compare_bond, fault, tolerance or FailoverTolerance(), pcap, peer)
         return self._run(RdmaResult, plan, attempts)
 
+    def verbs(self, target: str = "server:rdma0", fail: Optional[str] = "auto", *, agent: bool = True,
+              **kwargs: Any) -> Any:
+        """A real RDMA workload through a failover (``verbs_run.run_verbs``); ``agent=False`` is the negative
+        control (the agent stopped before the fault; passes when the traffic died)."""
+        from testbed.verify.verbs_run import run_verbs
+
+        return self.ctx.record(run_verbs(self.lab, target, fail=fail, agent=agent, progress=self.progress, **kwargs))
+
     def _run(self, cls: Any, plan: failover_run.FailoverPlan, attempts: int) -> Any:
         return self.ctx.record(failover_run.with_attempts(
             lambda settle_on: failover_run.run(self.ctx, cls, plan, settle_on), plan, attempts, self.ctx.progress))

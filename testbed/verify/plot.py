@@ -1,8 +1,12 @@
 """PNG figures of verification results (matplotlib, the optional ``plot`` extra; Agg backend, no display).
 
-- failover / rdma: packets per ms on each wire (one panel per port, a line
-  per stream) and delivered per stream, over time from the start, with the
-  failure and the repair marked;
+- failover / rdma: one lane per stream (a tick per packet delivered, the
+  largest gap at the failure and at the repair shaded and labelled), and
+  packets per ms on each wire (one panel per port, a line per stream), with
+  the failure and the repair marked;
+- verbs: one lane per QP end, the bond's UDP both ways and the RoCE frames
+  per wire, gaps labelled, the QP's retry budget drawn from the failure
+  (``verbs_plot``);
 - hash: flows per table entry (the representor's ``tx:<e>`` rule counters,
   coloured by the port the entry points to) and flows per port per phase and
   direction against the expected share;
@@ -50,37 +54,67 @@ def _pyplot() -> Any:
     return plt
 
 
+def _largest_gap(xs: List[float], lo: float, hi: float) -> Any:
+    """(start, end) of the largest interval between consecutive values overlapping [lo, hi], or None."""
+    best = None
+    for a, b in zip(xs, xs[1:]):
+        if b < lo or a > hi:
+            continue
+        if best is None or b - a > best[1] - best[0]:
+            best = (a, b)
+    return best
+
+
 def _failover(r: Any, path: str) -> None:
+    """Top: one lane per stream, a tick per packet delivered, the largest gap around the failure and around
+    the repair shaded and labelled. Below: packets per ms on each wire (switch side), a line per stream."""
     plt = _pyplot()
     s = r.series
     wires: Dict[str, Dict[str, List[int]]] = s.get("wires", {})
+    arrivals: Dict[str, List[float]] = s.get("arrivals", {})
     bucket = s.get("bucket_ms", 10.0)
     start = s.get("start_ns", 0)
+    window = getattr(getattr(r, "tolerance", None), "window_ms", 500.0)
     names = [st.name for st in r.streams]
     color = {n: COLORS[i % len(COLORS)] for i, n in enumerate(names)}
-    panels = list(wires) + ["delivered"]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.3 * len(panels) + 0.8), sharex=True, squeeze=False)
-    for ax, panel in zip(axes[:, 0], panels):
-        series = wires[panel] if panel != "delivered" else s.get("delivered", {})
+    marks = [((ev["ns"] - start) / 1e6, (ev.get("end_ns", ev["ns"]) - start) / 1e6,
+              "red" if ev["name"].startswith("fail") else "green") for ev in s.get("events", [])]
+    fig, axes = plt.subplots(len(wires) + 1, 1, figsize=(11, 0.55 * len(names) + 1.9 * len(wires) + 1.6),
+                             sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [max(1.5, 0.45 * len(names))] + [1.6] * len(wires)})
+    lanes = axes[0, 0]
+    for i, name in enumerate(names):
+        y = len(names) - 1 - i
+        xs = arrivals.get(name) or []
+        lanes.vlines(xs, y - 0.32, y + 0.32, color=color[name], linewidth=0.5)
+        for x0, _x1, _c in marks:
+            gap = _largest_gap(xs, x0 - window, x0 + window)
+            if gap and gap[1] - gap[0] > 3 * 1000.0 / max(r.rate_pps, 1):
+                lanes.broken_barh([(gap[0], gap[1] - gap[0])], (y - 0.38, 0.76), color=color[name], alpha=0.3)
+                lanes.text(gap[1], y, f" {gap[1] - gap[0]:.0f} ms", fontsize=7, va="center")
+    lanes.set_yticks(range(len(names)))
+    lanes.set_yticklabels(list(reversed(names)), fontsize=8)
+    lanes.set_ylim(-0.6, len(names) - 0.4)
+    lanes.set_title("delivered at the destination: a tick per packet; shaded: the largest gap at the failure "
+                    "and at the repair", fontsize=9, loc="left")
+    for ax, panel in zip(axes[1:, 0], wires):
         for name in names:
-            counts = series.get(name)
+            counts = wires[panel].get(name)
             if not counts:
                 continue
             xs = [i * bucket for i in range(len(counts))]
             ax.step(xs, [c / bucket for c in counts], where="post", label=name, color=color[name], linewidth=1)
-        for ev in s.get("events", []):
-            x0 = (ev["ns"] - start) / 1e6
-            x1 = (ev.get("end_ns", ev["ns"]) - start) / 1e6
-            mark = "red" if ev["name"].startswith("fail") else "green"
-            ax.axvline(x0, color=mark, linestyle="--", linewidth=1)
-            if x1 - x0 > bucket:
-                ax.axvspan(x0, x1, color=mark, alpha=0.12)  # the netlink call that made the event
-        title = f"wire {panel} (switch side)" if panel != "delivered" else "delivered at the destination"
         ax.set_ylabel("packets/ms")
-        ax.set_title(title, fontsize=9, loc="left")
+        ax.set_title(f"wire {panel} (switch side)", fontsize=9, loc="left")
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7, ncol=min(6, len(names)), loc="upper right")
-    axes[-1, 0].set_xlabel(f"ms since the first packet ({bucket:g} ms buckets; red: failure, green: repair; "
+    for ax in axes[:, 0]:
+        for x0, x1, mark in marks:
+            ax.axvline(x0, color=mark, linestyle="--", linewidth=1)
+            if x1 - x0 > 1:
+                ax.axvspan(x0, x1, color=mark, alpha=0.12)  # the netlink call that made the event
+    if len(axes) > 1:
+        axes[1, 0].legend(fontsize=7, ncol=min(6, len(names)), loc="upper right")
+    axes[-1, 0].set_xlabel(f"ms since the first packet (wires: {bucket:g} ms buckets; red: failure, green: repair; "
                            "shaded: while the call that made it ran)")
     summary = textwrap.fill(r.summary, 150)
     fig.suptitle(f"{r.kind} on lab {r.lab}: {r.fail} -- {r.verdict}\n{summary}", fontsize=8)
@@ -154,6 +188,11 @@ def plot(result: Any, path: str) -> str:
         _hash(result, path)
     elif kind == "bondhash":
         _bondhash(result, path)
+    elif kind == "verbs":
+        from testbed.verify.verbs_plot import plot_verbs
+
+        _config_dir()
+        plot_verbs(result, path)
     else:
         raise ValueError(f"no plot for {kind!r}")
     return path

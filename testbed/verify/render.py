@@ -134,4 +134,6 @@ def render(result: Any, verbose: bool = False) -> str:
         return render_hash(result, verbose)
     if kind == "bondhash":
         return render_bondhash(result, verbose)
+    if kind == "verbs":
+        return "\n".join(result.lines())
     raise ValueError(f"no renderer for {kind!r}")
