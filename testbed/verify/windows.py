@@ -134,5 +134,8 @@ def series(names: Sequence[str], records: Mapping[str, Sequence[Any]],
             wires.setdefault(wire, {})[name] = counts
         dl = timeline(records.get(name, ()), bucket_ms=bucket, start_ns=start_ns, end_ns=end_ns)
         delivered[name] = [sum(x) for x in zip(*dl.wires.values())] if dl.wires else []
+    arrivals = {name: sorted(round((r.rx_ns - start_ns) / 1e6, 2) for r in records.get(name, ()))
+                for name in names}  # ms from the start, per stream: the plot's lanes and their gaps
     return {"start_ns": start_ns, "bucket_ms": bucket, "wires": dict(sorted(wires.items())),
-            "delivered": delivered, "events": [{"name": n, "ns": ns, "end_ns": e} for n, ns, e in events]}
+            "delivered": delivered, "arrivals": arrivals,
+            "events": [{"name": n, "ns": ns, "end_ns": e} for n, ns, e in events]}
