@@ -203,7 +203,7 @@ class Peer:
                 self.stalled = True
                 break
             due = t0 + seq * interval - time.monotonic() if outstanding < a.depth else POLL_IDLE_S
-            time.sleep(min(max(due, 0.0), POLL_IDLE_S))
+            time.sleep(min(max(due, 0.0), POLL_IDLE_S))  # poll: the CQ, paced to the send schedule
         self.total = seq if last_seq is None else last_seq + 1
 
     def run_receiver(self) -> None:
@@ -230,7 +230,7 @@ class Peer:
             if time.monotonic() > deadline:
                 self.stalled = True
                 break
-            time.sleep(POLL_IDLE_S)
+            time.sleep(POLL_IDLE_S)  # poll: the CQ
 
     def qp_info(self) -> Dict[str, Any]:
         e = self.e
