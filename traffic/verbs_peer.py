@@ -269,15 +269,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=1024, help="bytes per operation")
     p.add_argument("--depth", type=int, default=16, help="outstanding operations at most")
     p.add_argument("--ack-timeout", type=int, default=16, help="local ACK timeout exponent (4.096 us x 2^T)")
-    p.add_argument("--retry", type=int, default=7, help="retry count (0..7)")
+    p.add_argument("--retry", type=int, default=6, help="retry count (0..6; rxe treats 7 as infinite)")
     p.add_argument("--rnr-retry", type=int, default=7, help="RNR retry count (7: infinite)")
     p.add_argument("--stall-limit", type=float, default=10.0, help="s without a completion before giving up")
     p.add_argument("--connect-timeout", type=float, default=60.0)
     a = p.parse_args(argv)
     if a.role == "connect" and not a.peer:
         p.error("--role connect needs --peer")
-    if not (0 < a.ack_timeout < 32 and 0 <= a.retry <= 7 and 0 <= a.rnr_retry <= 7 and a.rate > 0 and a.depth > 0):
-        p.error("ack timeout 1..31, retry and rnr-retry 0..7, positive rate and depth")
+    if not (0 < a.ack_timeout < 32 and 0 <= a.retry <= 6 and 0 <= a.rnr_retry <= 7 and a.rate > 0 and a.depth > 0):
+        p.error("ack timeout 1..31, retry 0..6, rnr-retry 0..7, positive rate and depth")
     return a
 
 

@@ -259,7 +259,8 @@ def register(sub: Any) -> None:
     p.add_argument("--size", type=int, default=1024, metavar="B", help="bytes per SEND (default 1024)")
     p.add_argument("--ack-timeout", type=int, default=16, metavar="T",
                    help="local ACK timeout 4.096 us x 2^T (default 16: 268 ms)")
-    p.add_argument("--retry", type=int, default=7, metavar="N", help="retry count (default 7)")
+    p.add_argument("--retry", type=int, default=6, metavar="N",
+                   help="retry count 0..6 (default 6; 7 would mean retry forever in Soft-RoCE)")
     _outputs(p)
     p.set_defaults(func=cmd_verbs)
 

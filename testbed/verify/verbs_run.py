@@ -129,14 +129,15 @@ def _device(topo: Any, owner: str, what: str) -> VerbsDevice:
 def run_verbs(lab: Any, target: str = "server:rdma0", *, peer: Optional[str] = None, initiator: str = "peer",
               fail: Optional[str] = "auto", fail_at_s: float = 2.0, restore_after_s: Optional[float] = None,
               tail_s: float = 2.0, agent: bool = True, rate: float = 200.0, size: int = 1024, depth: int = 16,
-              ack_timeout: int = 16, retry: int = 7, window_ms: float = 1000.0,
+              ack_timeout: int = 16, retry: int = 6, window_ms: float = 1000.0,
               progress: Progress = _quiet) -> VerbsResult:
     topo = lab.topo
     if initiator not in ("peer", "target"):
         raise UsageError(f"initiator {initiator!r}", fix="peer (the plain host sends) or target")
-    if not (1 <= ack_timeout <= 31 and 0 <= retry <= 7 and rate > 0 and fail_at_s >= 0.5):
+    if not (1 <= ack_timeout <= 31 and 0 <= retry <= 6 and rate > 0 and fail_at_s >= 0.5):
         raise UsageError(f"ack timeout {ack_timeout}, retry {retry}, rate {rate}, fail at {fail_at_s} s",
-                         fix="ack timeout 1..31, retry 0..7, rate > 0, fail at >= 0.5 s")
+                         fix="ack timeout 1..31, retry 0..6 (Soft-RoCE retries forever at 7), rate > 0, "
+                             "fail at >= 0.5 s")
     t = stations.resolve_target(topo, target)
     if t.kind == "bond":
         raise UsageError(f"{target}: the bond is kernel traffic, not an RDMA device", fix="use server:rdma0 or a VF")

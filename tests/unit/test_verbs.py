@@ -129,7 +129,7 @@ def _res(sender: bool, n: int, start: int, step: int, hole=None, **kw):
         t = [x for x in t if not hole[0] <= x < hole[1]]
     out = {"event": "result", "sender": sender, "posted": n if sender else 0, "expected": n if sender else None,
            "completed": len(t), "completions_ns": t, "errors": {}, "first_error": None, "stalled": False,
-           "qp_state": "RTS", "ack_timeout": 16, "retry_cnt": 7, "end_ns": t[-1] if t else start}
+           "qp_state": "RTS", "ack_timeout": 16, "retry_cnt": 6, "end_ns": t[-1] if t else start}
     out.update(kw)
     return out
 
@@ -142,7 +142,7 @@ def _judge(snd, rcv, agent=True, wires=None):
     wires = wires or {"before the fault": {"pf0": 400, "pf1": 0}, "during the fault": {"pf0": 0, "pf1": 600},
                       "after the repair": {"pf0": 300, "pf1": 2}}
     return verbs.evaluate_verbs(lab="x", target="server:rdma0", peer="client", initiator="client", fail="server:pf0",
-                                agent=agent, expect_survive=agent, ack_timeout=16, retry=7, ends=ends,
+                                agent=agent, expect_survive=agent, ack_timeout=16, retry=6, ends=ends,
                                 fail_ns=2000 * ms, repair_ns=5500 * ms, bond_arrivals=bond, agent_reactions=[],
                                 wires=wires, counters={"tb_x_client_eth0": {"sent_pkts": 9, "completer_retry_err": 2}},
                                 failed_port="pf0", window_ms=1000)
@@ -157,7 +157,7 @@ def test_verdict_pass():
     r = _judge(snd, rcv)
     assert r.passed and r.survived and r.verdict == "PASS", "\n".join(r.lines())
     assert r.ends[0].stall_at_fail_ms == 305.0 and r.bond_gap_ms["rx@fail"] == 105.0
-    assert r.fault_ms == 3500.0 and r.budget_ms == 2147.5
+    assert r.fault_ms == 3500.0 and r.budget_ms == 1879.0
     text = "\n".join(r.lines())
     assert "completer_retry_err 2" in text and "verdict: PASS" in text and "RoCE frames during the fault" in text
     assert r.to_dict()["verdict"] == "PASS" and "series" not in r.to_dict()
@@ -207,7 +207,7 @@ def test_parse_roce():
 
 def test_peer_args():
     a = verbs_peer.parse_args(["--role", "connect", "--address", "1.2.3.4", "--peer", "1.2.3.5", "--send"])
-    assert a.ack_timeout == 16 and a.retry == 7 and a.send
+    assert a.ack_timeout == 16 and a.retry == 6 and a.send
     with pytest.raises(SystemExit):
         verbs_peer.parse_args(["--role", "connect", "--address", "1.2.3.4"])
     with pytest.raises(SystemExit):
@@ -247,3 +247,10 @@ def test_verbs_plot_is_a_png(tmp_path):
     assert plot(r, path) == path
     with open(path, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_peer_refuses_retry_7_which_rxe_treats_as_forever():
+    """rxe_comp.c decrements retry_cnt only when it is not 7: a QP set to 7 never reaches 'retry exceeded',
+    so a negative control could never end -- seen in the 7.3 guest: 15 retries, QP still RTS after 4 s."""
+    with pytest.raises(SystemExit):
+        verbs_peer.parse_args(["--role", "connect", "--address", "1.2.3.4", "--peer", "1.2.3.5", "--retry", "7"])
