@@ -10,33 +10,19 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Sequence, Tuple
 
-from testbed.errors import CapabilityError
+from testbed.verify.plot import _largest_gap, _pyplot
 from testbed.verify.verbs import largest_gap_ms
 
 
 def _gap_span(times: Sequence[int], around: Optional[int], window_ms: float) -> Optional[Tuple[int, int]]:
     """The (start, end) ns of the largest gap overlapping the window around ``around``."""
-    ts = sorted(times)
-    if around is None or len(ts) < 2:
+    if around is None:
         return None
-    lo, hi = around - window_ms * 1e6, around + window_ms * 1e6
-    best = None
-    for a, b in zip(ts, ts[1:]):
-        if b < lo or a > hi:
-            continue
-        if best is None or b - a > best[1] - best[0]:
-            best = (a, b)
-    return best
+    return _largest_gap(sorted(times), around - window_ms * 1e6, around + window_ms * 1e6)
 
 
 def plot_verbs(result: Any, path: str, window_ms: float = 1000.0) -> str:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise CapabilityError("--plot needs matplotlib", fix="pip install 'testbed[plot]'") from None
+    plt = _pyplot()
     s = result.series
     t0 = s.get("start_ns") or 0
     lanes: List[Tuple[str, List[int]]] = []
