@@ -1,12 +1,15 @@
 """Small pyroute2 helpers shared by the lab code: open a namespace without
 creating it, turn NetlinkError into NetlinkOpError, wait on a condition.
 
-Namespace sockets are made in this process (a short-lived thread ``setns``-es
-into ``/run/netns/NAME``, creates the socket, ends), never through pyroute2's
-``netns.create_socket``: that forks a helper with a fixed internal start-up
-timeout, which a loaded machine misses ("could not start netns socket within
-timeout"). Every ``wait_until`` deadline is multiplied by ``TESTBED_TIMEOUT_SCALE``
-(default 1) and its timeout error says so."""
+Raw namespace sockets (``ns_socket``, the agent's link events) are made in this
+process: a short-lived thread ``setns``-es into ``/run/netns/NAME``, creates the
+socket, ends. An ``IPRoute`` in a namespace (``open_ns``) still comes from pyroute2's
+own ``netns=`` path: pyroute2 makes one socket per thread that uses an ``IPRoute``,
+and given ``fileno=`` it re-wraps the same descriptor number in every thread --
+after the first thread's wrapper closed it -- which closed whatever socket had
+reused that number (seen in the 7.3 guest: the traffic sender's AF_PACKET socket
+died with EBADF mid-run). Every ``wait_until`` deadline is multiplied by
+``TESTBED_TIMEOUT_SCALE`` (default 1) and its timeout error says so."""
 
 from __future__ import annotations
 
@@ -48,12 +51,13 @@ def ns_socket(name: str, family: int, kind: int, proto: int = 0) -> socket.socke
 
 
 def open_ns(name: Optional[str], **kwargs: object) -> IPRoute:
-    """An IPRoute inside namespace ``name`` (None: ours), for the calling thread. Never creates a missing
-    namespace. ``kwargs`` go to IPRoute (e.g. ``groups=0``)."""
+    """An IPRoute inside namespace ``name`` (None: ours). Never creates a missing namespace (``flags=0``).
+    ``kwargs`` go to IPRoute (e.g. ``groups=0``). Not ``fileno=``: see the module docstring."""
     if name is None:
         return IPRoute(**kwargs)
-    sock = ns_socket(name, socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
-    return IPRoute(fileno=sock.detach(), **kwargs)  # pyroute2 owns the descriptor from here
+    if not netns_exists(name):
+        raise LabNotFound(f"network namespace {name!r} does not exist", fix="is the lab up? see `testbed list`")
+    return IPRoute(netns=name, flags=0, **kwargs)
 
 
 @contextmanager
