@@ -3,8 +3,9 @@ creating it, turn NetlinkError into NetlinkOpError, wait on a condition.
 
 Raw namespace sockets (``ns_socket``, the agent's link events) are made in this
 process: a short-lived thread ``setns``-es into ``/run/netns/NAME``, creates the
-socket, ends. An ``IPRoute`` in a namespace (``open_ns``) still comes from pyroute2's
-own ``netns=`` path: pyroute2 makes one socket per thread that uses an ``IPRoute``,
+socket, ends. An ``IPRoute`` in a namespace (``open_ns``) comes from pyroute2's own
+``netns=`` path, with its helper's deadlines sized for a loaded TCG guest
+(``NETNS_SOCKET_TIMEOUT``, scaled): pyroute2 makes one socket per thread that uses an ``IPRoute``,
 and given ``fileno=`` it re-wraps the same descriptor number in every thread --
 after the first thread's wrapper closed it -- which closed whatever socket had
 reused that number (seen in the 7.3 guest: the traffic sender's AF_PACKET socket
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, TypeVar
 
 from pyroute2 import IPRoute
+from pyroute2 import config as pr_config
 from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed.errors import LabNotFound, NetlinkOpError, UsageError, WaitTimeout
@@ -29,6 +31,10 @@ from traffic.netns import run_in_netns
 
 T = TypeVar("T")
 TIMEOUT_SCALE_ENV = "TESTBED_TIMEOUT_SCALE"
+# pyroute2's helper (fork, setns, pass the fd back) for a namespace socket: its own defaults (10 s in all,
+# 2 s a try) were missed by a loaded machine ("could not start netns socket within timeout")
+NETNS_SOCKET_TIMEOUT = 120.0
+NETNS_HELPER_REPLY = 30.0
 
 _HINTS = {
     errno_mod.EEXIST: "already exists (left over? try `testbed clean`)",
@@ -57,7 +63,15 @@ def open_ns(name: Optional[str], **kwargs: object) -> IPRoute:
         return IPRoute(**kwargs)
     if not netns_exists(name):
         raise LabNotFound(f"network namespace {name!r} does not exist", fix="is the lab up? see `testbed list`")
-    return IPRoute(netns=name, flags=0, **kwargs)
+    scale = timeout_scale()
+    pr_config.default_create_socket_timeout = NETNS_SOCKET_TIMEOUT * scale  # read by pyroute2 at each socket
+    pr_config.default_communicate_timeout = NETNS_HELPER_REPLY * scale
+    try:
+        return IPRoute(netns=name, flags=0, **kwargs)
+    except TimeoutError:
+        raise WaitTimeout(f"timed out after {NETNS_SOCKET_TIMEOUT * scale:g}s waiting for a netlink socket in "
+                          f"namespace {name} (pyroute2's helper process)",
+                          fix=f"a loaded machine: raise {TIMEOUT_SCALE_ENV} (e.g. 2)") from None
 
 
 @contextmanager
