@@ -36,7 +36,7 @@ from testbed.nl import ifindex, open_ns, wait_until
 from testbed.tc import ops
 from testbed.topology import Host
 
-pytestmark = [pytest.mark.integration, pytest.mark.soak]
+pytestmark = [pytest.mark.integration, pytest.mark.soak, pytest.mark.timeout(2400)]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MIN = "topologies/soak-min.yaml"
 MODE1 = "topologies/mode1-recovery.yaml"

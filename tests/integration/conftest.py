@@ -1,0 +1,108 @@
+"""Leak guard for the integration suite: a lab owns what it creates and removes all of it.
+
+Each integration module must leave behind no process and no network namespace that was
+not there before it started (labs, agents, traffic senders, rping/verbs peers). Before
+the guard, a leftover busy process from one module made later timing tests in the same
+guest fail or hang, far from their cause; now the module that leaked fails at its last
+teardown, naming what it left (pid, command line, CPU seconds) -- and the leftovers are
+killed and the namespaces removed, so the rest of the run is not poisoned.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Dict, List, Set
+
+import pytest
+
+from testbed.rawnl import NETNS_DIR
+
+
+def _processes() -> Dict[int, str]:
+    """User-space processes (pid -> command line); kernel threads have an empty cmdline."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if cmd:
+            out[int(entry)] = cmd
+    return out
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _namespaces() -> Set[str]:
+    try:
+        return set(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return set()
+
+
+def _ancestors(pid: int) -> Set[int]:
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return seen
+
+
+def _remove_netns(name: str) -> None:
+    from pyroute2 import netns
+
+    try:
+        netns.remove(name)
+    except OSError:
+        pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def leak_guard(request):
+    if not request.node.get_closest_marker("integration") and not any(
+            item.get_closest_marker("integration") for item in request.node.items):
+        yield
+        return
+    mine = _ancestors(os.getpid())
+    procs_before = set(_processes())
+    ns_before = _namespaces()
+    yield
+    left = {pid: cmd for pid, cmd in _processes().items()
+            if pid not in procs_before and pid not in mine}
+    # a process of ours that is still exiting is not a leak: give each a moment to be reaped
+    stale: List[str] = []
+    for pid, cmd in sorted(left.items()):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z":
+            continue
+        stale.append(f"pid {pid} ({_cpu_s(pid):.1f} s CPU): {cmd[:160]}")
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    ns_left = sorted(_namespaces() - ns_before)
+    for name in ns_left:
+        _remove_netns(name)
+    if stale or ns_left:
+        pytest.fail(f"{request.node.name} left behind {len(stale)} process(es) and "
+                    f"{len(ns_left)} namespace(s) (killed and removed): "
+                    + "; ".join(stale + [f"netns {n}" for n in ns_left]), pytrace=False)
