@@ -17,10 +17,11 @@ included. Any failure removes what was built and re-raises.
 from __future__ import annotations
 
 from testbed import caps, labstore, realize, teardown
+from testbed.agent import AGENT_TIMEOUT
 from testbed.progress import Progress, quiet
 from testbed.topology import Topology
 
-AGENT_TIMEOUT = 120.0  # seconds for the agent's first reconcile: sized for a loaded TCG guest
+__all__ = ["AGENT_TIMEOUT", "check", "finish", "up"]
 _modules_ready = False  # caps.ensure_modules() passed in this process (modules stay loaded): not again per lab
 
 
