@@ -39,6 +39,7 @@ class LabRecord:
     pid: int = 0  # the process that built it
     agent: bool = True
     holder: int = 0  # a process the lab lives and dies with (a Mininet session's); 0: none
+    agent_ready_s: Optional[float] = None  # agent started -> its first reconcile done, as its starter saw it
 
     def model(self) -> Topology:
         from testbed.loader import build_model

@@ -44,7 +44,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     rec = bringup.up(topo, agent=not args.no_agent, agent_timeout=args.agent_timeout, progress=progress)
     progress(f"lab {topo.name} is up: {len(rec.netns)} namespaces")
     if args.json:
-        emit_json({"lab": topo.name, "netns": rec.netns, "agent": rec.agent})
+        emit_json({"lab": topo.name, "netns": rec.netns, "agent": rec.agent, "agent_ready_s": rec.agent_ready_s})
     else:
         print(topo.name)
     return 0
