@@ -35,11 +35,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from testbed import bringup, loader, rdma
+    from testbed import loader, rdma
 
     topo = loader.load(args.file, lab_name=args.name)  # validation first: a bad file changes nothing
     rdma.require(topo)  # Soft-RoCE devices on a kernel that cannot host them in a namespace: refused here
     require_root("up")
+    from testbed import bringup  # the build's netlink (pyroute2): not for a refused file
+
     progress = Progress(not (args.quiet or args.json))
     rec = bringup.up(topo, agent=not args.no_agent, agent_timeout=args.agent_timeout, progress=progress)
     progress(f"lab {topo.name} is up: {len(rec.netns)} namespaces")
