@@ -8,8 +8,8 @@ the median wall time of N runs of one command, with its ratio to ``python -c pas
     sudo python benchmarks/bench_startup.py --lab ab --port server:pf0    # with lab ``ab`` up (e.g. in the guest)
 
 With ``--lab`` it adds ``status --json``, ``fail HOST:PORT`` then ``restore HOST:PORT`` (each fail is
-followed by its restore, so the lab ends as it began), and a refused ``up`` (the lab's own file again: a
-name clash, exit 5, refused before anything is built). Commands run as ``python -m testbed`` from this
+followed by its restore, so the lab ends as it began), and a refused ``up`` (the lab's own file again, under
+the lab's name: a name clash, exit 5, refused before anything is built). Commands run as ``python -m testbed`` from this
 checkout; the module count of each is printed by ``python -X importtime`` (the ``modules`` column).
 """
 
@@ -68,16 +68,26 @@ def rows(args: argparse.Namespace) -> List[tuple]:
         out += [("testbed status --json", [TESTBED + ["status", args.lab, "--json"]], (0,)),
                 (f"testbed fail {args.port}", [TESTBED + ["fail", args.lab, host, port]], (0,)),
                 (f"testbed restore {args.port}", [TESTBED + ["restore", args.lab, host, port]], (0,)),
-                ("testbed up (refused: name clash)", [TESTBED + ["up", lab_file(args.lab)]], (5,))]
+                ("testbed up (refused: name clash)", [TESTBED + ["up", lab_file(args), "--name", args.lab]], (5,))]
     return out
 
 
-def lab_file(lab: str) -> str:
-    """The topology file lab ``lab`` was built from (its record says)."""
+def lab_file(args: argparse.Namespace) -> str:
+    """The topology file to ``up`` again: ``--file``, else the one the lab was built from (its record says;
+    a relative path is taken from this checkout)."""
+    if args.file:
+        return os.path.abspath(args.file)
     sys.path.insert(0, ROOT)
     from testbed import labstore
+    from testbed.errors import TestbedError
 
-    return labstore.read(lab).file
+    try:
+        path = os.path.join(ROOT, labstore.read(args.lab).file)
+    except TestbedError as exc:
+        raise SystemExit(f"bench_startup: {exc}") from None
+    if not os.path.isfile(path):
+        raise SystemExit(f"bench_startup: lab {args.lab} was built from {path}, which is not here: give --file")
+    return path
 
 
 def main() -> int:
@@ -85,6 +95,7 @@ def main() -> int:
     ap.add_argument("-n", "--runs", type=int, default=7, help="runs per command; the median is shown (default 7)")
     ap.add_argument("--lab", help="a lab that is up: adds status, fail, restore and a refused up (needs root)")
     ap.add_argument("--port", default="server:pf0", help="HOST:PORT to fail and restore (default server:pf0)")
+    ap.add_argument("--file", help="topology file for the refused up (default: the lab's own)")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = ap.parse_args()
     table = rows(args)
