@@ -7,7 +7,7 @@
 1. ``check``: kernel modules loaded (``caps.ensure_modules``), no name the lab needs is taken;
 2. ``realize.up``: the lab record (state ``building``, the builder's pid), namespaces, wires, bond, VFs;
 3. ``finish``: the agent started and confirmed (its first reconcile done), and only then the record
-   says ``up``.
+   says ``up``; how long the agent took is ``rec.agent_ready_s`` (``up`` says it, and its --json).
 
 Until step 3 is through, the record says ``building`` with this process's pid: if this process dies
 (SIGKILL at any point) the lab is a crashed build that plain ``testbed clean`` removes, agent
@@ -16,12 +16,20 @@ included. Any failure removes what was built and re-raises.
 
 from __future__ import annotations
 
+import time
+
 from testbed import caps, labstore, realize, teardown
+from testbed.agent import AGENT_TIMEOUT
 from testbed.progress import Progress, quiet
 from testbed.topology import Topology
 
-AGENT_TIMEOUT = 120.0  # seconds for the agent's first reconcile: sized for a loaded TCG guest
+__all__ = ["AGENT_TIMEOUT", "check", "finish", "ready_line", "up"]
 _modules_ready = False  # caps.ensure_modules() passed in this process (modules stay loaded): not again per lab
+
+
+def ready_line(seconds: float) -> str:
+    """The progress line for the agent's start-up (start -> first reconcile done)."""
+    return f"agent ready in {seconds:.2f} s (first reconcile)"
 
 
 def check(topo: Topology, *, progress: Progress = quiet) -> None:
@@ -38,6 +46,7 @@ def check(topo: Topology, *, progress: Progress = quiet) -> None:
 def finish(rec: labstore.LabRecord, *, agent: bool, agent_timeout: float = AGENT_TIMEOUT,
            progress: Progress = quiet) -> labstore.LabRecord:
     """Start the agent (if wanted) and wait for its first reconcile, then mark the lab ``up``.
+    ``rec.agent_ready_s``: how long that took (the agent's imports, sockets and first reconcile).
 
     The caller removes the lab if this raises (``up`` does; Mininet's ``LagNet.stop`` does)."""
     rec.agent = agent
@@ -46,7 +55,10 @@ def finish(rec: labstore.LabRecord, *, agent: bool, agent_timeout: float = AGENT
         from testbed.agent import launcher
 
         progress("starting the offload agent")
+        t = time.monotonic()
         launcher.start(rec.name, timeout=agent_timeout)
+        rec.agent_ready_s = round(time.monotonic() - t, 3)
+        progress(ready_line(rec.agent_ready_s))
     rec.state = "up"
     labstore.write(rec)
     return rec

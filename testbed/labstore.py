@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from typing import List, Optional
 
+from testbed import pids
 from testbed.errors import LabNotFound
 from testbed.topology import Topology
 
@@ -38,6 +39,7 @@ class LabRecord:
     pid: int = 0  # the process that built it
     agent: bool = True
     holder: int = 0  # a process the lab lives and dies with (a Mininet session's); 0: none
+    agent_ready_s: Optional[float] = None  # agent started -> its first reconcile done, as its starter saw it
 
     def model(self) -> Topology:
         from testbed.loader import build_model
@@ -78,6 +80,21 @@ def names() -> List[str]:
         return sorted(d for d in os.listdir(RUN_DIR) if os.path.isfile(lab_file(d, "lab.json")))
     except FileNotFoundError:
         return []
+
+
+def held_elsewhere(rec: LabRecord) -> bool:
+    """The lab lives in another live process (a Mininet session) that removes it itself."""
+    return bool(rec.holder) and rec.holder != os.getpid() and pids.alive(rec.holder)
+
+
+def crashed(rec: LabRecord) -> bool:
+    """What ``clean`` removes without ``--all``: a removal that was interrupted, a build whose builder is
+    gone, a lab whose holding process (a Mininet session) is gone."""
+    if rec.state == "removing":
+        return True
+    if rec.state == "building" and not pids.alive(rec.pid):
+        return True
+    return bool(rec.holder) and not pids.alive(rec.holder)
 
 
 def remove(lab: str) -> None:

@@ -25,6 +25,8 @@ NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 RTM_NEWLINK = 16
 RTM_DELLINK = 17
 RTM_GETLINK = 18
+RTM_SETLINK = 19
+IFF_UP = 0x1
 IFLA_IFNAME = 3
 IFLA_EXT_MASK = 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3
@@ -75,6 +77,14 @@ def header(length: int, msg_type: int, flags: int, seq: int) -> bytes:
 def link_dump_body() -> bytes:
     """RTM_GETLINK dump request body: any family, no stats (cheap with many interfaces)."""
     return IFINFO.pack(0, 0, 0, 0, 0) + NLA.pack(8, IFLA_EXT_MASK) + struct.pack("=I", RTEXT_FILTER_SKIP_STATS)
+
+
+def link_set_up_body(ifname: str, up: bool) -> bytes:
+    """RTM_SETLINK body: set (or clear) IFF_UP of the interface named ``ifname`` (ifi_index 0: by name),
+    as ``ip link set NAME up|down`` does; no other flag changes."""
+    name = ifname.encode() + b"\0"
+    attr = NLA.pack(NLA.size + len(name), IFLA_IFNAME) + name
+    return IFINFO.pack(0, 0, 0, IFF_UP if up else 0, IFF_UP) + attr + b"\0" * (align(len(attr)) - len(attr))
 
 
 def link_name(msg: bytes) -> Optional[str]:

@@ -13,8 +13,9 @@ from typing import List, Optional
 
 from pyroute2 import netns
 
-from testbed import labstore, naming, pids, rdma
+from testbed import labstore, naming, rdma
 from testbed.errors import ConflictError, WaitTimeout
+from testbed.labstore import crashed, held_elsewhere  # judged from the record alone (`list` needs no netlink)
 from testbed.nl import NETNS_DIR, netns_exists, open_ns, wait_until
 from testbed.nswait import NetnsDeletion
 from testbed.progress import Progress, quiet
@@ -105,21 +106,6 @@ def down(lab: str, *, progress: Progress = quiet) -> List[str]:
             "namespaces alive, so removing their names would not remove them",
             fix=f"leave that Mininet CLI (`exit`) -- it removes the lab -- or `kill {rec.holder}`")
     return remove_lab(rec, progress=progress)
-
-
-def held_elsewhere(rec: labstore.LabRecord) -> bool:
-    """The lab lives in another live process (a Mininet session) that removes it itself."""
-    return bool(rec.holder) and rec.holder != os.getpid() and pids.alive(rec.holder)
-
-
-def crashed(rec: labstore.LabRecord) -> bool:
-    """What ``clean`` removes without ``--all``: a removal that was interrupted, a build whose builder is
-    gone, a lab whose holding process (a Mininet session) is gone."""
-    if rec.state == "removing":
-        return True
-    if rec.state == "building" and not pids.alive(rec.pid):
-        return True
-    return bool(rec.holder) and not pids.alive(rec.holder)
 
 
 def orphans() -> List[str]:

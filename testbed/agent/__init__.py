@@ -13,4 +13,9 @@ The bond's state reader, its wire format and which ports it uses live below, in
 * ``report``    agent.log / agent.json
 * ``loop``      the process: select over every NIC namespace
 * ``launcher``  run in-process, or start detached and wait until ready
+
+This package's ``__init__`` imports nothing: the CLI reads ``AGENT_TIMEOUT`` from it while registering
+its options, and every command pays that.
 """
+
+AGENT_TIMEOUT = 120.0  # seconds for the agent's first reconcile: sized for a loaded TCG guest

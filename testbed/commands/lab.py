@@ -1,18 +1,23 @@
-"""Lab lifecycle subcommands: doctor, up, down, list, status, fail, restore, clean."""
+"""Lab lifecycle subcommands: doctor, up, down, list, status, fail, restore, clean.
+
+Every command pays this module's imports (``testbed.cli`` registers all subcommands), so the library is
+imported in each handler, and only what that handler's path uses: ``list`` needs no netlink at all, and
+under TCG every module costs (tests/unit/test_lean_imports.py holds the line).
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any, Dict
 
-from testbed import bringup, caps, labstore, loader, rdma, status, teardown, wire
+from testbed.agent import AGENT_TIMEOUT
 from testbed.commands.common import Progress, add_json, add_quiet, emit_json, require_root
-from testbed.commands.render import render_status
 
 RAW = argparse.RawDescriptionHelpFormatter
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from testbed import caps
     from testbed.commands.vm import render_kernels
     from testbed.vmkernel import describe_kernels
 
@@ -30,20 +35,26 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from testbed import loader, rdma
+
     topo = loader.load(args.file, lab_name=args.name)  # validation first: a bad file changes nothing
     rdma.require(topo)  # Soft-RoCE devices on a kernel that cannot host them in a namespace: refused here
     require_root("up")
+    from testbed import bringup  # the build's netlink (pyroute2): not for a refused file
+
     progress = Progress(not (args.quiet or args.json))
     rec = bringup.up(topo, agent=not args.no_agent, agent_timeout=args.agent_timeout, progress=progress)
     progress(f"lab {topo.name} is up: {len(rec.netns)} namespaces")
     if args.json:
-        emit_json({"lab": topo.name, "netns": rec.netns, "agent": rec.agent})
+        emit_json({"lab": topo.name, "netns": rec.netns, "agent": rec.agent, "agent_ready_s": rec.agent_ready_s})
     else:
         print(topo.name)
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from testbed import teardown
+
     require_root("down")
     progress = Progress(not args.quiet)
     removed = teardown.down(args.lab, progress=progress)
@@ -53,11 +64,13 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from testbed import labstore
+
     labs = []
     for name in labstore.names():
         rec = labstore.try_read(name)
         if rec:
-            state = "crashed" if teardown.crashed(rec) and rec.state != "removing" else rec.state
+            state = "crashed" if labstore.crashed(rec) and rec.state != "removing" else rec.state
             labs.append({"lab": name, "state": state, "file": rec.file, "netns": len(rec.netns),
                          "mininet_pid": rec.holder or None})
     if args.json:
@@ -70,6 +83,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from testbed import status
+    from testbed.commands.render import render_status
+
     require_root("status")
     data: Dict[str, Any] = status.lab_status(args.lab)
     if args.json:
@@ -80,6 +96,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_wire(args: argparse.Namespace, up: bool) -> int:
+    from testbed import wire
+
     require_root("restore" if up else "fail")
     peer = wire.set_wire(args.lab, args.host, args.port, up)
     if args.json:
@@ -90,6 +108,8 @@ def _cmd_wire(args: argparse.Namespace, up: bool) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
+    from testbed import teardown
+
     require_root("clean")
     removed = teardown.clean(all_labs=args.all, lab=args.lab, progress=Progress(not args.quiet))
     if args.json:
@@ -116,8 +136,8 @@ def register(sub: Any) -> None:
     p.add_argument("file", help="topology YAML file (see topologies/)")
     p.add_argument("--name", help="lab name instead of the file's 'name' (run two copies side by side)")
     p.add_argument("--no-agent", action="store_true", help="do not start the offload agent")
-    p.add_argument("--agent-timeout", type=float, default=bringup.AGENT_TIMEOUT, metavar="S",
-                   help=f"seconds to wait for the agent's first reconcile (default {bringup.AGENT_TIMEOUT:g})")
+    p.add_argument("--agent-timeout", type=float, default=AGENT_TIMEOUT, metavar="S",
+                   help=f"seconds to wait for the agent's first reconcile (default {AGENT_TIMEOUT:g})")
     add_json(p)
     add_quiet(p)
     p.set_defaults(func=cmd_up)

@@ -6,7 +6,7 @@ import argparse
 import shutil
 from typing import Any
 
-from testbed import bringup, loader
+from testbed.agent import AGENT_TIMEOUT
 from testbed.commands.common import require_root
 from testbed.errors import CapabilityError
 
@@ -66,6 +66,8 @@ def check_mininet() -> None:
 
 
 def cmd_mininet(args: argparse.Namespace) -> int:
+    from testbed import loader
+
     topo = loader.load(args.file, lab_name=args.name)  # validation first: a bad file changes nothing
     require_root("mininet")
     check_mininet()
@@ -80,8 +82,8 @@ def register(sub: Any) -> None:
     p.add_argument("file", help="topology YAML file (see topologies/)")
     p.add_argument("--name", help="lab name instead of the file's 'name'")
     p.add_argument("--no-agent", action="store_true", help="do not start the offload agent")
-    p.add_argument("--agent-timeout", type=float, default=bringup.AGENT_TIMEOUT, metavar="S",
-                   help=f"seconds to wait for the agent's first reconcile (default {bringup.AGENT_TIMEOUT:g})")
+    p.add_argument("--agent-timeout", type=float, default=AGENT_TIMEOUT, metavar="S",
+                   help=f"seconds to wait for the agent's first reconcile (default {AGENT_TIMEOUT:g})")
     p.add_argument("-v", "--verbosity", default="info", choices=("debug", "info", "output", "warning", "error"),
                    help="Mininet's log level (default info: Mininet's *** progress lines)")
     p.set_defaults(func=cmd_mininet)

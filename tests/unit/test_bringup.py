@@ -96,3 +96,32 @@ def test_list_shows_a_dead_build_as_crashed_and_clean_takes_it(run_dir, capsys, 
     lab_cmd.cmd_list(argparse.Namespace(json=True))
     assert json.loads(capsys.readouterr().out)[0]["state"] == listed
     assert teardown.crashed(rec) is cleaned
+
+
+def test_the_agents_start_up_time_is_reported_and_recorded(run_dir, monkeypatch):
+    said = []
+    fake_realize(monkeypatch, [])
+    monkeypatch.setattr(launcher, "start", lambda lab, timeout: 4711)
+    rec = bringup.up(topo(), agent=True, progress=said.append)
+    assert isinstance(rec.agent_ready_s, float) and 0 <= rec.agent_ready_s < 60
+    assert said[said.index("starting the offload agent") + 1] == bringup.ready_line(rec.agent_ready_s)
+    assert labstore.read("bu").agent_ready_s == rec.agent_ready_s
+    assert bringup.ready_line(3.14159) == "agent ready in 3.14 s (first reconcile)"
+    assert bringup.up(topo("bv"), agent=False).agent_ready_s is None  # no agent, no figure
+
+
+@pytest.mark.parametrize("agent", [True, False])
+def test_up_json_carries_the_agents_start_up_time(run_dir, monkeypatch, capsys, agent):
+    from testbed import loader, rdma
+
+    fake_realize(monkeypatch, [])
+    monkeypatch.setattr(launcher, "start", lambda lab, timeout: 4711)
+    monkeypatch.setattr(loader, "load", lambda path, lab_name=None: topo())
+    monkeypatch.setattr(rdma, "require", lambda t: None)
+    monkeypatch.setattr(lab_cmd, "require_root", lambda what: None)
+    args = argparse.Namespace(file="f.yaml", name=None, no_agent=not agent, agent_timeout=5.0, quiet=False,
+                              json=True)
+    assert lab_cmd.cmd_up(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["lab"] == "bu" and out["agent"] is agent
+    assert (out["agent_ready_s"] >= 0) if agent else out["agent_ready_s"] is None
