@@ -88,24 +88,37 @@ def render_hash(r: Any, verbose: bool = False) -> str:
     lines = [f"lab {r.lab}: {r.flows} flows to/from {r.target}, {r.packets_per_flow} packets each{fail}"]
     ports = sorted({p for ph in r.phases for p in list(ph.per_port) + list(ph.expected_share)})
     header = ["phase", "dir", "lost", "on one wire"] + [f"flows {p}" for p in ports] + \
-             ["expected", "chi2", "p", "max dev", "switch hash"]
+             ["expected", "chi2", "p", "max dev", "switch hash", "delivered once"]
     rows = []
     for ph in r.phases:
         exp = "/".join(f"{ph.expected_share.get(p, 0):.2f}" for p in ports)
         pred = f"{ph.predicted_agree}/{ph.predicted_total}" if ph.predicted_total is not None else "-"
+        dl = ph.delivery
+        once = f"{dl['delivered_once']}/{ph.flows}" if dl else "-"
         rows.append([ph.phase, ph.direction, ph.lost, "yes" if ph.sticky else f"no ({len(ph.violators)}+)"]
                     + [ph.per_port.get(p, 0) for p in ports]
                     + [exp, "-" if ph.chi2 is None else f"{ph.chi2:.2f}", f"{ph.p_value:.3g}",
-                       f"{ph.max_deviation:.3f}", pred])
+                       f"{ph.max_deviation:.3f}", pred, once])
     lines += _table(header, rows)
+    for ph in r.phases:
+        dl = ph.delivery
+        if dl and (dl["not_once"] or dl["off_receiving"]):
+            lines.append(f"{ph.phase} {ph.direction}: not delivered exactly once {dl['examples_not_once']}; "
+                         f"on ports not receiving {dl['examples_off_receiving']}")
     for d, mv in r.moves.items():
+        switch = mv.get("decided_by") == "switch"
         f = mv.get("failed")
-        if f:
+        if f and switch:
+            lines.append(f"{d}: after the failure {f['moved']} of {f['flows_on_dead_port']} flows of {f['dead']} "
+                         f"moved; switch's figure (its own rehash, not judged): {f['switch_rehash']} flows "
+                         f"moved off a surviving port")
+        elif f:
             lines.append(f"{d}: after the failure {f['moved']} of {f['flows_on_dead_port']} flows of {f['dead']} "
                          f"moved, {f['moved_unexpectedly']} other flows moved")
         rs = mv.get("restored")
         if rs:
-            lines.append(f"{d}: after the repair {rs['returned']}/{rs['of']} flows are back on their port")
+            lines.append(f"{d}: after the repair {rs['returned']}/{rs['of']} flows are back on their port"
+                         + (" (switch's figure, not judged)" if switch else ""))
     before = r.buckets.get("before")
     if before:
         per = " ".join(f"{b['entry']}:{b['flows']:g}" for b in before)
