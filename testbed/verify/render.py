@@ -66,6 +66,7 @@ def render_failover(r: Any, verbose: bool = False) -> str:
             lines.append(f"{s.name}: gap {_ms(s.fail_gap_ms)} next to the bond's {_ms(b.fail_gap_ms)}; "
                          f"lost {s.lost} (bond {b.lost}): {s.lost_in_bond_window} in the bond's window, "
                          f"{s.lost_in_agent_reaction} while the agent reacted, {s.lost_beyond_bond} beyond")
+    lines += _gap_bound(getattr(r, "bound", None) or {})
     for rc in (r.agent or {}).get("reactions") or []:
         lines.append(f"agent: {rc.get('trigger')}: rules applied {rc.get('done_after_event_ms')} ms after the "
                      f"{'failure' if r.events else 'start'} began (event->applied {rc.get('latency_ms')} ms), "
@@ -81,6 +82,27 @@ def render_failover(r: Any, verbose: bool = False) -> str:
                      f"its schedule (an overloaded machine); failed: {'; '.join(a['failed'])}")
     lines += _checks(r, verbose)
     return "\n".join(lines)
+
+
+def _yes(v: Optional[bool]) -> str:
+    return "-" if v is None else ("yes" if v else "no")
+
+
+def _gap_bound(b: Dict[str, Any]) -> List[str]:
+    """Each gap at the failure beside the bound the configuration promises (``bounds.judge_gaps``)."""
+    if not b:
+        return []
+    limit = f"{b['limit_ms']:g} ms"
+    lines = [f"gap bound ({b['monitor']}): {b['ms']:g} ms ({b['basis']}) + {b['spacing_ms']:g} ms packet spacing "
+             f"= {limit}; informative, not a check"]
+    for name, s in b["streams"].items():
+        if s["gap_ms"] is None:
+            lines.append(f"  {name}: no gap at the failure, bound {limit}")
+        else:
+            where = "within" if s["within"] else f"beyond by {s['over_ms']:g} ms"
+            lines.append(f"  {name}: gap {s['gap_ms']:.1f} ms, bound {limit}: {where}")
+    lines.append(f"within the bound: bond {_yes(b['bond_within'])}, offload {_yes(b['offload_within'])}")
+    return lines
 
 
 def render_hash(r: Any, verbose: bool = False) -> str:
