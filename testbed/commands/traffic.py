@@ -270,8 +270,10 @@ def register(sub: Any) -> None:
                                     "active-active lab (offload hash or vf-split), in phases: before, after --fail "
                                     "and after the repair. Per phase: every flow on one wire, flows per port vs "
                                     "the agent's table (tx) or the switch's LAG (rx, also predicted from its hash): "
-                                    "chi-squared p-value >= --alpha and max deviation; after the failure exactly "
-                                    "the dead port's flows moved, after the repair all are back."),
+                                    "chi-squared p-value >= --alpha and max deviation; rx: every flow delivered "
+                                    "once to the function, only on ports the NIC receives on. tx (the NIC's own "
+                                    "table): after the failure exactly the dead port's flows moved, after the "
+                                    "repair all are back; the switch's rx rehash is reported as its figure."),
                         epilog="examples:\n  sudo testbed traffic hash aah\n"
                                "  sudo testbed traffic hash aah --fail server:pf0 --plot hash.png\n"
                                "  sudo testbed traffic hash lacp --fail server:pf1 --fault lacp\n\n" + COMMON_EPILOG)

@@ -91,6 +91,7 @@ class FailoverResult(Verdicts):
     send: Dict[str, Any] = field(default_factory=dict)  # schedule figures (max lateness, elapsed)
     series: Dict[str, Any] = field(default_factory=dict, repr=False)  # per-wire timelines, for plots
     earlier_attempts: List[Dict[str, Any]] = field(default_factory=list)  # runs redone as not valid
+    bound: Dict[str, Any] = field(default_factory=dict)  # bounds.judge_gaps: the gap the configuration promises
     kind: str = "failover"
 
     @property
@@ -158,6 +159,7 @@ class FailoverResult(Verdicts):
             "events": self.events, "tolerance": self.tolerance.to_dict(),
             "streams": [s.to_dict() for s in self.streams], "checks": [c.to_dict() for c in self.checks],
             "agent": self.agent, "send": self.send, "earlier_attempts": self.earlier_attempts,
+            "gap_bound": self.bound or None,
         }
         if series:
             out["series"] = self.series

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from testbed.errors import UsageError
 from testbed.progress import Progress
 from testbed.topology import Host
-from testbed.verify import stations
+from testbed.verify import bounds, stations
 from testbed.verify.checks import check
 from testbed.verify.context import SETTLE_TIMEOUT_S, RunContext, flow_templates, stream_ids
 from testbed.verify.failover import FailoverTolerance, Reaction, StreamMeta, evaluate_failover
@@ -189,6 +189,8 @@ def _judge(ctx: RunContext, cls: Any, plan: FailoverPlan, host: Host, port: Opti
         start_ns=streams.start_ns, events=[(e.name, e.ns, e.end_ns) for e in streams.events], failed_port=port,
         refused=streams.refused, reactions=reactions, extra_ms=updelay_s * 1000,
         expect_return=_expect_return(plan, host, port), tolerance=plan.tolerance)
+    bound = bounds.failure_bound(host.nic.bond, plan.fault, plan.rate_pps) if port and host.nic else None
+    gap_bound = bounds.judge_gaps(bound, {f.name: (f.kind, f.fail_gap_ms) for f in figures})
     errors = [e.error for e in streams.events if e.error] + [r["error"] for r in agent["reactions"] if r.get("error")]
     if errors:
         checks.insert(0, check("failure injected and followed", errors[0], False, "no error"))
@@ -200,5 +202,5 @@ def _judge(ctx: RunContext, cls: Any, plan: FailoverPlan, host: Host, port: Opti
         tolerance=plan.tolerance, streams=figures, checks=checks, agent=agent,
         send={"elapsed_s": round(streams.elapsed_s, 3), "max_late_ms": round(streams.max_late_us / 1000, 2),
               "rx_stats": streams.rx_stats},
-        series=series,
+        series=series, bound=gap_bound,
     )

@@ -17,18 +17,33 @@ per port against the expected shares (the table's entries per port for
 ``tx``, equal shares over the partner's usable ports for ``rx``): Pearson's
 chi-squared with its p-value and the largest absolute share deviation,
 held to ``alpha`` and ``max_deviation`` when two or more ports are live;
-with one live port, no flow may be on a dead one.  Across phases: after
-the failure exactly the dead port's flows moved (``moved_flows``), after
-the repair every flow is back on its original port.
+with one live port, no flow may be on a dead one.
+
+Who decides what: ``tx`` is decided by the NIC's own table, so across
+phases exactly the dead port's flows must move after the failure
+(``moved_flows``) and every flow be back on its port after the repair.
+``rx`` is decided by the *switch* (its partner bond picks the ingress port;
+the NIC's RX rules deliver on every receiving port, whatever the port), so
+rx is judged by what the NIC controls, per phase: every flow delivered to
+its function exactly once (packet ``k`` belongs to flow ``k mod flows``,
+the sender's round robin: each of its packets arrives once, at the
+function's interface ``into``) and carried only by ports the NIC is
+receiving on.  The switch's own rehash -- flows whose ingress port changed
+although their old port survived (a modulo hash over 4 ports moves most
+flows when one dies) -- and whether rx flows return after the repair are
+the switch's figures: reported (``moves["rx"]``, ``decided_by: "switch"``),
+never a failure.
 
 Public API:
     HashTolerance(alpha=0.001, max_deviation=None, max_lost=0)    frozen dataclass; .deviation_for(n)
     PhaseFigures                                                  dataclass; .to_dict()
     HashResult                                                    dataclass; kind "hash"; .passed,
         .verdict, .checks, .phase(name, direction), .to_dict()
-    evaluate_phase(phase, direction, records, wire_records, *, sent, expected_share, predicted=None,
-                   tolerance) -> (PhaseFigures, list[Check])
+    evaluate_phase(phase, direction, records, wire_records, *, sent, flows, expected_share, predicted=None,
+                   tolerance, receiving=None, into=None) -> (PhaseFigures, list[Check])
+    delivery(records, wire_records, *, sent, flows, receiving, into=None) -> dict    rx, what the NIC controls
     evaluate_moves(direction, before, failed, restored, dead) -> (dict, list[Check])
+    DECIDED_BY = {"tx": "nic", "rx": "switch"}                    whose choice a direction's port is
 """
 
 from __future__ import annotations
@@ -42,6 +57,7 @@ from testbed.verify.checks import Check, Verdicts, check
 from traffic.analysis import analyze_stream, distribution, flow_wire_map, moved_flows, stickiness
 
 MAX_LISTED = 10  # violators / unexpected moves listed in a report
+DECIDED_BY = {"tx": "nic", "rx": "switch"}  # whose hash picks a direction's port: the NIC's table, the switch's
 
 
 @dataclass(frozen=True)
@@ -80,6 +96,7 @@ class PhaseFigures:
     mapping: Dict[int, str] = field(default_factory=dict, repr=False)  # flow -> port
     predicted_agree: Optional[int] = None  # rx: flows on the port the switch's hash predicts
     predicted_total: Optional[int] = None
+    delivery: Optional[Dict[str, Any]] = None  # rx: ``delivery(...)``, what the NIC controls
 
     def to_dict(self) -> Dict[str, Any]:
         out = asdict(self)
@@ -132,7 +149,11 @@ def evaluate_phase(
     expected_share: Mapping[str, float],
     predicted: Optional[Mapping[int, str]] = None,
     tolerance: HashTolerance = HashTolerance(),
+    receiving: Optional[Sequence[str]] = None,
+    into: Optional[str] = None,
 ) -> Tuple[PhaseFigures, List[Check]]:
+    """``receiving`` (rx): the ports the NIC receives on in this phase; given, the NIC's delivery is judged
+    (``delivery``); ``into``: the function's interface its frames must arrive on."""
     tag = f"{phase} {direction}"
     rep = analyze_stream(records, expected=sent)
     stick = stickiness(wire_records)
@@ -167,14 +188,56 @@ def evaluate_phase(
         agree = sum(1 for f, w in fmap.items() if predicted.get(f) == w)
         checks.append(check(f"{tag}: on the port the switch's hash predicts", f"{agree}/{total}",
                             total > 0 and agree == total, "all"))
+    dl = None
+    if receiving is not None:
+        dl = delivery(records, wire_records, sent=sent, flows=flows, receiving=receiving, into=into)
+        checks.append(check(f"{tag}: flows delivered exactly once to {into or 'the function'}",
+                            f"{dl['delivered_once']}/{flows}", dl["delivered_once"] == flows, "all"))
+        checks.append(check(f"{tag}: flows on a port the NIC is not receiving on", dl["off_receiving"],
+                            dl["off_receiving"] == 0, f"0 (receiving: {', '.join(receiving) or 'none'})"))
     fig = PhaseFigures(
         phase=phase, direction=direction, flows=flows, sent=sent, received=rep.received, lost=rep.lost,
         flows_on_wires=len(fmap), sticky=stick.ok,
         violators=dict(list(stick.violators.items())[:MAX_LISTED]), per_port=per_port,
         expected_share=exp, shares={p: round(v, 4) for p, v in shares.items()}, chi2=chi2, dof=dof,
         p_value=p_value, max_deviation=round(dev, 4), mapping=fmap, predicted_agree=agree, predicted_total=total,
+        delivery=dl,
     )
     return fig, checks
+
+
+def delivery(
+    records: Sequence[Any],
+    wire_records: Sequence[Any],
+    *,
+    sent: int,
+    flows: int,
+    receiving: Sequence[str],
+    into: Optional[str] = None,
+) -> Dict[str, Any]:
+    """What the NIC controls on rx, per flow: each of its packets (seq ``k`` is flow ``k mod flows``)
+    arrived exactly once, on the function's interface ``into`` (None: any), and no port outside
+    ``receiving`` carried it on the wire."""
+    copies = Counter(r.seq for r in records)
+    bad: Dict[int, str] = {}
+    for r in records:
+        if into is not None and r.ifname != into:
+            bad.setdefault(r.flow_id, f"delivered to {r.ifname}, not {into}")
+    for seq in range(sent):
+        n = copies.get(seq, 0)
+        if n != 1:
+            bad.setdefault(seq % flows, "lost" if n == 0 else f"delivered {n} times")
+    off: Dict[int, List[str]] = {}
+    for r in wire_records:
+        if r.ifname not in receiving:
+            ports = off.setdefault(r.flow_id, [])
+            if r.ifname not in ports:
+                ports.append(r.ifname)
+    return {
+        "into": into, "receiving": list(receiving), "delivered_once": flows - len(bad),
+        "not_once": len(bad), "examples_not_once": {str(f): why for f, why in sorted(bad.items())[:MAX_LISTED]},
+        "off_receiving": len(off), "examples_off_receiving": {str(f): p for f, p in sorted(off.items())[:MAX_LISTED]},
+    }
 
 
 def evaluate_moves(
@@ -184,7 +247,11 @@ def evaluate_moves(
     restored: Optional[Mapping[int, str]],
     dead: Optional[str],
 ) -> Tuple[Dict[str, Any], List[Check]]:
-    out: Dict[str, Any] = {}
+    """tx (the NIC's table): only the dead port's flows move, and all return -- checks. rx (the switch's
+    choice): the same figures, reported as the switch's (``switch_rehash``: flows moved off a surviving
+    port), no check; the NIC's part of rx is ``delivery``, per phase."""
+    by = DECIDED_BY.get(direction, "nic")
+    out: Dict[str, Any] = {"decided_by": by}
     checks: List[Check] = []
     if failed is not None and dead is not None:
         mv = moved_flows(before, failed, dead)
@@ -194,15 +261,19 @@ def evaluate_moves(
             "moved_unexpectedly": len(mv.moved_unexpectedly), "vanished": len(mv.vanished),
             "examples_unexpected": {str(f): list(v) for f, v in list(mv.moved_unexpectedly.items())[:MAX_LISTED]},
         }
-        checks.append(check(f"{direction}: only the dead port's flows moved",
-                            f"{len(mv.moved)} of {on_dead} moved, {len(mv.moved_unexpectedly)} others moved",
-                            mv.ok and len(mv.moved) == on_dead,
-                            f"all {on_dead} of {dead}'s flows, no other"))
+        if by == "switch":
+            out["failed"]["switch_rehash"] = len(mv.moved_unexpectedly)
+        else:
+            checks.append(check(f"{direction}: only the dead port's flows moved",
+                                f"{len(mv.moved)} of {on_dead} moved, {len(mv.moved_unexpectedly)} others moved",
+                                mv.ok and len(mv.moved) == on_dead,
+                                f"all {on_dead} of {dead}'s flows, no other"))
     if restored is not None:
         back = [f for f, w in before.items() if restored.get(f) == w]
         off = {f: (w, restored.get(f)) for f, w in before.items() if restored.get(f) != w}
         out["restored"] = {"returned": len(back), "of": len(before), "elsewhere": len(off),
                            "examples": {str(f): list(v) for f, v in list(off.items())[:MAX_LISTED]}}
-        checks.append(check(f"{direction}: every flow back on its port after the repair",
-                            f"{len(back)}/{len(before)}", not off and len(before) > 0, "all"))
+        if by != "switch":
+            checks.append(check(f"{direction}: every flow back on its port after the repair",
+                                f"{len(back)}/{len(before)}", not off and len(before) > 0, "all"))
     return out, checks

@@ -2,7 +2,8 @@
 
 ``run(ctx, plan)`` sends ``flows`` flows through the target in each phase,
 reads the agent's table and the TX rules' counters around each, predicts the
-switch partner's choice for the rx flows, and leaves the verdict to the pure
+switch partner's choice for the rx flows, reads the ports the NIC receives on
+(rx is judged by its delivery there), and leaves the verdict to the pure
 ``hashdist.evaluate_phase`` / ``evaluate_moves``.
 """
 
@@ -118,6 +119,7 @@ def _phase(ctx: RunContext, plan: HashPlan, phase: str, t: Target, specs: List[S
     got.tables[phase] = table
     shares = {p: table.count(p) / len(table) for p in nic.ports} if table else {}
     predicted = _partner_prediction(ctx, host, specs) if "rx" in dirs else {}
+    receiving = ctx.view.bond_receiving(host) if "rx" in dirs else None
     counters0 = _bucket_counters(host, t)
     ctx.progress(f"phase {phase}: {plan.flows} flows x {plan.packets_per_flow} packets, {', '.join(dirs)}")
     streams = run_streams(specs, rate_pps=plan.rate_pps, count=plan.flows * plan.packets_per_flow,
@@ -132,7 +134,9 @@ def _phase(ctx: RunContext, plan: HashPlan, phase: str, t: Target, specs: List[S
             exp = {p: (1.0 / len(live) if p in live else 0.0) for p in nic.ports} if live else {}
         fig, cks = evaluate_phase(phase, d, streams.records[spec.name], streams.wire_records[spec.name],
                                   sent=streams.ticks, flows=plan.flows, expected_share=exp,
-                                  predicted=predicted.get(spec.name) if d == "rx" else None, tolerance=plan.tolerance)
+                                  predicted=predicted.get(spec.name) if d == "rx" else None, tolerance=plan.tolerance,
+                                  receiving=receiving if d == "rx" else None,
+                                  into=spec.rx.ifname if d == "rx" else None)
         got.figs.append(fig)
         got.checks += cks
         got.maps[d][phase] = fig.mapping

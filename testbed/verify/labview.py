@@ -4,6 +4,8 @@
   own rule (``testbed.bond.ports.usable_ports`` over the bond's netlink
   state) -- active-backup: the active port; balance-xor: MII up; 802.3ad:
   collecting+distributing in the active aggregator.
+- ``bond_receiving``: the ports the bond takes frames from
+  (``receiving_ports``) -- where the NIC's RX rules deliver, not drop.
 - ``partner_usable``: the same for the switch-side partner bond
   ``<host>-lag`` (balance-xor / 802.3ad labs), which decides the port of
   every frame *to* the NIC; reported as the NIC's port names.
@@ -16,6 +18,7 @@
 Public API:
     LabView(lab)                                      -- lab: testbed.lab.Lab
     .bond_usable(host) -> tuple[str, ...]
+    .bond_receiving(host) -> tuple[str, ...]
     .port_carrier(host, port) -> bool
     .partner(host) -> (switch netns, bond name, policy name) | None
     .partner_usable(host) -> tuple[str, ...] | None
@@ -61,11 +64,21 @@ class LabView:
 
     def bond_usable(self, host: Host) -> Tuple[str, ...]:
         from testbed.bond.ports import usable_ports
+
+        return self._bond_ports(host, usable_ports)
+
+    def bond_receiving(self, host: Host) -> Tuple[str, ...]:
+        """The ports the bond takes frames from now -- the ports the NIC's RX rules deliver on."""
+        from testbed.bond.ports import receiving_ports
+
+        return self._bond_ports(host, receiving_ports)
+
+    def _bond_ports(self, host: Host, which: Any) -> Tuple[str, ...]:
         from testbed.bond.state import read_state
 
         nic = self._nic(host)
         with open_ns(host.netns) as ipr:
-            return usable_ports(nic, read_state(ipr, nic, host.netns))
+            return tuple(which(nic, read_state(ipr, nic, host.netns)))
 
     def port_carrier(self, host: Host, port: str) -> bool:
         from testbed.bond.state import read_state

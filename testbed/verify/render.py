@@ -66,6 +66,7 @@ def render_failover(r: Any, verbose: bool = False) -> str:
             lines.append(f"{s.name}: gap {_ms(s.fail_gap_ms)} next to the bond's {_ms(b.fail_gap_ms)}; "
                          f"lost {s.lost} (bond {b.lost}): {s.lost_in_bond_window} in the bond's window, "
                          f"{s.lost_in_agent_reaction} while the agent reacted, {s.lost_beyond_bond} beyond")
+    lines += _gap_bound(getattr(r, "bound", None) or {})
     for rc in (r.agent or {}).get("reactions") or []:
         lines.append(f"agent: {rc.get('trigger')}: rules applied {rc.get('done_after_event_ms')} ms after the "
                      f"{'failure' if r.events else 'start'} began (event->applied {rc.get('latency_ms')} ms), "
@@ -83,29 +84,63 @@ def render_failover(r: Any, verbose: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _yes(v: Optional[bool]) -> str:
+    return "-" if v is None else ("yes" if v else "no")
+
+
+def _gap_bound(b: Dict[str, Any]) -> List[str]:
+    """Each gap at the failure beside the bound the configuration promises (``bounds.judge_gaps``)."""
+    if not b:
+        return []
+    limit = f"{b['limit_ms']:g} ms"
+    lines = [f"gap bound ({b['monitor']}): {b['ms']:g} ms ({b['basis']}) + {b['spacing_ms']:g} ms packet spacing "
+             f"= {limit}; informative, not a check"]
+    for name, s in b["streams"].items():
+        if s["gap_ms"] is None:
+            lines.append(f"  {name}: no gap at the failure, bound {limit}")
+        else:
+            where = "within" if s["within"] else f"beyond by {s['over_ms']:g} ms"
+            lines.append(f"  {name}: gap {s['gap_ms']:.1f} ms, bound {limit}: {where}")
+    lines.append(f"within the bound: bond {_yes(b['bond_within'])}, offload {_yes(b['offload_within'])}")
+    return lines
+
+
 def render_hash(r: Any, verbose: bool = False) -> str:
     fail = f"; fail {r.fail} ({r.fault})" if r.fail else ""
     lines = [f"lab {r.lab}: {r.flows} flows to/from {r.target}, {r.packets_per_flow} packets each{fail}"]
     ports = sorted({p for ph in r.phases for p in list(ph.per_port) + list(ph.expected_share)})
     header = ["phase", "dir", "lost", "on one wire"] + [f"flows {p}" for p in ports] + \
-             ["expected", "chi2", "p", "max dev", "switch hash"]
+             ["expected", "chi2", "p", "max dev", "switch hash", "delivered once"]
     rows = []
     for ph in r.phases:
         exp = "/".join(f"{ph.expected_share.get(p, 0):.2f}" for p in ports)
         pred = f"{ph.predicted_agree}/{ph.predicted_total}" if ph.predicted_total is not None else "-"
+        dl = ph.delivery
+        once = f"{dl['delivered_once']}/{ph.flows}" if dl else "-"
         rows.append([ph.phase, ph.direction, ph.lost, "yes" if ph.sticky else f"no ({len(ph.violators)}+)"]
                     + [ph.per_port.get(p, 0) for p in ports]
                     + [exp, "-" if ph.chi2 is None else f"{ph.chi2:.2f}", f"{ph.p_value:.3g}",
-                       f"{ph.max_deviation:.3f}", pred])
+                       f"{ph.max_deviation:.3f}", pred, once])
     lines += _table(header, rows)
+    for ph in r.phases:
+        dl = ph.delivery
+        if dl and (dl["not_once"] or dl["off_receiving"]):
+            lines.append(f"{ph.phase} {ph.direction}: not delivered exactly once {dl['examples_not_once']}; "
+                         f"on ports not receiving {dl['examples_off_receiving']}")
     for d, mv in r.moves.items():
+        switch = mv.get("decided_by") == "switch"
         f = mv.get("failed")
-        if f:
+        if f and switch:
+            lines.append(f"{d}: after the failure {f['moved']} of {f['flows_on_dead_port']} flows of {f['dead']} "
+                         f"moved; switch's figure (its own rehash, not judged): {f['switch_rehash']} flows "
+                         f"moved off a surviving port")
+        elif f:
             lines.append(f"{d}: after the failure {f['moved']} of {f['flows_on_dead_port']} flows of {f['dead']} "
                          f"moved, {f['moved_unexpectedly']} other flows moved")
         rs = mv.get("restored")
         if rs:
-            lines.append(f"{d}: after the repair {rs['returned']}/{rs['of']} flows are back on their port")
+            lines.append(f"{d}: after the repair {rs['returned']}/{rs['of']} flows are back on their port"
+                         + (" (switch's figure, not judged)" if switch else ""))
     before = r.buckets.get("before")
     if before:
         per = " ".join(f"{b['entry']}:{b['flows']:g}" for b in before)

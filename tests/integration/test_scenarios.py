@@ -100,6 +100,9 @@ class TestActiveBackup:
             roce = streams[name]["roce"]
             assert roce["ok"] and roce["icrc_bad"] == 0 and roce["packets"] == streams[name]["received"]
         assert data["bond_gap_ms"]["rx"] is not None and data["offload_gap_ms"]["vf0 rx"] is not None
+        bound = data["gap_bound"]  # miimon 10 + downdelay 0, beside each gap (informative)
+        assert (bound["monitor"], bound["ms"]) == ("mii", 10.0) and set(bound["streams"]) == set(streams)
+        print("gap bound:", json.dumps(bound))
         with open(pcap, "rb") as fh:
             head = fh.read(24)
         assert head[:4] == b"\x4d\x3c\xb2\xa1" and int.from_bytes(head[20:24], "little") == 276  # ns pcap, SLL2

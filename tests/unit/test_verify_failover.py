@@ -327,3 +327,27 @@ def test_failed_late_runs_are_redone_within_attempts(outcomes, attempts, fail, r
 def test_attempts_must_be_positive():
     with pytest.raises(UsageError):
         with_attempts(Scripted([]), plan(None, None, None), 0, print)
+
+
+# -- the gap bound beside each gap (issue 12, item 6) ------------------------------------------------
+
+
+def test_each_gap_is_shown_beside_the_configurations_bound():
+    from testbed.topology import Bond
+    from testbed.verify.bounds import failure_bound, judge_gaps
+
+    figs, checks, series = run(range(100, 108), range(100, 104))  # gaps: vf 90 ms, bond 50 ms
+    bound = judge_gaps(failure_bound(Bond(mode="active-backup", miimon=10, downdelay=40), "carrier", RATE),
+                       {f.name: (f.kind, f.fail_gap_ms) for f in figs})
+    res = FailoverResult(lab="ab", fail="server:pf0", rate_pps=RATE, duration_s=3.0, ticks=TICKS, events=[],
+                         tolerance=FailoverTolerance(), streams=figs, checks=checks, bound=bound)
+    assert res.passed  # informative: a gap beyond the bound fails nothing
+    text = render_failover(res)
+    assert "gap bound (mii): 50 ms (miimon 10 + downdelay 40) + 10 ms packet spacing = 60 ms" in text
+    assert "  vf0 tx: gap 90.0 ms, bound 60 ms: beyond by 30 ms" in text
+    assert "  bond tx: gap 50.0 ms, bound 60 ms: within" in text
+    assert "within the bound: bond yes, offload no" in text
+    d = res.to_dict()
+    assert d["gap_bound"]["limit_ms"] == 60.0 and d["gap_bound"]["streams"]["vf0 tx"]["within"] is False
+    assert FailoverResult(lab="ab", fail="none", rate_pps=RATE, duration_s=3.0, ticks=TICKS, events=[],
+                          tolerance=FailoverTolerance(), streams=[], checks=[]).to_dict()["gap_bound"] is None

@@ -109,8 +109,8 @@ def test_an_unexpected_move_a_stuck_flow_and_a_flow_not_back_fail():
     before = {0: "pf0", 1: "pf1", 2: "pf0", 3: "pf1"}
     failed = {0: "pf1", 1: "pf0", 2: "pf0", 3: "pf1"}  # 1 moved without cause, 2 stuck on the dead port
     restored = {0: "pf0", 1: "pf1", 2: "pf1", 3: "pf1"}  # 2 did not come back
-    out, checks = evaluate_moves("rx", before, failed, restored, "pf0")
-    assert not any(c.passed for c in checks)
+    out, checks = evaluate_moves("tx", before, failed, restored, "pf0")
+    assert len(checks) == 2 and not any(c.passed for c in checks)
     assert out["failed"]["moved_unexpectedly"] == 1 and out["failed"]["stuck"] == 1
     assert out["restored"]["elsewhere"] == 1 and out["restored"]["examples"] == {"2": ["pf0", "pf1"]}
 
@@ -134,3 +134,108 @@ def test_result_dict_and_lookup():
     import json
 
     json.dumps(d)
+
+
+# -- rx: the switch picks the port, the NIC must deliver (issue 12, item 5) ---------------------------
+
+PORTS4 = ("pf0", "pf1", "pf2", "pf3")
+LIVE3 = ("pf0", "pf1", "pf3")
+
+
+def four_port_modulo_switch() -> tuple:
+    """The issue's case: 256 flows over 4 ports by ``hash % 4``; pf2 dies and the switch's partner bond
+    rehashes ``% 3`` over the survivors: pf2's 64 flows move, and so do 130 flows of surviving ports."""
+    before = {f: PORTS4[f % 4] for f in range(256)}
+    failed = {f: LIVE3[f % 3] for f in range(256)}
+    same = [f for f in range(256) if before[f] != "pf2" and failed[f] == before[f]]
+    for f in same[:3]:  # 127 others move under a plain modulo; 3 more make the issue's 130
+        failed[f] = LIVE3[(LIVE3.index(failed[f]) + 1) % 3]
+    return before, failed
+
+
+def rx_phase(phase: str, placement: Dict[int, str], receiving, dest=None, wires=None, into="eth0"):
+    d, w = capture(placement)
+    dest = d if dest is None else dest
+    wires = w if wires is None else wires
+    live = [p for p in PORTS4 if p in receiving]
+    return evaluate_phase(phase, "rx", dest, wires, sent=len(placement) * PPF, flows=len(placement),
+                          expected_share={p: (1 / len(live) if p in live else 0.0) for p in PORTS4},
+                          receiving=receiving, into=into)
+
+
+def test_the_issues_four_port_case_passes_and_reports_the_switchs_rehash():
+    before, failed = four_port_modulo_switch()
+    fb, cb = rx_phase("before", before, PORTS4)
+    ff, cf = rx_phase("failed", failed, LIVE3)
+    fr, cr = rx_phase("restored", before, PORTS4)
+    moves, cm = evaluate_moves("rx", before, failed, before, "pf2")
+    checks = cb + cf + cr + cm
+    assert all(c.passed for c in checks), [c.line() for c in checks if not c.passed]
+    names = {c.name for c in checks}
+    assert "failed rx: flows delivered exactly once to eth0" in names
+    assert "failed rx: flows on a port the NIC is not receiving on" in names
+    f = moves["failed"]
+    assert moves["decided_by"] == "switch" and f["switch_rehash"] == 130
+    assert (f["moved"], f["flows_on_dead_port"], f["moved_unexpectedly"]) == (64, 64, 130)
+    assert ff.delivery["delivered_once"] == 256 and ff.delivery["receiving"] == list(LIVE3)
+    res = HashResult(lab="l4h", target="server:vf0", flows=256, packets_per_flow=PPF, fail="server:pf2",
+                     fault="carrier", directions=["rx"], phases=[fb, ff, fr], moves={"rx": moves}, buckets={},
+                     tables={}, tolerance=HashTolerance(), checks=checks)
+    assert res.passed
+    from testbed.verify.render import render_hash
+
+    text = render_hash(res)
+    assert "rx: after the failure 64 of 64 flows of pf2 moved; switch's figure (its own rehash, not judged): " \
+           "130 flows moved off a surviving port" in text
+    import json
+
+    d = json.loads(json.dumps(res.to_dict()))
+    assert d["moves"]["rx"]["failed"]["switch_rehash"] == 130 and d["moves"]["rx"]["decided_by"] == "switch"
+    assert d["phases"][1]["delivery"]["delivered_once"] == 256
+
+
+def test_the_nics_own_table_moving_other_flows_fails():
+    before, failed = four_port_modulo_switch()  # the same moves, made by the NIC's TX table
+    moves, checks = evaluate_moves("tx", before, failed, before, "pf2")
+    bad = [c for c in checks if not c.passed]
+    assert [c.name for c in bad] == ["tx: only the dead port's flows moved"]
+    assert bad[0].measured == "64 of 64 moved, 130 others moved"
+    assert moves["decided_by"] == "nic" and "switch_rehash" not in moves["failed"]
+
+
+def failing(checks) -> set:
+    return {c.name for c in checks if not c.passed}
+
+
+def test_an_rx_flow_delivered_twice_fails():
+    _, failed = four_port_modulo_switch()
+    dest, wires = capture(failed)
+    dest.append(dest[7])  # flow 7's packet arrives a second time
+    fig, checks = rx_phase("failed", failed, LIVE3, dest=dest)
+    assert failing(checks) == {"failed rx: flows delivered exactly once to eth0"}
+    assert fig.delivery["examples_not_once"] == {"7": "delivered 2 times"}
+
+
+def test_an_rx_flow_delivered_to_another_function_fails():
+    _, failed = four_port_modulo_switch()
+    dest, wires = capture(failed)
+    dest[5] = dest[5]._replace(ifname="vf1")  # seen at another function's interface
+    fig, checks = rx_phase("failed", failed, LIVE3, dest=dest)
+    assert failing(checks) == {"failed rx: flows delivered exactly once to eth0"}
+    assert fig.delivery["examples_not_once"] == {"5": "delivered to vf1, not eth0"}
+
+
+def test_an_rx_flow_lost_fails_delivery():
+    _, failed = four_port_modulo_switch()
+    dest, wires = capture(failed, lost=1)  # seq 0: flow 0
+    fig, checks = rx_phase("failed", failed, LIVE3, dest=dest)
+    assert "failed rx: flows delivered exactly once to eth0" in failing(checks)
+    assert fig.delivery["examples_not_once"] == {"0": "lost"} and fig.delivery["delivered_once"] == 255
+
+
+def test_an_rx_flow_on_a_port_not_receiving_fails():
+    _, failed = four_port_modulo_switch()
+    failed[9] = "pf2"  # the switch still sends flow 9 to the dead port, and it gets delivered
+    fig, checks = rx_phase("failed", failed, LIVE3)
+    assert "failed rx: flows on a port the NIC is not receiving on" in failing(checks)
+    assert fig.delivery["off_receiving"] == 1 and fig.delivery["examples_off_receiving"] == {"9": ["pf2"]}
