@@ -29,14 +29,24 @@ from testbed.topology import Bond, Host, Nic, Topology
 
 NUD_PERMANENT = 0x80
 
+MIIMON_DELAYS = ("updelay", "downdelay", "peer_notify_delay")  # the kernel refuses them (EPERM) when miimon is 0
+
+
+def _bond_values(bond: Bond) -> Dict[str, Any]:
+    values = {o.name: bond.value(o.name) for o in options.BOND_OPTIONS}
+    if not bond.miimon:  # the ARP/NS monitor: the loader allowed no delay, and even 0 would be refused
+        values.update(dict.fromkeys(MIIMON_DELAYS))
+    return values
+
+
 def bond_options(bond: Bond) -> Dict[str, int]:
     """IFLA_BOND_* attributes for pyroute2 ``link('add', kind='bond', ...)`` (``primary``: set once enslaved)."""
-    return options.attrs({o.name: bond.value(o.name) for o in options.BOND_OPTIONS})
+    return options.attrs(_bond_values(bond))
 
 
 def bond_extra(bond: Bond) -> List[Tuple[str, Any]]:
     """The bond's options pyroute2 cannot send (``bond.wire.change_bond``), set before any port is enslaved."""
-    return options.extra({o.name: bond.value(o.name) for o in options.BOND_OPTIONS})
+    return options.extra(_bond_values(bond))
 
 
 def partner_options(bond: Bond) -> Optional[Dict[str, int]]:
