@@ -55,11 +55,11 @@ def _schema_message(err: Any) -> Tuple[List[Any], str]:
         return path, f"{short(err.instance)} is not allowed; one of: {', '.join(map(str, err.validator_value))}"
     if v == "required":
         return path, err.message.replace("is a required property", "is required")
+    if v in ("pattern", "propertyNames") and path and path[-1] == "ports":
+        return path, f"{short(err.instance)} is not a port name (pf0, pf1, ...)"
     if v == "pattern":
         return path, (f"{short(err.instance)} is not a valid name: a lowercase letter, then lowercase "
                       "letters or digits")
-    if v == "propertyNames" and path and path[-1] == "ports":
-        return path, f"{short(err.instance)} is not a port name (pf0, pf1, ...)"
     if v == "propertyNames":
         return path, (f"{short(err.instance)} is not a valid host name: a lowercase letter, then lowercase "
                       "letters or digits")
@@ -246,8 +246,7 @@ class _Checker:
         out = []
         for port, opts in raw.items():
             if port not in ports:
-                self.fail(f"{path}.{short(port)}", f"{short(port)} is not a port of this NIC; one of: "
-                                                   f"{', '.join(ports)}")
+                self.fail(f"{path}.{port}", f"{port} is not a port of this NIC; one of: {', '.join(ports)}")
             for name in opts:
                 opt = options.option(name)
                 if opt.modes and mode not in opt.modes:

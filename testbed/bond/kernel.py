@@ -48,7 +48,8 @@ def kernels_with(name: str, known: Known = kfeatures.bond_options, root: str = "
     return sorted((r for r in releases if name in known(r)), key=kfeatures.version_tuple, reverse=True)
 
 
-def require(topo: Topology, release: Optional[str] = None, known: Known = kfeatures.bond_options) -> None:
+def require(topo: Topology, release: Optional[str] = None, known: Known = kfeatures.bond_options,
+            root: str = "/") -> None:
     """CapabilityError naming the first option the kernel ``release`` (default: the running one) lacks."""
     release = release or kfeatures.running_release()
     have = known(release)
@@ -58,7 +59,7 @@ def require(topo: Topology, release: Optional[str] = None, known: Known = kfeatu
     if not gaps:
         return
     path, kname = gaps[0]
-    others = [r for r in kernels_with(kname, known) if r != release]
+    others = [r for r in kernels_with(kname, known, root) if r != release]
     if others:
         fix = "run it on a kernel that has it: `testbed vm --kernel {}.{}`".format(*kfeatures.version_tuple(others[0]))
     else:
