@@ -262,3 +262,56 @@ def test_status_line_shows_aggregator_actor_partner_and_port_options():
             "partner=activity,timeout,aggregation,synchronization,collecting,distributing "
             "ad_actor_port_prio=300") in line
     assert wire.ad_state_names(0xC0) == ["defaulted", "expired"]
+
+
+class FakeIPRoute:
+    """Records pyroute2 link() calls; ``link_lookup`` numbers interfaces by name."""
+
+    def __init__(self) -> None:
+        self.calls: list = []
+        self.index = {"bond0": 4, "pf0": 2, "pf1": 3}
+
+    def link(self, command: str, **kwargs) -> None:
+        self.calls.append(command)
+
+    def link_lookup(self, ifname: str):
+        return [self.index[ifname]]
+
+
+def test_builder_creates_then_sets_the_rest_before_enslaving_then_the_ports(monkeypatch):
+    from testbed import nlpipe
+
+    topo = loader.loads(ARP_AB)
+    builder = realize.Builder(topo)
+    ipr = FakeIPRoute()
+    builder.handles["t-server"] = ipr
+    sent = []
+
+    def transact(handle, requests):
+        assert handle is ipr
+        sent.extend(requests)
+        ipr.calls.append("raw")
+        return [nlpipe.OK]
+
+    monkeypatch.setattr(nlpipe, "transact", transact)
+    bond = topo.host("server").nic.bond
+    builder.bond("t-server", "bond0", realize.bond_options(bond), "02:00:00:00:00:01", ["pf0", "pf1"],
+                 realize.bond_extra(bond))
+    builder.port_options("t-server", bond, ("pf0", "pf1"))
+    assert ipr.calls == ["add", "raw", "set", "set", "raw", "raw"], "create, the rest, enslave, the ports"
+    assert [t for t, _f, _b in sent] == [rawnl.RTM_NEWLINK] * 3
+    assert sent[0][2] == wire.change_bond(4, [("IFLA_BOND_ARP_IP_TARGET", ("198.18.0.100", "198.18.0.101"))])
+    assert sent[1][2] == wire.change_slave(2, [("IFLA_BOND_SLAVE_PRIO", -5)])
+    assert sent[2][2] == wire.change_slave(3, [("IFLA_BOND_SLAVE_PRIO", 7)])
+
+
+def test_a_refused_raw_change_names_the_step_and_the_kernels_words(monkeypatch):
+    from testbed import nlpipe
+    from testbed.errors import NetlinkOpError
+
+    builder = realize.Builder(loader.loads(LACP))
+    builder.handles["ns"] = FakeIPRoute()
+    monkeypatch.setattr(nlpipe, "transact", lambda h, r: [nlpipe.Reply(95, "lacp_strict: unknown")])
+    with pytest.raises(NetlinkOpError) as exc:
+        builder.raw_link("ns", "bond0: set IFLA_BOND_LACP_STRICT=1", b"")
+    assert str(exc.value) == f"ns: bond0: set IFLA_BOND_LACP_STRICT=1: {nlpipe.errno_name(95)} (lacp_strict: unknown)"
