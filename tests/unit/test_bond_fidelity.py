@@ -315,3 +315,18 @@ def test_a_refused_raw_change_names_the_step_and_the_kernels_words(monkeypatch):
     with pytest.raises(NetlinkOpError) as exc:
         builder.raw_link("ns", "bond0: set IFLA_BOND_LACP_STRICT=1", b"")
     assert str(exc.value) == f"ns: bond0: set IFLA_BOND_LACP_STRICT=1: {nlpipe.errno_name(95)} (lacp_strict: unknown)"
+
+
+def test_pyroute2_reads_our_change_bond_as_what_it_would_have_sent():
+    """An independent decoder: pyroute2's own ifinfmsg parses the body back (NLA_F_NESTED is the only
+    difference from its encoder, and the kernel takes both)."""
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    body = wire.change_bond(7, [("IFLA_BOND_MIIMON", 0), ("IFLA_BOND_ARP_IP_TARGET", ("198.18.0.100",))])
+    msg = ifinfmsg(rawnl.header(len(body), rawnl.RTM_NEWLINK, 0, 1) + body)
+    msg.decode()
+    info = msg.get_attr("IFLA_LINKINFO")
+    data = info.get_attr("IFLA_INFO_DATA")
+    assert msg["index"] == 7 and info.get_attr("IFLA_INFO_KIND") == "bond"
+    assert data.get_attr("IFLA_BOND_MIIMON") == 0
+    assert data.get_attr("IFLA_BOND_ARP_IP_TARGET") == ["198.18.0.100"]
