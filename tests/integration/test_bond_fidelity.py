@@ -4,9 +4,9 @@ Two labs, each with its agent (``bringup.up``), torn down by their fixture:
 
 * ARP-monitored active-backup (bonding selftests' ``drivers/net/bonding/bond_options.sh``,
   ``arp_validate_test``): miimon 0, ``arp_interval`` + ``arp_ip_target`` = the client,
-  ``arp_validate all``, per-port ``prio``. With the client gone the bond declares both ports
-  down although both keep carrier, and the agent drops its table; back, the bond and the
-  agent return. A failed wire then fails over by the ARP verdict::
+  ``arp_validate all``, per-port ``prio``. A failed wire fails over by the ARP verdict and the
+  agent follows. (Taking the ARP target away to show "verdict, not carrier" is marked xfail:
+  the ports validate each other's flooded probes, see the test)::
 
       client 198.18.0.100 (the ARP target) ── br0 ─┬─ server-pf0 ═ pf0 ─┐
                                                    └─ server-pf1 ═ pf1 ─┴─ bond0 (ARP monitor)
@@ -86,6 +86,11 @@ def test_arp_monitor_options_read_back(arpab):
     assert pings(arpab, "198.18.0.11"), "client -> vf0 through pf0"
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "premise wrong, measured once in the 7.3 TCG guest (2026-11-26): with the target gone the bond did not "
+    "declare both ports down within 30 s. With arp_validate all a backup validates the active port's probes, "
+    "which the bridge floods to it, so the ports keep validating each other and the active port alternates; "
+    "to show 'verdict, not carrier' the target's replies must be filtered per port on the switch side"))
 def test_the_agent_follows_the_arp_verdict_not_carrier(arpab):
     """The ARP target leaves: both ports keep carrier, the bond calls them down, the agent drops."""
     wire.set_wire(arpab.name, "client", "eth0", up=False)
