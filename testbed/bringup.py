@@ -4,7 +4,8 @@
 
     rec = bringup.up(topo, agent=True, progress=print)
 
-1. ``check``: kernel modules loaded (``caps.ensure_modules``), no name the lab needs is taken;
+1. ``check``: kernel modules loaded (``caps.ensure_modules``), every bond option the file uses known to
+   this kernel's bonding (``bond.kernel.require``), no name the lab needs is taken;
 2. ``realize.up``: the lab record (state ``building``, the builder's pid), namespaces, wires, bond, VFs;
 3. ``finish``: the agent started and confirmed (its first reconcile done), and only then the record
    says ``up``; how long the agent took is ``rec.agent_ready_s`` (``up`` says it, and its --json).
@@ -20,6 +21,7 @@ import time
 
 from testbed import caps, labstore, realize, teardown
 from testbed.agent import AGENT_TIMEOUT
+from testbed.bond import kernel as bond_kernel
 from testbed.progress import Progress, quiet
 from testbed.topology import Topology
 
@@ -33,13 +35,14 @@ def ready_line(seconds: float) -> str:
 
 
 def check(topo: Topology, *, progress: Progress = quiet) -> None:
-    """What must hold before anything is built: the kernel modules, the lab's names free."""
+    """What must hold before anything is built: the kernel modules, the bond options, the lab's names free."""
     global _modules_ready
     if not _modules_ready:
         loaded = caps.ensure_modules()
         _modules_ready = True
         if loaded:
             progress(f"loaded kernel modules: {', '.join(loaded)}")
+    bond_kernel.require(topo)
     realize.check_conflicts(topo)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 from testbed import naming, topofile
 from testbed.bond import options
-from testbed.errors import TopologyError, one_line
+from testbed.errors import TopologyError, UsageError, one_line
 from testbed.topofile import clip, fmt_path, short
 from testbed.topology import Bond, Function, Host, Nic, Offload, Topology
 
@@ -55,6 +55,8 @@ def _schema_message(err: Any) -> Tuple[List[Any], str]:
         return path, f"{short(err.instance)} is not allowed; one of: {', '.join(map(str, err.validator_value))}"
     if v == "required":
         return path, err.message.replace("is a required property", "is required")
+    if v in ("pattern", "propertyNames") and path and path[-1] == "ports":
+        return path, f"{short(err.instance)} is not a port name (pf0, pf1, ...)"
     if v == "pattern":
         return path, (f"{short(err.instance)} is not a valid name: a lowercase letter, then lowercase "
                       "letters or digits")
@@ -184,23 +186,73 @@ class _Checker:
             if raw["primary"] not in ports:
                 allowed = ", ".join(ports)
                 self.fail(f"{path}.primary", f"{short(raw['primary'])} is not a port of this NIC; one of: {allowed}")
-        for opt in options.OPTIONS:
+        for opt in options.BOND_OPTIONS:
             if opt.name in raw and opt.modes and mode not in opt.modes:
                 self.fail(f"{path}.{opt.name}", opt.not_for(mode))
         if raw.get("min_links", 0) > len(ports):
             self.fail(f"{path}.min_links", f"{raw['min_links']} is more than the NIC's {len(ports)} ports")
-        miimon = raw.get("miimon", 100)
-        if miimon == 0:  # the kernel accepts it and the bond then never notices a dead port
-            self.fail(f"{path}.miimon", "0 turns off the bond's link monitoring (and the file offers no other "
-                                        "link monitor), so it would never fail over; use e.g. miimon: 100 (ms)")
-        for key in ("updelay", "downdelay"):
+        miimon = self.link_monitor(path, raw)
+        for key in ("updelay", "downdelay", "peer_notify_delay"):
             val = raw.get(key, 0)
+            if val and not miimon:
+                self.fail(f"{path}.{key}", f"{val} needs miimon; the bond refuses it with the ARP/NS monitor "
+                                           "(drop it, or monitor with miimon instead)")
             if val and val % miimon:
                 self.fail(f"{path}.{key}", f"{val} is not a multiple of miimon ({miimon}); the bond would round it")
+        if raw.get("num_grat_arp", raw.get("num_unsol_na")) != raw.get("num_unsol_na", raw.get("num_grat_arp")):
+            self.fail(f"{path}.num_unsol_na", "num_grat_arp and num_unsol_na are one setting of the bond; "
+                                              "give one, or both with the same value")
+        own = {"mode", "miimon", "updelay", "downdelay", "primary", "primary_reselect", "xmit_hash_policy",
+               "lacp_rate", "min_links", "ports"}
+        settings = tuple((k, self.bond_value(f"{path}.{k}", k, v)) for k, v in raw.items() if k not in own)
         return Bond(mode=mode, miimon=miimon, updelay=raw.get("updelay", 0), downdelay=raw.get("downdelay", 0),
                     primary=raw.get("primary"), primary_reselect=raw.get("primary_reselect"),
                     xmit_hash_policy=raw.get("xmit_hash_policy"), lacp_rate=raw.get("lacp_rate"),
-                    min_links=raw.get("min_links"))
+                    min_links=raw.get("min_links"), settings=settings,
+                    port_settings=self.bond_ports(f"{path}.ports", raw.get("ports", {}), ports, mode))
+
+    def bond_value(self, path: str, name: str, value: object) -> object:
+        """A value the schema let through, checked by the option table (addresses) and kept as the table
+        encodes it (addresses normalized, as a tuple)."""
+        try:
+            encoded = options.option(name).encode(value)  # type: ignore[arg-type]
+        except UsageError as exc:
+            self.fail(path, exc.message.split(": ", 1)[-1] + (f"; {exc.fix}" if exc.fix else ""))
+        return encoded if isinstance(encoded, tuple) else value
+
+    def link_monitor(self, path: str, raw: dict) -> int:
+        """The bond's link monitor: miimon (default 100) or the ARP/NS monitor (arp_interval + targets,
+        miimon 0); returns miimon."""
+        arp = raw.get("arp_interval", 0)
+        targets = [k for k in ("arp_ip_target", "ns_ip6_target") if k in raw]
+        if arp and not targets:
+            self.fail(f"{path}.arp_interval", "the ARP/NS monitor needs targets: give arp_ip_target (IPv4) "
+                                              "or ns_ip6_target (IPv6)")
+        for key in targets + [k for k in ("arp_validate", "arp_all_targets") if k in raw]:
+            if not arp:
+                self.fail(f"{path}.{key}", "only applies with the ARP/NS monitor; give arp_interval (ms) too")
+        miimon = raw.get("miimon", 0 if arp else 100)
+        if arp and miimon:  # the kernel would silently turn one of them off
+            self.fail(f"{path}.miimon", f"{miimon} and arp_interval {arp} exclude each other (the bond turns one "
+                                        "off); drop miimon (or give miimon: 0) to monitor by ARP/NS")
+        if miimon == 0 and not arp:  # the kernel accepts it and the bond then never notices a dead port
+            self.fail(f"{path}.miimon", "0 turns off the bond's link monitoring and the file gives no ARP/NS "
+                                        "monitor (arp_interval + arp_ip_target), so it would never fail over; "
+                                        "use e.g. miimon: 100 (ms)")
+        return miimon
+
+    def bond_ports(self, path: str, raw: dict, ports: Tuple[str, ...], mode: str) -> tuple:
+        """``bond.ports``: each port's own options (``prio``, ``ad_actor_port_prio``)."""
+        out = []
+        for port, opts in raw.items():
+            if port not in ports:
+                self.fail(f"{path}.{port}", f"{port} is not a port of this NIC; one of: {', '.join(ports)}")
+            for name in opts:
+                opt = options.option(name)
+                if opt.modes and mode not in opt.modes:
+                    self.fail(f"{path}.{port}.{name}", opt.not_for(mode))
+            out.append((port, tuple(opts.items())))
+        return tuple(out)
 
     def offload(self, path: str, raw: dict, bond: Bond) -> Offload:
         default = "active-backup" if bond.mode == "active-backup" else "hash"

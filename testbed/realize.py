@@ -15,23 +15,38 @@ reverse) and raises ``BuildError`` naming the step.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pyroute2 import IPRoute
 
-from testbed import labstore, naming, nsfs, rdma
-from testbed.bond import options
+from testbed import labstore, naming, nlpipe, nsfs, rawnl, rdma
+from testbed.bond import options, wire
 from testbed.bond.state import read_state
-from testbed.errors import BuildError, ConflictError, TestbedError
+from testbed.errors import BuildError, ConflictError, NetlinkOpError, TestbedError
 from testbed.nl import netlink_op, netns_exists, open_ns, wait_until
 from testbed.progress import Progress, quiet
 from testbed.topology import Bond, Host, Nic, Topology
 
 NUD_PERMANENT = 0x80
 
+MIIMON_DELAYS = ("updelay", "downdelay", "peer_notify_delay")  # the kernel refuses them (EPERM) when miimon is 0
+
+
+def _bond_values(bond: Bond) -> Dict[str, Any]:
+    values = {o.name: bond.value(o.name) for o in options.BOND_OPTIONS}
+    if not bond.miimon:  # the ARP/NS monitor: the loader allowed no delay, and even 0 would be refused
+        values.update(dict.fromkeys(MIIMON_DELAYS))
+    return values
+
+
 def bond_options(bond: Bond) -> Dict[str, int]:
     """IFLA_BOND_* attributes for pyroute2 ``link('add', kind='bond', ...)`` (``primary``: set once enslaved)."""
-    return options.attrs({o.name: getattr(bond, o.name) for o in options.OPTIONS})
+    return options.attrs(_bond_values(bond))
+
+
+def bond_extra(bond: Bond) -> List[Tuple[str, Any]]:
+    """The bond's options pyroute2 cannot send (``bond.wire.change_bond``), set before any port is enslaved."""
+    return options.extra(_bond_values(bond))
 
 
 def partner_options(bond: Bond) -> Optional[Dict[str, int]]:
@@ -133,14 +148,34 @@ class Builder:
         with netlink_op(f"{ns}: {ifname}: clsact qdisc"):
             ipr.tc("add", "clsact", index=ipr.link_lookup(ifname=ifname)[0])
 
-    def bond(self, ns: str, name: str, opts: Dict[str, int], mac: str, slaves: List[str]) -> None:
+    def bond(self, ns: str, name: str, opts: Dict[str, int], mac: str, slaves: List[str],
+             extra: Sequence[Tuple[str, Any]] = ()) -> None:
         ipr = self.ns(ns)
         with netlink_op(f"{ns}: {name}: create bond ({', '.join(f'{k}={v}' for k, v in opts.items())})"):
             ipr.link("add", ifname=name, kind="bond", address=mac, ifalias=naming.mark(self.topo.name), **opts)
         master = ipr.link_lookup(ifname=name)[0]
+        if extra:
+            self.raw_link(ns, f"{name}: set {', '.join(f'{k}={v}' for k, v in extra)}", wire.change_bond(master, extra))
         for slave in slaves:
             with netlink_op(f"{ns}: {name}: cannot enslave {slave}"):
                 ipr.link("set", index=ipr.link_lookup(ifname=slave)[0], master=master)
+
+    def raw_link(self, ns: str, what: str, body: bytes) -> None:
+        """One RTM_NEWLINK built by ``bond.wire`` (what pyroute2 cannot encode); NetlinkOpError with the
+        kernel's own text when it refuses."""
+        reply = nlpipe.transact(self.ns(ns), [(rawnl.RTM_NEWLINK, 0, body)])[0]
+        if reply.errno:
+            raise NetlinkOpError(f"{ns}: {what}: {nlpipe.errno_name(reply.errno)}"
+                                 + (f" ({reply.message})" if reply.message else ""), errno=reply.errno)
+
+    def port_options(self, ns: str, bond: Bond, ports: Sequence[str]) -> None:
+        """The ports' own bond options (``prio``, ``ad_actor_port_prio``), once they are enslaved."""
+        for port in ports:
+            values = options.port_attrs(bond.port_values(port))
+            if values:
+                index = self.ns(ns).link_lookup(ifname=port)[0]
+                self.raw_link(ns, f"{port}: set {', '.join(f'{k}={v}' for k, v in values)}",
+                              wire.change_slave(index, values))
 
     # -- the lab ------------------------------------------------------------
     def run(self) -> labstore.LabRecord:
@@ -214,7 +249,8 @@ class Builder:
         nic, ns = host.nic, host.netns
         assert nic is not None, f"{host.name} has no NIC"
         self.step = f"{ns}: {nic.bond.name}"
-        self.bond(ns, nic.bond.name, bond_options(nic.bond), nic.mac, list(nic.ports))
+        self.bond(ns, nic.bond.name, bond_options(nic.bond), nic.mac, list(nic.ports), bond_extra(nic.bond))
+        self.port_options(ns, nic.bond, nic.ports)
         if nic.bond.primary:
             self.link_set(ns, nic.bond.name, kind="bond",
                           bond_primary=self.ns(ns).link_lookup(ifname=nic.bond.primary)[0])

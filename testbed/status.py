@@ -7,26 +7,32 @@ from typing import Any, Dict, List
 from testbed import labstore, naming, rdma
 from testbed.agent import status as agent_status
 from testbed.bond import wire as bondnl
+from testbed.bond.ports import usable_ports
 from testbed.bond.state import read_state
 from testbed.nl import open_ns
 from testbed.topology import Host, Nic, Topology
 
 
 def read_bond(ipr: Any, nic: Nic) -> Dict[str, Any]:
-    """Mode, active port and per-port state of a NIC's bond, as the bonding driver reports it."""
+    """Mode, active port, options and per-port state of a NIC's bond, as the bonding driver reports it;
+    in 802.3ad the bond's active aggregator and each port's aggregator and actor/partner oper state
+    (bit names); ``usable_ports``: the ports the bond transmits on by the drivers' rule (``bond.ports``)."""
     st = read_state(ipr, nic)
     out: Dict[str, Any] = {"name": st.bond, "present": st.present, "ports": []}
     if not st.present:
         return out
-    out.update(mode=st.mode, active_port=st.active, admin_up=st.admin_up, options=dict(st.options))
+    out.update(mode=st.mode, active_port=st.active, admin_up=st.admin_up, options=dict(st.options),
+               usable_ports=list(usable_ports(nic, st)))
+    if st.mode == "802.3ad":
+        out["ad_aggregator"] = st.ad_aggregator  # the bond's active aggregator (IFLA_BOND_AD_INFO)
     for p in st.ports:
         entry: Dict[str, Any] = {"name": p.name, "present": p.present}
         if p.present:
             entry.update(carrier=p.carrier, operstate=p.operstate, enslaved=p.enslaved,
-                         bond_state=p.slave_state, mii_status=p.mii)
+                         bond_state=p.slave_state, mii_status=p.mii, options=dict(p.options))
             if st.mode == "802.3ad":
-                entry["lacp_actor"] = bondnl.ad_state_names(p.ad_actor)
-                entry["lacp_partner"] = bondnl.ad_state_names(p.ad_partner)
+                entry.update(aggregator=p.ad_aggregator, lacp_actor=bondnl.ad_state_names(p.ad_actor),
+                             lacp_partner=bondnl.ad_state_names(p.ad_partner))
         out["ports"].append(entry)
     return out
 

@@ -38,6 +38,25 @@ class Bond:
     lacp_rate: str | None = None
     min_links: int | None = None
     name: str = naming.BOND
+    # every other bond option of ``bond.options.OPTIONS`` the file gives: ((name, value), ...)
+    settings: Tuple[Tuple[str, object], ...] = ()
+    # the ports' own options (``bond.ports`` in the file): ((port, ((name, value), ...)), ...)
+    port_settings: Tuple[Tuple[str, Tuple[Tuple[str, object], ...]], ...] = ()
+
+    def value(self, name: str) -> object:
+        """A bond option by its table name: a field of its own, else from ``settings`` (None: not given)."""
+        if name in self.__dataclass_fields__ and name not in ("settings", "port_settings", "name"):
+            return getattr(self, name)
+        return dict(self.settings).get(name)
+
+    def port_values(self, port: str) -> dict:
+        """The options the file gives for one port (``{}``: none)."""
+        return dict(dict(self.port_settings).get(port, ()))
+
+    @property
+    def arp_monitor(self) -> bool:
+        """The ARP/NS monitor watches the ports (instead of miimon)."""
+        return bool(self.value("arp_interval"))
 
 
 @dataclass(frozen=True)

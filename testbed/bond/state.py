@@ -9,8 +9,9 @@ driver reports and follows it:
 * per port: ``IFLA_CARRIER``, ``IFLA_OPERSTATE``, ``IFLA_MASTER`` and the
   bond's per-port record ``IFLA_INFO_SLAVE_DATA``: slave state
   (active/backup), MII status (up/fail/down/back) and the 802.3ad actor and
-  partner operational port state (see ``bond.wire``; pyroute2 0.9.7 stops short
-  of those).
+  partner operational port state, the port's aggregator id and its own
+  options (``prio``, ``ad_actor_port_prio``) (see ``bond.wire``; pyroute2
+  0.9.7 stops short of those).
 
 ``parse_links()`` is pure (pyroute2 messages in, ``BondState`` out) so unit
 tests feed it messages built from bytes; ``read_state()`` does the one
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
-from typing import Any, FrozenSet, Iterable, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, Optional, Tuple
 
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
@@ -50,11 +51,21 @@ class PortState:
     ad_partner: Optional[int] = None
     ad_aggregator: Optional[int] = None
     link_failures: Optional[int] = None
+    options: Tuple[Tuple[str, Any], ...] = ()  # the port's own bond options the kernel reports (prio, ...)
 
     @property
     def collecting_distributing(self) -> bool:
         bits = wire.AD_COLLECTING | wire.AD_DISTRIBUTING
         return self.ad_actor is not None and self.ad_actor & bits == bits
+
+    @property
+    def distributing(self) -> bool:
+        """The 802.3ad actor transmits on this port (``tx_enabled`` in the active aggregator)."""
+        return self.ad_actor is not None and bool(self.ad_actor & wire.AD_DISTRIBUTING)
+
+    @property
+    def collecting(self) -> bool:
+        return self.ad_actor is not None and bool(self.ad_actor & wire.AD_COLLECTING)
 
     def describe(self) -> str:
         """``pf0 carrier=up bond=active mii=up lacp=collecting,distributing``."""
@@ -72,6 +83,8 @@ class PortState:
         if self.ad_actor is not None:
             parts.append("lacp=" + (",".join(n for n in wire.ad_state_names(self.ad_actor)
                                              if n in ("collecting", "distributing")) or "-"))
+        if self.ad_aggregator is not None:
+            parts.append(f"agg={self.ad_aggregator}")
         return " ".join(parts)
 
 
@@ -103,6 +116,8 @@ class BondState:
         head = f"{self.bond} {self.mode or '?'}" + ("" if self.admin_up else " admin=down")
         if self.mode == "active-backup":
             head += f" active={self.active or '-'}"
+        if self.mode == "802.3ad":
+            head += f" agg={self.ad_aggregator if self.ad_aggregator is not None else '-'}"
         return "; ".join([head] + [p.describe() for p in self.ports])
 
 
@@ -130,10 +145,11 @@ def parse_links(links: Iterable[Any], nic: Nic, devices: Optional[Iterable[str]]
             ports.append(BondState(bond_name).port(name))
             continue
         info = _linkinfo(ln)
-        sd = {}
+        sd: Dict[str, Any] = {}
         if info is not None and info.get_attr("IFLA_INFO_SLAVE_KIND") == "bond":
-            sd = wire.slave_data(info.get_attr("IFLA_INFO_SLAVE_DATA"))
+            sd = wire.decode_slave(info.get_attr("IFLA_INFO_SLAVE_DATA"))
         enslaved = bond_index is not None and ln.get_attr("IFLA_MASTER") == bond_index
+        sd = sd if enslaved else {}
         ports.append(PortState(
             name=name,
             present=True,
@@ -141,27 +157,29 @@ def parse_links(links: Iterable[Any], nic: Nic, devices: Optional[Iterable[str]]
             carrier=bool(ln.get_attr("IFLA_CARRIER")),
             operstate=str(ln.get_attr("IFLA_OPERSTATE") or "UNKNOWN"),
             enslaved=enslaved,
-            slave_state=wire.SLAVE_STATE.get(sd.get("state")) if enslaved else None,
-            mii=wire.MII_STATUS.get(sd.get("mii")) if enslaved else None,
-            ad_actor=sd.get("actor") if enslaved else None,
-            ad_partner=sd.get("partner") if enslaved else None,
-            ad_aggregator=sd.get("aggregator") if enslaved else None,
-            link_failures=sd.get("failures") if enslaved else None,
+            slave_state=wire.SLAVE_STATE.get(sd.get("IFLA_BOND_SLAVE_STATE")),  # type: ignore[arg-type]
+            mii=wire.MII_STATUS.get(sd.get("IFLA_BOND_SLAVE_MII_STATUS")),  # type: ignore[arg-type]
+            ad_actor=sd.get("IFLA_BOND_SLAVE_AD_ACTOR_OPER_PORT_STATE"),
+            ad_partner=sd.get("IFLA_BOND_SLAVE_AD_PARTNER_OPER_PORT_STATE"),
+            ad_aggregator=sd.get("IFLA_BOND_SLAVE_AD_AGGREGATOR_ID"),
+            link_failures=sd.get("IFLA_BOND_SLAVE_LINK_FAILURE_COUNT"),
+            options=tuple((k, v) for k, v in options.decode_port(sd).items() if v is not None),
         ))
     if bond is None:
         return BondState(bond=bond_name, present=False, admin_up=False, ports=tuple(ports), devices=present)
     info = _linkinfo(bond)
-    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+    raw = info.get_attr("IFLA_INFO_DATA") if info is not None else None
     mode = active = aggregator = None
     opts: Tuple[Tuple[str, Any], ...] = ()
-    if data is not None and info.get_attr("IFLA_INFO_KIND") == "bond":
+    if raw is not None and info.get_attr("IFLA_INFO_KIND") == "bond":
+        data = wire.decode_bond(raw)
         opts = tuple(options.decode(data).items())
         mode = dict(opts).get("mode")
         mode = mode if isinstance(mode, str) else None
-        active = by_index.get(data.get_attr("IFLA_BOND_ACTIVE_SLAVE"))  # a port of ours, or None
-        ad_info = data.get_attr("IFLA_BOND_AD_INFO")
-        if ad_info is not None:
-            aggregator = ad_info.get_attr("IFLA_BOND_AD_INFO_AGGREGATOR")
+        active = by_index.get(data.get("IFLA_BOND_ACTIVE_SLAVE"))  # a port of ours, or None
+        ad_info = data.get("IFLA_BOND_AD_INFO")
+        if isinstance(ad_info, dict):
+            aggregator = ad_info.get("IFLA_BOND_AD_INFO_AGGREGATOR")
     return BondState(bond=bond_name, present=True, admin_up=bool(bond["flags"] & IFF_UP), mode=mode,
                      active=active, ad_aggregator=aggregator, ports=tuple(ports), devices=present, options=opts)
 

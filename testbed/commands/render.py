@@ -13,7 +13,9 @@ def port_line(p: Dict[str, Any], active: Any) -> str:
     line = (f"  {flag} {p['name']:6} carrier={'up' if p.get('carrier') else 'DOWN':4} "
             f"bond={p.get('bond_state') or '-':7} mii={p.get('mii_status') or '-'}")
     if "lacp_actor" in p:
-        line += f" lacp={','.join(p['lacp_actor']) or '-'}"
+        line += (f" agg={p.get('aggregator') if p.get('aggregator') is not None else '-'}"
+                 f" actor={','.join(p['lacp_actor']) or '-'} partner={','.join(p['lacp_partner']) or '-'}")
+    line += "".join(f" {k}={v}" for k, v in (p.get("options") or {}).items())
     return line
 
 
@@ -29,7 +31,9 @@ def render_status(data: Dict[str, Any]) -> str:
             continue
         b = h["bond"]
         out.append(f"host {h['name']} [{h['netns']}]: {b['name']} {b.get('mode')} {b['address']} "
-                   f"active={b.get('active_port') or '-'} offload={h['offload']['mode']}")
+                   f"active={b.get('active_port') or '-'} offload={h['offload']['mode']}"
+                   + (f" aggregator={b.get('ad_aggregator') if b.get('ad_aggregator') is not None else '-'}"
+                      if "ad_aggregator" in b else ""))
         out += [port_line(p, b.get("active_port")) for p in b["ports"]]
         for f in h["vfs"] + ([h["rdma"]] if h.get("rdma") else []):
             out.append(f"    {f['kind']:4} {f['name']:6} [{f['netns']}] {f.get('mac')} "

@@ -91,9 +91,10 @@ def bond_state(nic: Nic, ports: Iterable[PortState], *, mode: Optional[str] = No
 
 def oracle_usable(nic: Nic, conds: Dict[str, str], active: Optional[str]) -> Tuple[str, ...]:
     mode = nic.bond.mode
-    if mode == "active-backup":
-        return (active,) if active is not None and conds.get(active, "up") not in ("missing", "unenslaved") else ()
-    ok = {"balance-xor": ("up",), "802.3ad": ("cd",)}[mode]
+    if mode == "active-backup":  # the bond's active port, while the bond says its link is up
+        return (active,) if active is not None and conds.get(active, "up") == "up" else ()
+    # link_up is MII up or fail (in downdelay: bond_lower_state_changed), as the LAG-offload drivers read it
+    ok = {"balance-xor": ("up", "fail"), "802.3ad": ("cd",)}[mode]
     return tuple(p for p in nic.ports if conds[p] in ok)
 
 

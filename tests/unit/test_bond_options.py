@@ -15,16 +15,6 @@ from testbed.topology import Bond
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class _Data:
-    """Stands in for pyroute2's IFLA_INFO_DATA nla: get_attr by IFLA name."""
-
-    def __init__(self, attrs):
-        self.attrs = attrs
-
-    def get_attr(self, name):
-        return self.attrs.get(name)
-
-
 def test_kernel_numbers_follow_uapi():
     # include/uapi/linux/if_bonding.h BOND_MODE_*, BOND_XMIT_POLICY_*, BOND_PRI_RESELECT_*
     assert options.MODE["active-backup"] == 1 and options.MODE["balance-xor"] == 2 and options.MODE["802.3ad"] == 4
@@ -48,8 +38,8 @@ def test_attrs_of_a_bond_are_the_ifla_keywords_realize_sends():
 
 
 def test_decode_reads_back_what_encode_sends():
-    data = _Data({"IFLA_BOND_MODE": 4, "IFLA_BOND_MIIMON": 100, "IFLA_BOND_XMIT_HASH_POLICY": 5,
-                  "IFLA_BOND_AD_LACP_RATE": 0, "IFLA_BOND_PRIMARY_RESELECT": 9})
+    data = {"IFLA_BOND_MODE": 4, "IFLA_BOND_MIIMON": 100, "IFLA_BOND_XMIT_HASH_POLICY": 5,
+            "IFLA_BOND_AD_LACP_RATE": 0, "IFLA_BOND_PRIMARY_RESELECT": 9}
     got = options.decode(data)
     assert got["mode"] == "802.3ad" and got["miimon"] == 100 and got["lacp_rate"] == "slow"
     assert got["xmit_hash_policy"] == "vlan+srcmac"  # a kernel value no file may ask for still reads back
@@ -63,18 +53,20 @@ def test_bad_values_are_refused_with_the_allowed_ones():
     with pytest.raises(UsageError, match="non-negative integer"):
         options.option("updelay").encode(-1)
     with pytest.raises(UsageError, match="unknown bond option"):
-        options.option("arp_interval")
+        options.option("arp_missed_max")
 
 
 def test_the_shipped_schema_file_agrees_with_the_table():
     """The loader validates with the table's values; the schema file users read must say the same."""
     with open(os.path.join(ROOT, "testbed", "schema", "topology.schema.json")) as fh:
         props = json.load(fh)["$defs"]["bond"]["properties"]
-    for opt in options.OPTIONS:
+    for opt in options.BOND_OPTIONS:
         assert opt.name in props, f"{opt.name} missing from the schema"
         if opt.values is not None:
             assert props[opt.name]["enum"] == list(opt.allowed), opt.name
-    assert set(props) == set(options.BY_NAME)
+    assert set(props) == {o.name for o in options.BOND_OPTIONS} | {"ports"}
+    port_props = props["ports"]["additionalProperties"]["properties"]
+    assert set(port_props) == {o.name for o in options.PORT_OPTIONS}
     assert loader.schema()["$defs"]["bond"]["properties"]["mode"]["enum"] == list(options.FILE_MODES)
 
 

@@ -1,0 +1,136 @@
+"""The agent keys on the bond's own verdict, as the LAG-offload drivers do (``link_up && tx_enabled``).
+
+Two labs, each with its agent (``bringup.up``), torn down by their fixture:
+
+* ARP-monitored active-backup (bonding selftests' ``drivers/net/bonding/bond_options.sh``,
+  ``arp_validate_test``): miimon 0, ``arp_interval`` + ``arp_ip_target`` = the client,
+  ``arp_validate all``, per-port ``prio``. A failed wire fails over by the ARP verdict and the
+  agent follows. (Taking the ARP target away to show "verdict, not carrier" is marked xfail:
+  the ports validate each other's flooded probes, see the test)::
+
+      client 198.18.0.100 (the ARP target) ── br0 ─┬─ server-pf0 ═ pf0 ─┐
+                                                   └─ server-pf1 ═ pf1 ─┴─ bond0 (ARP monitor)
+      vf0-rep ═ vf0 198.18.0.11
+
+* passive LACP (``drivers/net/bonding/bond_passive_lacp.sh``): ``lacp_active off`` on the NIC's
+  bond, the switch's partner bond active; the ports reach DISTRIBUTING in one aggregator, the
+  actor's ACTIVITY bit stays clear, ``status`` shows the aggregator ids, and VF traffic flows::
+
+      client ── br0 ── server-lag (802.3ad, active) ═ pf0, pf1 ─ bond0 (802.3ad, passive)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterator
+
+import pytest
+
+from testbed import bringup, loader, teardown, wire
+from testbed.agent import status as agent_status
+from testbed.demo import ping
+from testbed.nl import open_ns, wait_until
+from testbed.status import read_bond
+from testbed.topology import Topology
+
+pytestmark = [pytest.mark.integration, pytest.mark.needs("bonding", "flower", "mirred")]
+TOPOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "topologies")
+
+
+def agent_lab(file: str) -> Iterator[Topology]:
+    topo = loader.load(os.path.join(TOPOS, file))
+    bringup.up(topo, agent=True)
+    try:
+        yield topo
+    finally:
+        teardown.down(topo.name)
+
+
+@pytest.fixture(scope="module")
+def arpab() -> Iterator[Topology]:
+    yield from agent_lab("arp-ab.yaml")
+
+
+@pytest.fixture(scope="module")
+def plac() -> Iterator[Topology]:
+    yield from agent_lab("passive-lacp.yaml")
+
+
+def bond(topo: Topology) -> Dict[str, Any]:
+    """The bond as ``testbed status`` reads it (only the bond: a whole ``lab_status`` is slow under TCG)."""
+    host = topo.nic_host()
+    with open_ns(host.netns) as ipr:
+        return read_bond(ipr, host.nic)
+
+
+def port(b: Dict[str, Any], name: str) -> Dict[str, Any]:
+    return next(p for p in b["ports"] if p["name"] == name)
+
+
+def usable(topo: Topology):
+    return list(agent_status.nic(topo.name, "server").usable)
+
+
+def pings(topo: Topology, addr: str) -> bool:
+    client = topo.plain_host()
+    return ping(client.netns, addr, count=3)["received"] > 0
+
+
+def test_arp_monitor_options_read_back(arpab):
+    b = bond(arpab)
+    opts = b["options"]
+    assert opts["miimon"] == 0 and opts["arp_interval"] == 100 and opts["arp_validate"] == "all"
+    assert opts["arp_ip_target"] == ("198.18.0.100",), opts
+    assert port(b, "pf0")["options"]["prio"] == 10 and port(b, "pf1")["options"]["prio"] == 5
+    wait_until(lambda: usable(arpab) == ["pf0"], 30, "the agent to use the primary pf0")
+    assert pings(arpab, "198.18.0.11"), "client -> vf0 through pf0"
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "premise wrong, measured once in the 7.3 TCG guest (2026-11-26): with the target gone the bond did not "
+    "declare both ports down within 30 s. With arp_validate all a backup validates the active port's probes, "
+    "which the bridge floods to it, so the ports keep validating each other and the active port alternates; "
+    "to show 'verdict, not carrier' the target's replies must be filtered per port on the switch side"))
+def test_the_agent_follows_the_arp_verdict_not_carrier(arpab):
+    """The ARP target leaves: both ports keep carrier, the bond calls them down, the agent drops."""
+    wire.set_wire(arpab.name, "client", "eth0", up=False)
+    try:
+        wait_until(lambda: all(port(bond(arpab), p)["mii_status"] == "down" for p in ("pf0", "pf1")), 30,
+                   "the ARP monitor to declare both ports down")
+        b = bond(arpab)
+        assert all(port(b, p)["carrier"] for p in ("pf0", "pf1")), "carrier stays up on both ports"
+        wait_until(lambda: usable(arpab) == [], 30, "the agent to stop using any port")
+    finally:
+        wire.set_wire(arpab.name, "client", "eth0", up=True)
+    wait_until(lambda: bond(arpab)["active_port"] == "pf0", 30, "the bond back on pf0 by ARP replies")
+    wait_until(lambda: usable(arpab) == ["pf0"], 30, "the agent back on pf0")
+    assert pings(arpab, "198.18.0.11"), "client -> vf0 after the target returned"
+
+
+def test_arp_monitored_failover_moves_the_offload(arpab):
+    wire.set_wire(arpab.name, "server", "pf0", up=False)
+    try:
+        wait_until(lambda: bond(arpab)["active_port"] == "pf1", 30, "the ARP monitor to fail over to pf1")
+        wait_until(lambda: usable(arpab) == ["pf1"], 30, "the agent to follow to pf1")
+        assert pings(arpab, "198.18.0.11"), "client -> vf0 through pf1"
+    finally:
+        wire.set_wire(arpab.name, "server", "pf0", up=True)
+    wait_until(lambda: usable(arpab) == ["pf0"], 30, "the agent back on the primary pf0")
+
+
+def test_passive_lacp_comes_up_and_carries_vf_traffic(plac):
+    def distributing() -> bool:
+        b = bond(plac)
+        return all("distributing" in port(b, p)["lacp_actor"] for p in ("pf0", "pf1"))
+
+    wait_until(distributing, 60, "both ports to distribute with a passive actor")
+    b = bond(plac)
+    assert b["options"]["lacp_active"] is False
+    assert b["ad_aggregator"] is not None
+    for p in ("pf0", "pf1"):
+        entry = port(b, p)
+        assert entry["aggregator"] == b["ad_aggregator"], entry
+        assert "activity" not in entry["lacp_actor"], f"a passive actor: {entry['lacp_actor']}"
+        assert "activity" in entry["lacp_partner"], f"the switch's partner is active: {entry['lacp_partner']}"
+    wait_until(lambda: usable(plac) == ["pf0", "pf1"], 30, "the agent to use both distributing ports")
+    assert pings(plac, "198.18.0.11"), "client -> vf0 over the passive LAG"
