@@ -198,11 +198,18 @@ def run_in_vm(
         if not os.path.isdir(d):
             raise UsageError(f"testbed vm: --rwdir {d} is not a directory")
 
+    host_env = dict(os.environ)
+
     def build(accel: str) -> List[str]:
         return build_vng_argv(argv, tools=tools, kernel=kern.path, rwdirs=dirs, accel=accel,
-                              cwd=os.getcwd(), memory=memory, cpus=cpus)
+                              cwd=os.getcwd(), memory=memory, cpus=cpus, host_env=host_env)
 
     build("tcg")  # reject bad options before a probe boot is spent on them
+    from testbed import vmcache
+
+    hot = vmcache.build(sys.executable, str(Path(__file__).resolve().parent.parent))
+    if hot:
+        host_env[vmcache.ENV] = hot
     choice = choose_accel(accel, tools.qemu, kern.path)
     vng_argv = build(choice.accel)
     print(f"testbed vm: booting {kern.version} under {choice.accel.upper()}{choice.describe()}...",
@@ -308,11 +315,30 @@ def _restore_tty(state) -> None:
         termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, state)
 
 
+def _mount_import_cache() -> None:
+    """In the guest: the host's import cache (testbed.vmcache) into RAM, if one was built."""
+    from testbed import vmcache
+
+    tar = os.environ.get(vmcache.ENV)
+    if not tar:
+        return
+    start = time.monotonic()
+    try:
+        roots = vmcache.mount_in_guest(tar)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"testbed vm (guest): import cache not mounted ({exc}); imports read over 9p",
+              file=sys.stderr)
+        return
+    print(f"testbed vm (guest): import cache: {len(roots)} directories overlaid from RAM "
+          f"in {time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
+
+
 def guest_init(command: List[str]) -> int:
     """In the guest: load the lab's modules, then exec ``command`` (returns only on failure)."""
     if not command:
         print("testbed vm (guest): no command given", file=sys.stderr)
         return GUEST_INIT_FAILED
+    _mount_import_cache()
     moddir = Path("/lib/modules") / os.uname().release
     index = ""
     for name in ("modules.dep", "modules.builtin"):  # Debian's 7.3 ships no modules.builtin

@@ -25,6 +25,14 @@ as root with this Python first on PATH, this testbed on PYTHONPATH,
 TESTBED_IN_VM=1 set, and the host's CI and TESTBED_* variables copied.
 COMMAND's output streams through live and its exit status becomes testbed's.
 
+Import cache: the guest reads files over 9p without a page cache, which under
+TCG made importing the agent take 12-20 s.  So the host packs the Python files
+lane processes import (testbed, the test libraries, their .pyc) into one tar
+under .vmcache/ (rebuilt when one changes), and the guest unpacks it into RAM
+and overlays those directories read-only (4-5 s for the same import).  Files
+changed on the host while a guest runs are not seen by it; TESTBED_VM_NO_HOT=1
+turns the cache off.
+
 The kernel is the newest installed one (/boot/vmlinuz-VERSION or
 /lib/modules/VERSION/vmlinuz) whose /lib/modules/VERSION holds bonding,
 cls_flower and act_mirred, unless --kernel names one: a version (7.3, 6.12,
