@@ -1,11 +1,13 @@
 """Leak guard for the integration suite: a lab owns what it creates and removes all of it.
 
 Each integration module must leave behind no process and no network namespace that was
-not there before it started (labs, agents, traffic senders, rping/verbs peers). Before
-the guard, a leftover busy process from one module made later timing tests in the same
-guest fail or hang, far from their cause; now the module that leaked fails at its last
-teardown, naming what it left (pid, command line, CPU seconds) -- and the leftovers are
-killed and the namespaces removed, so the rest of the run is not poisoned.
+not there before it started (labs, agents, traffic senders, rping/verbs peers): a process
+of this test run (started by it, or daemonized to init) or a namespace left by one module
+would otherwise load the guest or clash with names, and make later timing tests fail far
+from their cause. The module that leaked fails at its last teardown, naming what it left
+(pid, command line, CPU seconds); the leftovers are killed and the namespaces removed, so
+the rest of the run is not poisoned. The system's own processes (udev workers answering
+the lab's new links) are not the lab's.
 """
 
 from __future__ import annotations
@@ -51,15 +53,19 @@ def _namespaces() -> Set[str]:
         return set()
 
 
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _ancestors(pid: int) -> Set[int]:
     seen = set()
     while pid > 1 and pid not in seen:
         seen.add(pid)
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                pid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            break
+        pid = _parent(pid)
     return seen
 
 
@@ -82,8 +88,12 @@ def leak_guard(request):
     procs_before = set(_processes())
     ns_before = _namespaces()
     yield
+    me = os.getpid()
+    # ours: started by this process (directly or not), or daemonized (a lab's agent is
+    # re-parented to init); not the system's own (udev workers answering the lab's new links)
     left = {pid: cmd for pid, cmd in _processes().items()
-            if pid not in procs_before and pid not in mine}
+            if pid not in procs_before and pid not in mine
+            and (me in _ancestors(pid) or _parent(pid) == 1)}
     # a process of ours that is still exiting is not a leak: give each a moment to be reaped
     stale: List[str] = []
     for pid, cmd in sorted(left.items()):

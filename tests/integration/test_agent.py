@@ -18,6 +18,7 @@ read from the rules' own counters (``ops.dump``), as the bonding selftests do.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import time
@@ -76,7 +77,13 @@ class Udp:
 
     def send(self, dst: str, port: int, n: int = N, ports: int = 1) -> None:
         for i in range(n):
-            self.sock.sendto(b"testbed-agent %d" % i, (dst, port + i % ports))
+            while True:
+                try:
+                    self.sock.sendto(b"testbed-agent %d" % i, (dst, port + i % ports))
+                    break
+                except BlockingIOError:  # the send buffer is full (e.g. datagrams held for ARP): wait
+                    if not select.select([], [self.sock], [], 30)[1]:
+                        raise
 
     def drain(self) -> int:
         while True:
