@@ -18,6 +18,8 @@ from typing import Dict, List, Set
 
 import pytest
 
+from testbed import pids, teardown
+from testbed.progress import quiet
 from testbed.rawnl import NETNS_DIR
 
 
@@ -37,13 +39,18 @@ def _processes() -> Dict[int, str]:
     return out
 
 
-def _cpu_s(pid: int) -> float:
+def _stat(pid: int) -> List[str]:
+    """The fields of /proc/PID/stat after the command name (state first); [] if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _cpu_s(pid: int) -> float:
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
 
 
 def _namespaces() -> Set[str]:
@@ -54,11 +61,8 @@ def _namespaces() -> Set[str]:
 
 
 def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
+    fields = _stat(pid)
+    return int(fields[1]) if fields else 0
 
 
 def _ancestors(pid: int) -> Set[int]:
@@ -69,21 +73,8 @@ def _ancestors(pid: int) -> Set[int]:
     return seen
 
 
-def _remove_netns(name: str) -> None:
-    from pyroute2 import netns
-
-    try:
-        netns.remove(name)
-    except OSError:
-        pass
-
-
 @pytest.fixture(scope="module", autouse=True)
 def leak_guard(request):
-    if not request.node.get_closest_marker("integration") and not any(
-            item.get_closest_marker("integration") for item in request.node.items):
-        yield
-        return
     mine = _ancestors(os.getpid())
     procs_before = set(_processes())
     ns_before = _namespaces()
@@ -94,15 +85,9 @@ def leak_guard(request):
     left = {pid: cmd for pid, cmd in _processes().items()
             if pid not in procs_before and pid not in mine
             and (me in _ancestors(pid) or _parent(pid) == 1)}
-    # a process of ours that is still exiting is not a leak: give each a moment to be reaped
     stale: List[str] = []
     for pid, cmd in sorted(left.items()):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state == "Z":
+        if not pids.alive(pid):  # exited (a zombie not yet reaped is not a leak)
             continue
         stale.append(f"pid {pid} ({_cpu_s(pid):.1f} s CPU): {cmd[:160]}")
         try:
@@ -110,8 +95,8 @@ def leak_guard(request):
         except OSError:
             pass
     ns_left = sorted(_namespaces() - ns_before)
-    for name in ns_left:
-        _remove_netns(name)
+    if ns_left:
+        teardown.delete_netns(ns_left, "leak guard: removing", quiet)
     if stale or ns_left:
         pytest.fail(f"{request.node.name} left behind {len(stale)} process(es) and "
                     f"{len(ns_left)} namespace(s) (killed and removed): "
