@@ -59,6 +59,13 @@ PASSTHROUGH_ENV = ("CI",)  # copied into the guest, with every TESTBED_* variabl
 # vng hands the guest its command base64-encoded on the kernel command line, which
 # holds 2047 bytes on x86; a longer one hangs the boot without a word.
 KERNEL_CMDLINE_MAX = 2047
+# The guest's kernel messages at warning level and worse (a panic, an oops, the OOM killer,
+# WARN_ON) go to a second serial port written to a host file: vng sends its own console
+# to /dev/null, so a guest that died left no word of why.  One serial driver drives one
+# console, so the second port (ttyS1, I/O 0x2f8) is an early console kept for the whole run.
+CONSOLE_LOGLEVEL = 5
+DIED = 255  # vng's status for a guest that stopped without reporting its command's status
+CONSOLE_TAIL = 40
 _MEMORY = re.compile(r"^[1-9][0-9]*[KMGT]?$")
 
 
@@ -142,10 +149,12 @@ def build_vng_argv(
     command: Sequence[str], *, tools: Tools, kernel: str, rwdirs: Sequence[str], accel: str,
     cwd: str, memory: str = "2G", cpus: int = 2, python: str = sys.executable,
     package_root: Optional[str] = None, host_env: Optional[Mapping[str, str]] = None,
+    console: Optional[str] = None,
 ) -> List[str]:
     """The vng command line that boots ``kernel`` and runs ``command`` (argv) in it,
     in directory ``cwd``.  Pure: reads nothing but its arguments.  ``accel`` is "kvm"
-    or "tcg"."""
+    or "tcg"; ``console``, a host file for the guest's kernel messages (warnings and
+    worse, on the guest's second serial port)."""
     if not command:
         raise UsageError("testbed vm: no command given", fix="testbed vm -- COMMAND [ARG...]")
     if not _MEMORY.match(memory):
@@ -157,6 +166,9 @@ def build_vng_argv(
     for d in rwdirs:
         if not os.path.isabs(d) or "," in d or "=" in d:
             raise UsageError(f"testbed vm: --rwdir {d!r} must be absolute, without ',' or '='")
+    if console is not None and (not os.path.isabs(console) or any(c in console for c in ", \t\n'\"\\")):
+        raise UsageError(f"testbed vm: console log path {console!r} must be absolute, "
+                         "without commas, blanks or quotes", fix="use a plain absolute path")
     if not os.path.isabs(cwd):
         raise UsageError(f"testbed vm: working directory {cwd!r} must be absolute")
     root = package_root or str(Path(__file__).resolve().parent.parent)
@@ -175,15 +187,21 @@ def build_vng_argv(
     if accel == "tcg":
         argv.append("--disable-kvm")
     argv += [f"--rwdir={d}" for d in rwdirs]
+    if console is not None:  # qemu's second ISA serial port is the guest's ttyS1 (0x2f8)
+        argv += [f"--append=earlycon=uart8250,io,0x2f8,115200 keep_bootcon loglevel={CONSOLE_LOGLEVEL}",
+                 f"--qemu-opts=-chardev file,id=testbedlog,path={console} -serial chardev:testbedlog"]
     return argv + [f"--exec={script}"]
 
 
 def run_in_vm(
     argv: List[str], *, kernel: Optional[str] = None, memory: str = "2G", cpus: int = 2,
     rwdirs: Optional[List[str]] = None, timeout: Optional[float] = None, accel: str = "auto",
+    console: Optional[str] = None,
 ) -> int:
     """Run ``argv`` in a guest and return its exit status; VMError when the guest
-    cannot be booted or ``timeout`` seconds pass (its qemu is then killed)."""
+    cannot be booted or ``timeout`` seconds pass (its qemu is then killed).  The guest's
+    kernel warnings go to ``console`` (a temporary file by default); when the guest dies
+    without a status their last lines are printed."""
     from testbed.vmaccel import choose_accel
 
     start = time.monotonic()  # --timeout covers the KVM probe too
@@ -200,22 +218,72 @@ def run_in_vm(
 
     host_env = dict(os.environ)
 
-    def build(accel: str) -> List[str]:
-        return build_vng_argv(argv, tools=tools, kernel=kern.path, rwdirs=dirs, accel=accel,
-                              cwd=os.getcwd(), memory=memory, cpus=cpus, host_env=host_env)
+    if console is not None:
+        console = os.path.abspath(console)
 
-    build("tcg")  # reject bad options before a probe boot is spent on them
+    def build(accel: str, log: Optional[str]) -> List[str]:
+        return build_vng_argv(argv, tools=tools, kernel=kern.path, rwdirs=dirs, accel=accel,
+                              cwd=os.getcwd(), memory=memory, cpus=cpus, host_env=host_env,
+                              console=log)
+
+    build("tcg", console)  # reject bad options before a probe boot is spent on them
     from testbed import vmcache
 
     hot = vmcache.build(sys.executable, str(Path(__file__).resolve().parent.parent))
     if hot:
         host_env[vmcache.ENV] = hot
     choice = choose_accel(accel, tools.qemu, kern.path)
-    vng_argv = build(choice.accel)
     print(f"testbed vm: booting {kern.version} under {choice.accel.upper()}{choice.describe()}...",
           file=sys.stderr, flush=True)
-    left = None if timeout is None else max(timeout - (time.monotonic() - start), 0.001)
-    return _run_guest(vng_argv, left, timeout)
+    with tempfile.TemporaryDirectory(prefix="testbed-vm-") as tmp:  # vng's temp files
+        log = console or os.path.join(tmp, "console.log")
+        left = None if timeout is None else max(timeout - (time.monotonic() - start), 0.001)
+        try:
+            status = _run_guest(build(choice.accel, log), left, timeout, tmp)
+        except VMError:  # --timeout: what the kernel said may tell why it hung
+            _report_console(log, "was killed at its --timeout", kept=console is not None)
+            raise
+        if status == DIED:
+            _report_console(log, "stopped without reporting its command's status",
+                            kept=console is not None)
+    return status
+
+
+# where a kernel's own account of trouble starts (an oops, a panic, the OOM killer, lockups)
+_TROUBLE = re.compile(r"\] (BUG:|Oops|general protection fault|Kernel panic|WARNING:|"
+                      r"Out of memory|watchdog:|INFO: task .* blocked|rcu: INFO|"
+                      r"UBSAN:|KASAN:|kernel BUG)")
+
+
+def console_tail(path: str, lines: int = CONSOLE_TAIL) -> List[str]:
+    """What to show of a guest console log ([] if there is none), read from its last
+    64 KiB: from the first line where the kernel reports trouble (an oops, a panic, the
+    OOM killer...), up to ``lines`` lines, then its last lines; or just its last lines."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(os.fstat(f.fileno()).st_size - 65536, 0))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    logged = [ln.rstrip("\r") for ln in text.splitlines() if ln.strip()]
+    first = next((i for i, ln in enumerate(logged) if _TROUBLE.search(ln)), None)
+    if first is None or len(logged) - first <= lines:
+        return logged[-lines:] if first is None else logged[first:]
+    head, end = lines * 3 // 4, lines - lines * 3 // 4
+    return logged[first:first + head] + ["..."] + logged[-end:]
+
+
+def _report_console(log: str, what: str, *, kept: bool) -> None:
+    tail = console_tail(log)
+    if not tail:
+        print(f"testbed vm: the guest {what}; its kernel logged no warning or error",
+              file=sys.stderr, flush=True)
+        return
+    where = f" (all of them: {log})" if kept else ""
+    print(f"testbed vm: the guest {what}; its last kernel messages{where}:", file=sys.stderr)
+    for line in tail:
+        print(f"  | {line}", file=sys.stderr)
+    sys.stderr.flush()
 
 
 def resolve_kernel(kernel: Optional[str]) -> Kernel:
@@ -231,37 +299,46 @@ def resolve_kernel(kernel: Optional[str]) -> Kernel:
     return Kernel(os.path.abspath(kernel), kernel_version(kernel))
 
 
-def _run_guest(vng_argv: List[str], left: Optional[float], timeout: Optional[float]) -> int:
-    """Run vng in its own process group, its output copied live to ours; kill it on timeout."""
+def _run_guest(vng_argv: List[str], left: Optional[float], timeout: Optional[float],
+               tmp: Optional[str] = None) -> int:
+    """Run vng in its own process group, its output copied live to ours; kill it on timeout.
+    ``tmp``: vng's temporary directory."""
     # vng's qemu reopens /proc/self/fd/{0,1,2}: a closed stdin would make vng drop
     # output (give it /dev/null), and reopening a regular file truncates it (qemu's
     # file chardev uses O_TRUNC), wiping what was written before -- so stdout and
     # stderr always go through pipes that we copy.
     stdin = None if _reopenable(0) else subprocess.DEVNULL
     tty = _tty_state()
-    with tempfile.TemporaryDirectory(prefix="testbed-vm-") as tmp:  # vng's temp files
-        proc = subprocess.Popen(vng_argv, stdin=stdin, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=vng_environment(vng_argv[0], os.environ, tmp),
-                                start_new_session=True)
-        pumps = [threading.Thread(target=_pump, args=(src, fd), daemon=True)
-                 for src, fd in ((proc.stdout, 1), (proc.stderr, 2))]
+    main = threading.current_thread() is threading.main_thread()
+    on_term = signal.signal(signal.SIGTERM, _terminated) if main else None  # kill qemu too
+    proc = subprocess.Popen(vng_argv, stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=vng_environment(vng_argv[0], os.environ, tmp or tempfile.gettempdir()),
+                            start_new_session=True)
+    pumps = [threading.Thread(target=_pump, args=(src, fd), daemon=True)
+             for src, fd in ((proc.stdout, 1), (proc.stderr, 2))]
+    for t in pumps:
+        t.start()
+    try:
+        status = proc.wait(timeout=left)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise VMError(f"testbed vm: guest still running after --timeout {timeout:g} s; "
+                      "killed its qemu",
+                      fix="raise --timeout or make the command faster") from None
+    except BaseException:
+        _kill_group(proc)
+        raise
+    finally:
         for t in pumps:
-            t.start()
-        try:
-            status = proc.wait(timeout=left)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            raise VMError(f"testbed vm: guest still running after --timeout {timeout:g} s; "
-                          "killed its qemu",
-                          fix="raise --timeout or make the command faster") from None
-        except BaseException:
-            _kill_group(proc)
-            raise
-        finally:
-            for t in pumps:
-                t.join()
-            _restore_tty(tty)
+            t.join()
+        _restore_tty(tty)
+        if main:
+            signal.signal(signal.SIGTERM, on_term)
     return status if status >= 0 else 128 - status
+
+
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _reopenable(fd: int) -> bool:

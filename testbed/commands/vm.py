@@ -54,7 +54,9 @@ exit status:
   COMMAND's own status; 125 when the guest could not load the modules,
   126/127 when COMMAND cannot be executed or is not found, 255 when the guest
   died without reporting a status (kernel panic); testbed's VMError status
-  (9) when no guest could be booted or --timeout expired.
+  (9) when no guest could be booted or --timeout expired.  When the guest dies
+  (255) or is killed at --timeout, the last lines its kernel logged at warning
+  level or worse (a panic, an oops, the OOM killer) are printed.
 
 examples (as root; from a user account: sudo .venv/bin/testbed vm ..., which
 finds vng beside its own Python although sudo's PATH lacks the .venv):
@@ -97,6 +99,9 @@ def register(subparsers: Any, name: str = "vm") -> None:
                    help="kvm, tcg, or auto: KVM when a probe boot shows it works (default)")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="kill the guest and fail after this long (default: no limit)")
+    p.add_argument("--console", metavar="FILE",
+                   help="keep the guest kernel's warnings and errors in FILE (default: a "
+                        "temporary file, whose last lines are printed if the guest dies)")
     p.add_argument("--rwdir", action="append", metavar="DIR",
                    help="directory the guest may write, repeatable (default: the current one)")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
@@ -160,4 +165,5 @@ def handle(args: argparse.Namespace) -> int:
                          fix="a positive number of seconds")
     rwdirs = [os.path.abspath(d) for d in args.rwdir] if args.rwdir else None
     return run_in_vm(command, kernel=args.kernel, memory=args.memory, cpus=args.cpus,
-                     rwdirs=rwdirs, timeout=args.timeout, accel=args.accel)
+                     rwdirs=rwdirs, timeout=args.timeout, accel=args.accel,
+                     console=args.console)

@@ -449,3 +449,71 @@ def test_find_tools_names_each_missing_tool_with_its_install_command(tmp_path, m
     assert vm.find_tools() == vm.Tools(vng=str(bindir / "vng"),
                                        qemu=str(bindir / "qemu-system-x86_64"),
                                        busybox=str(bindir / "busybox"))
+
+
+# ---- the guest's kernel console ---------------------------------------------------------
+
+
+def test_console_log_goes_to_a_second_serial_port_at_warning_level():
+    argv = build(["true"], console="/work/main/out/console.log")
+    assert "--append=earlycon=uart8250,io,0x2f8,115200 keep_bootcon loglevel=5" in argv
+    opts = [a for a in argv if a.startswith("--qemu-opts=")]
+    assert opts == ["--qemu-opts=-chardev file,id=testbedlog,path=/work/main/out/console.log "
+                    "-serial chardev:testbedlog"]
+    assert argv[-1].startswith("--exec=")  # vng wants its command last
+    assert not any(a.startswith(("--append", "--qemu-opts")) for a in build(["true"]))
+
+
+@pytest.mark.parametrize("path", ["out/console.log", "/tmp/a b.log", "/tmp/a,b.log", "/tmp/x'y"])
+def test_console_log_path_that_vng_would_split_is_refused(path):
+    with pytest.raises(UsageError, match="console log path"):
+        build(["true"], console=path)
+
+
+def test_console_tail_keeps_the_last_lines_of_a_bounded_read(tmp_path):
+    log = tmp_path / "console.log"
+    log.write_bytes(b"".join(b"line %d\r\n" % i for i in range(20000)) + b"\n\n")
+    tail = vm.console_tail(str(log), lines=3)
+    assert tail == ["line 19997", "line 19998", "line 19999"]
+    assert vm.console_tail(str(tmp_path / "missing")) == []
+
+
+def test_a_dead_guest_reports_its_last_kernel_messages(tmp_path, capsys):
+    log = tmp_path / "console.log"
+    log.write_text("[  1.0] bond0: warning\n[ 99.1] Kernel panic - not syncing: Fatal exception\n")
+    vm._report_console(str(log), "stopped without reporting its command's status", kept=True)
+    err = capsys.readouterr().err
+    assert f"its last kernel messages (all of them: {log}):" in err
+    assert "  | [ 99.1] Kernel panic - not syncing: Fatal exception" in err
+    vm._report_console(str(tmp_path / "none"), "was killed at its --timeout", kept=False)
+    assert "logged no warning or error" in capsys.readouterr().err
+
+
+def test_sigterm_to_testbed_vm_kills_the_guest_group(tmp_path):
+    # `kill PID` of testbed vm used to leave qemu running
+    child_pid = tmp_path / "child"
+    guest = ("import subprocess, sys, time; "
+             "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+             f"open({str(child_pid)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    runner = ("import sys; from testbed import vm; "
+              f"sys.exit(vm._run_guest([sys.executable, '-c', {guest!r}], None, None))")
+    proc = subprocess.Popen([sys.executable, "-c", runner], cwd=Path(__file__).resolve().parents[2])
+    deadline = time.monotonic() + 20
+    while not (child_pid.exists() and child_pid.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.terminate()
+    assert proc.wait(timeout=20) == 128 + 15
+    assert gone(int(child_pid.read_text()))
+
+
+def test_console_tail_starts_where_the_kernel_reports_trouble(tmp_path):
+    log = tmp_path / "console.log"
+    lines = [f"[ 1.{i}] bond0: noise {i}" for i in range(100)]
+    lines += ["[ 9.0] BUG: kernel NULL pointer dereference, address: 0000000000000008"]
+    lines += [f"[ 9.1] trace {i}" for i in range(100)]
+    lines += ["[ 9.2] Kernel panic - not syncing: Fatal exception"]
+    log.write_text("\n".join(lines) + "\n")
+    tail = vm.console_tail(str(log), lines=8)
+    assert tail[0].endswith("BUG: kernel NULL pointer dereference, address: 0000000000000008")
+    assert tail[6] == "..." and tail[-1].endswith("Kernel panic - not syncing: Fatal exception")
+    assert len(tail) == 9
