@@ -324,7 +324,7 @@ def resolve_kernel(kernel: Optional[str]) -> Kernel:
 
 
 def _run_guest(vng_argv: List[str], left: Optional[float], timeout: Optional[float],
-               tmp: Optional[str] = None) -> int:
+               tmp: str) -> int:
     """Run vng in its own process group, its output copied live to ours; kill it on timeout.
     ``tmp``: vng's temporary directory."""
     # vng's qemu reopens /proc/self/fd/{0,1,2}: a closed stdin would make vng drop
@@ -335,9 +335,8 @@ def _run_guest(vng_argv: List[str], left: Optional[float], timeout: Optional[flo
     tty = _tty_state()
     main = threading.current_thread() is threading.main_thread()
     on_term = signal.signal(signal.SIGTERM, _terminated) if main else None  # kill qemu too
-    proc = subprocess.Popen(vng_argv, stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=vng_environment(vng_argv[0], os.environ, tmp or tempfile.gettempdir()),
-                            start_new_session=True)
+    proc = subprocess.Popen(vng_argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=vng_environment(vng_argv[0], os.environ, tmp), start_new_session=True)
     pumps = [threading.Thread(target=_pump, args=(src, fd), daemon=True)
              for src, fd in ((proc.stdout, 1), (proc.stderr, 2))]
     for t in pumps:

@@ -256,7 +256,7 @@ def test_lane_finds_vng_and_virtme_run_beside_its_python_with_a_bare_path(tmp_pa
     env = vm.vng_environment(tools.vng, os.environ, str(tmp_path))
     assert env["PATH"].split(":")[:2] == [str(bindir), str(tmp_path / "sys")]
     # the real failure of issue 13: vng's "/bin/sh: virtme-run: not found", exit 127
-    assert vm._run_guest([tools.vng, "--run=x"], 30, 30) == 7
+    assert vm._run_guest([tools.vng, "--run=x"], 30, 30, str(tmp_path)) == 7
 
 
 def test_lane_prefers_the_vng_beside_its_python_over_one_on_path(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -282,6 +283,9 @@ def test_run_in_vm_refuses_to_nest(monkeypatch):
         vm.run_in_vm(["true"])
 
 
+TMP = tempfile.gettempdir()  # vng's temporary directory, for the stand-in programs
+
+
 def gone(pid: int, within: float = 5.0) -> bool:
     """The process exits within ``within`` seconds (absent, or a zombie waiting for its new
     parent): a SIGKILLed process of a loaded machine may take a moment to die."""
@@ -372,7 +376,7 @@ def test_accel_choice_describes_itself():
 
 def test_run_guest_passes_exit_status_and_output(capfd):
     status = vm._run_guest(
-        [sys.executable, "-c", "print('out'); import sys; print('err', file=sys.stderr); sys.exit(7)"], None, None
+        [sys.executable, "-c", "print('out'); import sys; print('err', file=sys.stderr); sys.exit(7)"], None, None, TMP
     )
     assert status == 7
     out, err = capfd.readouterr()
@@ -383,7 +387,7 @@ def test_run_guest_keeps_earlier_output_when_child_reopens_stdout_with_trunc(cap
     # qemu's file chardev reopens /proc/self/fd/1 with O_TRUNC
     print("before", flush=True)
     reopen = "import os; fd = os.open('/proc/self/fd/1', os.O_WRONLY | os.O_TRUNC); os.write(fd, b'guest\\n')"
-    assert vm._run_guest([sys.executable, "-c", reopen], None, None) == 0
+    assert vm._run_guest([sys.executable, "-c", reopen], None, None, TMP) == 0
     assert capfd.readouterr().out == "before\nguest\n"
 
 
@@ -396,13 +400,13 @@ def test_run_guest_kills_the_process_group_on_timeout(tmp_path):
     )
     start = time.monotonic()
     with pytest.raises(VMError, match="after --timeout 1.5 s"):
-        vm._run_guest([sys.executable, "-c", script], 1.5, 1.5)
+        vm._run_guest([sys.executable, "-c", script], 1.5, 1.5, TMP)
     assert time.monotonic() - start < 10
     assert gone(int(child_pid.read_text()))  # the grandchild, like qemu under vng
 
 
 def test_run_guest_maps_death_by_signal_to_128_plus_signal():
-    status = vm._run_guest([sys.executable, "-c", "import os; os.kill(os.getpid(), 15)"], None, None)
+    status = vm._run_guest([sys.executable, "-c", "import os; os.kill(os.getpid(), 15)"], None, None, TMP)
     assert status == 143
 
 
@@ -426,7 +430,7 @@ def test_run_guest_keeps_draining_after_the_reader_quits():
     os.dup2(write_end, 1)
     try:
         start = time.monotonic()
-        status = vm._run_guest([sys.executable, "-c", writer], 30, 30)
+        status = vm._run_guest([sys.executable, "-c", writer], 30, 30, TMP)
     finally:
         os.dup2(saved, 1)
         os.close(saved)
@@ -503,7 +507,7 @@ def test_sigterm_to_testbed_vm_kills_the_guest_group(tmp_path):
              "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
              f"open({str(child_pid)!r}, 'w').write(str(p.pid)); time.sleep(60)")
     runner = ("import sys; from testbed import vm; "
-              f"sys.exit(vm._run_guest([sys.executable, '-c', {guest!r}], None, None))")
+              f"sys.exit(vm._run_guest([sys.executable, '-c', {guest!r}], None, None, '/tmp'))")
     proc = subprocess.Popen([sys.executable, "-c", runner], cwd=Path(__file__).resolve().parents[2])
     deadline = time.monotonic() + 20
     while not (child_pid.exists() and child_pid.read_text()) and time.monotonic() < deadline:
