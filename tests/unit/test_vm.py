@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import vm, vmaccel
+from testbed import pids, vm, vmaccel
 from testbed.commands import vm as vm_command
 from testbed.errors import UsageError, VMError
 from testbed.vmkernel import find_kernel, host_can_run_lab, kernel_version, version_key
@@ -290,16 +290,11 @@ def gone(pid: int, within: float = 5.0) -> bool:
     """The process exits within ``within`` seconds (absent, or a zombie waiting for its new
     parent): a SIGKILLed process of a loaded machine may take a moment to die."""
     deadline = time.monotonic() + within
-    while True:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except FileNotFoundError:
-            return True
-        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-            return True
+    while pids.alive(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
+    return True
 
 
 # ---- KVM probe and verdict cache -----------------------------------------------------
