@@ -29,10 +29,9 @@ from testbed.agent import rules as rules_mod
 from testbed.bond.state import BondState, read_state
 from testbed.errors import NetlinkOpError, TestbedError
 from testbed.tc import canonical, ops
-from testbed.tc.rule import Rule
+from testbed.tc.rule import Key, Rule
 from testbed.topology import Host
 
-Key = Tuple[str, str, int, int, int]
 Diff = Tuple[List[Rule], List[Rule], List[Rule]]
 
 
