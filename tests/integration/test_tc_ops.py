@@ -368,14 +368,16 @@ def test_bulk_apply_on_a_socket_that_hears_notifications(lab: Lab) -> None:
 # --- shared blocks, chains, indev -----------------------------------------------------------
 #
 #    s0 ==== veth ==== t0 --+
-#                           +-- clsact ingress_block 7:  chain 0  indev t0 -> goto chain 5
-#    s1 ==== veth ==== t1 --+                                     indev t1 -> drop
+#                           +-- clsact ingress_block 7:  chain 0  indev t0, ethertype 0x88b5 -> goto chain 5
+#    s1 ==== veth ==== t1 --+                                     indev t1, ethertype 0x88b5 -> drop
 #                                                        chain 5  ethertype 0x88b5 -> pass
+#
+# (the ethertype keeps the IPv6 autoconfiguration of the new links out of the counters)
 
 BLOCK = 7
 BLOCK_RULES = [
-    Rule("", 1, 1, Match(indev="t0"), (Action("goto", chain=5),), block=BLOCK, label="from-t0"),
-    Rule("", 1, 2, Match(indev="t1"), (Action("drop"),), block=BLOCK, label="t1-drop"),
+    Rule("", 1, 1, Match(indev="t0", eth_type=ETH_P_EXP), (Action("goto", chain=5),), block=BLOCK, label="from-t0"),
+    Rule("", 1, 2, Match(indev="t1", eth_type=ETH_P_EXP), (Action("drop"),), block=BLOCK, label="t1-drop"),
     Rule("", 2, 1, Match(eth_type=ETH_P_EXP), (Action("pass"),), block=BLOCK, chain=5, label="chain5"),
 ]
 
@@ -415,8 +417,11 @@ def test_shared_block_with_indev_and_goto_chain(lab: Lab) -> None:
     assert [i.rule for i in got] == sorted(BLOCK_RULES, key=lambda r: (r.chain, r.prio, r.handle))
     assert ops.diff(BLOCK_RULES, got) == ([], [], [])
 
-    def counts() -> Dict[str, int]:
-        return {i.rule.label: i.packets for i in ops.dump(lab.ipr, [], [BLOCK])}
+    seen: List[Dict[str, int]] = [{}]
+
+    def counts_are(want: Dict[str, int]) -> bool:
+        seen[0] = {i.rule.label: i.packets for i in ops.dump(lab.ipr, [], [BLOCK])}
+        return seen[0] == want
 
     sockets = {}
     try:
@@ -429,14 +434,21 @@ def test_shared_block_with_indev_and_goto_chain(lab: Lab) -> None:
         for _ in range(2):
             sockets["s1"].send(frame)
         want = {"from-t0": 3, "chain5": 3, "t1-drop": 2}
-        wait_until(lambda: counts() == want, 20, f"block counters {want} (indev tells the ports apart)",
-                   interval=0.05)
+        try:
+            wait_until(lambda: counts_are(want), 20, f"block counters {want} (indev tells the ports apart)",
+                       interval=0.05)
+        except WaitTimeout:
+            raise AssertionError(f"block counters {seen[0]}, expected {want}") from None
         # replace in place: t1 now joins chain 5 too
-        joined = Rule("", 1, 2, Match(indev="t1"), (Action("goto", chain=5),), block=BLOCK, label="from-t1")
+        joined = Rule("", 1, 2, Match(indev="t1", eth_type=ETH_P_EXP), (Action("goto", chain=5),), block=BLOCK,
+                      label="from-t1")
         ops.apply(lab.ipr, replace=[joined])
         sockets["s1"].send(frame)
         want = {"from-t0": 3, "chain5": 4, "from-t1": 1}
-        wait_until(lambda: counts() == want, 20, f"block counters {want} after the replace", interval=0.05)
+        try:
+            wait_until(lambda: counts_are(want), 20, f"block counters {want} after the replace", interval=0.05)
+        except WaitTimeout:
+            raise AssertionError(f"block counters {seen[0]} after the replace, expected {want}") from None
     finally:
         for s in sockets.values():
             s.close()
