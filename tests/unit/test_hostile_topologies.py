@@ -391,21 +391,35 @@ def test_hostile_files_through_a_real_testbed_up(tmp_path):
     fifo = tmp_path / "fifo.yaml"
     os.mkfifo(fifo)
     targets += [("fifo", str(fifo)), ("dev-zero", "/dev/zero")]
-    startup = _startup_seconds()
+    startup = _startup_seconds(tmp_path)
     for name, path in targets:
         t0 = time.monotonic()
-        proc = subprocess.run([TESTBED, "up", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              env=dict(os.environ, PYTHONPATH=ROOT), timeout=60, check=False)
+        code, out, peak_kb = _measured([TESTBED, "up", path], tmp_path)
         seconds = time.monotonic() - t0 - startup  # the check itself, beyond interpreter start-up and imports
-        _assert_refused(name, proc.returncode, proc.stdout.decode(errors="replace"), seconds)
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
-    assert peak_kb < MAX_RSS_KB, f"a `testbed up` refusing a file grew to {peak_kb / 1024:.0f} MiB"
+        _assert_refused(name, code, out, seconds)
+        assert peak_kb < MAX_RSS_KB, f"a `testbed up` refusing {name} grew to {peak_kb / 1024:.0f} MiB"
 
 
-def _startup_seconds() -> float:
+# Runs argv and writes its peak RSS (KiB) to a file.  The command is the child of this small
+# interpreter, not of pytest: a forked child's peak starts at its parent's (the copied mm),
+# and pytest has grown large by the time this test runs.
+_MEASURE = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[2:]).returncode; "
+            "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+            "sys.exit(code)")
+
+
+def _measured(argv: List[str], tmp_path) -> Tuple[int, str, int]:
+    """(exit status, stdout+stderr, peak RSS in KiB) of ``argv``."""
+    rss = tmp_path / "peak-rss"
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, str(rss), *argv], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=ROOT), timeout=60, check=False)
+    return proc.returncode, proc.stdout.decode(errors="replace"), int(rss.read_text())
+
+
+def _startup_seconds(tmp_path) -> float:
     """What `testbed up --help` costs here: interpreter start and imports, not the file check."""
     t0 = time.monotonic()
-    subprocess.run([TESTBED, "up", "--help"], capture_output=True, check=False, env=dict(os.environ, PYTHONPATH=ROOT))
+    _measured([TESTBED, "up", "--help"], tmp_path)
     return time.monotonic() - t0
 
 
