@@ -9,24 +9,27 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from typing import List, Optional
 
 from pyroute2 import netns
 
-from testbed import labstore, naming, rdma
+from testbed import labstore, naming, nlpipe, rawnl, rdma, rtnlmsg
 from testbed.errors import ConflictError, WaitTimeout
 from testbed.labstore import crashed, held_elsewhere  # judged from the record alone (`list` needs no netlink)
-from testbed.nl import NETNS_DIR, netns_exists, open_ns, wait_until
+from testbed.nl import NETNS_DIR, netns_exists, ns_socket, wait_until
 from testbed.nswait import NetnsDeletion
 from testbed.progress import Progress, quiet
 
 
 def netns_mark(name: str) -> Optional[str]:
-    """The lab mark on ``lo`` inside namespace ``name``, or None if unmarked/unreadable."""
+    """The lab mark on ``lo`` inside namespace ``name``, or None if unmarked/unreadable: one RTM_GETLINK
+    over a raw socket this process makes there (no helper process per namespace)."""
     try:
-        with open_ns(name) as ipr:
-            links = ipr.get_links(*ipr.link_lookup(ifname="lo"))
-            return links[0].get("ifalias") if links else None
+        with ns_socket(name, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+            sock.setblocking(False)
+            msg = nlpipe.get(sock, rawnl.RTM_GETLINK, rtnlmsg.getlink("lo"), f"{name}: lo")
+        return rawnl.attr_str(msg, rawnl.HDR.size + rawnl.IFINFO.size, rtnlmsg.IFLA_IFALIAS)
     except Exception:  # noqa: BLE001 - an unreadable namespace is simply not ours
         return None
 

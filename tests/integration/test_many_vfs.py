@@ -1,0 +1,129 @@
+"""NIC scale: 256 VFs on one host (``topologies/many-vfs.yaml``), the most a host may have.
+
+::
+
+    client ── client-eth0 ─┐
+                           br0 (switch ns) ─┬─ server-pf0 ═ pf0 ─┐
+                                            └─ server-pf1 ═ pf1 ─┴─ bond0 (active-backup, primary pf0)
+    server ns: vf0-rep ═ vf0 (ns mv-server-vf0) ... vf255-rep ═ vf255 (ns mv-server-vf255),
+               rdma0-rep ═ rdma0 (ns mv-server-rdma0)
+
+Brought up with its agent as ``testbed up`` does (``bringup.up``); then the active port's wire is cut:
+the bond moves to pf1 and every function's TX rule, read back from the kernel (``tc.ops.dump``), must
+redirect to pf1 -- 257 of them; after the repair all go back to pf0. ``down`` must leave no namespace,
+no host link and no rxe device behind. Every VF is checked as built: in its own marked namespace, with
+its MAC and address, up, IPv6 off, and its representor marked with clsact.
+
+Under TCG this takes minutes (bring-up, the agent's first reconcile of ~3,600 rules, teardown), so it
+has its own deadline; see the module's figures in README (NIC scale).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+from pyroute2 import netns as pr_netns
+
+from testbed import bringup, loader, nlpipe, rawnl, rtnlmsg, teardown, wire
+from testbed.nl import ns_socket, open_ns, wait_until
+from testbed.status import read_bond
+from testbed.tc import ops
+from testbed.topology import Function, Topology
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FILE = os.path.join(ROOT, "topologies", "many-vfs.yaml")
+AGENT_TIMEOUT = 1200.0  # the first reconcile of ~3,600 rules in a loaded TCG guest
+
+
+def host_links():
+    with open_ns(None) as ipr:
+        return sorted(ln.get_attr("IFLA_IFNAME") for ln in ipr.get_links())
+
+
+@pytest.fixture(scope="module")
+def lab():
+    before = (sorted(pr_netns.listnetns()), host_links())
+    topo = loader.load(FILE)
+    assert len(topo.nic_host().nic.vfs) == loader.MAX_VFS
+    bringup.up(topo, agent=True, agent_timeout=AGENT_TIMEOUT)
+    try:
+        yield topo
+    finally:
+        teardown.down(topo.name)
+        assert (sorted(pr_netns.listnetns()), host_links()) == before, "down must leave nothing behind"
+
+
+def tx_targets(topo: Topology) -> dict:
+    """representor -> the ports its TX rules redirect to, as the kernel holds them."""
+    server = topo.nic_host()
+    out: dict = {}
+    with open_ns(server.netns) as ipr:
+        for inst in ops.dump(ipr, [fn.rep for fn in server.nic.functions]):
+            rule = inst.rule
+            if rule.label == "tx" or rule.label.startswith("tx:"):
+                out.setdefault(rule.dev, set()).update(a.dev or a.kind for a in rule.actions)
+    return out
+
+
+def all_tx_to(topo: Topology, port: str) -> bool:
+    reps = [fn.rep for fn in topo.nic_host().nic.functions]
+    got = tx_targets(topo)
+    return sorted(got) == sorted(reps) and all(t == {port} for t in got.values())
+
+
+def active_port(topo: Topology) -> str:
+    server = topo.nic_host()
+    with open_ns(server.netns) as ipr:
+        return read_bond(ipr, server.nic).get("active_port") or ""
+
+
+def function_state(fn: Function) -> dict:
+    """What the kernel holds for a function's netdev, read in its own namespace."""
+    with ns_socket(fn.netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.setblocking(False)
+        lo = nlpipe.get(sock, rawnl.RTM_GETLINK, rtnlmsg.getlink("lo"), "lo")
+        dev = nlpipe.get(sock, rawnl.RTM_GETLINK, rtnlmsg.getlink(fn.name), fn.name)
+        addrs = nlpipe.dump(sock, rtnlmsg.RTM_GETADDR, rtnlmsg.ifaddr_dump(), "addresses")
+    off = rawnl.HDR.size + rawnl.IFINFO.size
+    flags = rawnl.IFINFO.unpack_from(dev, rawnl.HDR.size)[3]
+    mac = next(bytes(p).hex(":") for t, p in rawnl.attrs(dev, off) if t == rtnlmsg.IFLA_ADDRESS)
+    index = rawnl.link_index(dev)
+    v4 = sorted(rtnlmsg.ifaddr_v4(a) for a in addrs if rtnlmsg.IFADDRMSG.unpack_from(a, rawnl.HDR.size)[4] == index)
+    return {"lo": rawnl.attr_str(lo, off, rtnlmsg.IFLA_IFALIAS), "up": bool(flags & rtnlmsg.IFF_UP),
+            "alias": rawnl.attr_str(dev, off, rtnlmsg.IFLA_IFALIAS), "mac": mac, "v4": v4}
+
+
+def test_every_function_is_built_marked_and_addressed(lab):
+    server = lab.nic_host()
+    mark = f"testbed:{lab.name}"
+    for fn in server.nic.functions:
+        st = function_state(fn)
+        assert st == {"lo": mark, "alias": mark, "up": True, "mac": fn.mac, "v4": [str(fn.address)]}, fn.name
+    last = server.nic.vfs[-1]
+    assert last.name == "vf255" and str(last.address) == "198.18.1.1/23"
+    path = "/proc/sys/net/ipv6/conf/all/disable_ipv6"
+    from traffic.netns import run_in_netns
+
+    assert run_in_netns(last.netns, lambda: open(path).read().strip()) == "1", "IPv6 off in the VF's namespace"
+    with open_ns(server.netns) as ipr:
+        reps = {ln.get_attr("IFLA_IFNAME"): ln for ln in ipr.get_links()}
+    for fn in server.nic.functions:
+        rep = reps[fn.rep]
+        assert rep.get_attr("IFLA_IFALIAS") == mark and rep.get_attr("IFLA_ADDRESS") == server.nic.mac
+        assert rep.get_attr("IFLA_OPERSTATE") == "UP", fn.rep
+
+
+def test_failover_moves_every_vfs_tx_and_back(lab):
+    assert active_port(lab) == "pf0"
+    wait_until(lambda: all_tx_to(lab, "pf0"), 120, "every TX rule on pf0 after bring-up")
+    wire.set_wire(lab.name, "server", "pf0", up=False)
+    try:
+        wait_until(lambda: active_port(lab) == "pf1", 30, "bond0 to fail over to pf1")
+        wait_until(lambda: all_tx_to(lab, "pf1"), 600, "all 257 TX rules to redirect to pf1 (the survivor)")
+    finally:
+        wire.set_wire(lab.name, "server", "pf0", up=True)
+    wait_until(lambda: active_port(lab) == "pf0", 30, "bond0 back on pf0 (primary, reselect always)")
+    wait_until(lambda: all_tx_to(lab, "pf0"), 600, "all 257 TX rules back on pf0")
