@@ -5,14 +5,14 @@ hundreds of them, no process and no pyroute2 handle per function namespace.
 
     NIC host ns:  <fn>-rep ═══ <fn>  (the function's own namespace, already made and marked)
 
-1. From the NIC host's namespace, one batch (``nlpipe.transact``) of RTM_NEWLINK per function: the
+1. From the NIC host's namespace, batches (``nlpipe.transact``) of RTM_NEWLINK: per function the
    representor with the bond's MAC, its peer -- the function's netdev -- born in the function's
-   namespace (``IFLA_NET_NS_FD``) with its MAC, both up; then one RTM_NEWLINK per representor setting
-   the lab's mark (ifalias is not taken at creation).
+   namespace (``IFLA_NET_NS_FD``) with its MAC; then per representor its mark and IFF_UP (the kernel
+   takes neither ifalias nor, for a veth, IFF_UP at creation).
 2. In each function's namespace, a raw rtnetlink socket made by this process (``nl.ns_socket``: a
    thread enters the namespace, makes the socket, ends): one RTM_GETLINK for the netdev's ifindex, then
-   one batch: its mark, its address, and for the RDMA function the static neighbours of its peers (it
-   shares the bond's MAC, so ARP replies would go to the bond).
+   one batch: its mark and IFF_UP, its address, and for the RDMA function the static neighbours of its
+   peers (it shares the bond's MAC, so ARP replies would go to the bond).
 3. clsact on the given devices (ports and representors): one link dump for their ifindexes, one batch.
 
 Sent one by one through pyroute2 the same work took a helper process per namespace and about ten round
@@ -62,7 +62,8 @@ def veths(ipr, ns: str, nic: Nic, functions: Sequence[Function], mark: str) -> N
                 fds.append(os.open(os.path.join(NETNS_DIR, fn.netns), os.O_RDONLY | os.O_CLOEXEC))
                 body = rtnlmsg.veth_pair(fn.rep, nic.mac, fn.name, fn.mac, fds[-1])
                 steps.append(((rtnlmsg.RTM_NEWLINK, rtnlmsg.CREATE, body), f"veth {fn.rep} <-> {fn.netns}: {fn.name}"))
-            steps += [((rtnlmsg.RTM_NEWLINK, 0, rtnlmsg.link_alias(fn.rep, mark)), f"{fn.rep}: mark") for fn in chunk]
+            steps += [((rtnlmsg.RTM_NEWLINK, 0, rtnlmsg.link_set(fn.rep, alias=mark, up=True)), f"{fn.rep}: mark, up")
+                      for fn in chunk]
             run(ipr, ns, steps)
         finally:
             for fd in fds:
@@ -74,7 +75,8 @@ def configure(fn: Function, mark: str, peers: Iterable[Peer] = ()) -> None:
     with ns_socket(fn.netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
         sock.setblocking(False)  # nlpipe waits with poll and a deadline
         index = link_index(sock, fn.netns, fn.name)
-        steps: List[Step] = [((rtnlmsg.RTM_NEWLINK, 0, rtnlmsg.link_alias(fn.name, mark)), f"{fn.name}: mark")]
+        steps: List[Step] = [((rtnlmsg.RTM_NEWLINK, 0, rtnlmsg.link_set(fn.name, alias=mark, up=True)),
+                              f"{fn.name}: mark, up")]
         if fn.address:
             steps.append(((rtnlmsg.RTM_NEWADDR, rtnlmsg.CREATE, rtnlmsg.addr_v4(index, fn.address)),
                           f"{fn.name}: address {fn.address}"))

@@ -80,19 +80,21 @@ def _ifinfo(index: int = 0, up: bool | None = None) -> bytes:
     return IFINFO.pack(0, 0, index, IFF_UP if up else 0, IFF_UP if up is not None else 0)
 
 
-def veth_pair(name: str, mac: str, peer: str, peer_mac: str, peer_netns_fd: int, *, up: bool = True) -> bytes:
+def veth_pair(name: str, mac: str, peer: str, peer_mac: str, peer_netns_fd: int) -> bytes:
     """RTM_NEWLINK (with ``CREATE``): veth ``name`` here, its peer ``peer`` made directly in the namespace of
-    ``peer_netns_fd``; both with their MAC and, with ``up``, administratively up from birth."""
-    peer_info = _ifinfo(up=up) + attr(IFLA_IFNAME, _str(peer)) + attr(IFLA_ADDRESS, _mac(peer_mac)) \
+    ``peer_netns_fd``, both with their MAC, both down: the kernel refuses IFF_UP at creation (ENOTCONN,
+    the peer is not yet linked when the first end is opened), so ``link_set`` brings them up."""
+    peer_info = _ifinfo() + attr(IFLA_IFNAME, _str(peer)) + attr(IFLA_ADDRESS, _mac(peer_mac)) \
         + attr(IFLA_NET_NS_FD, struct.pack("=I", peer_netns_fd))
     info = nested(IFLA_LINKINFO, attr(IFLA_INFO_KIND, b"veth"),
                   nested(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer_info)))
-    return _ifinfo(up=up) + attr(IFLA_IFNAME, _str(name)) + attr(IFLA_ADDRESS, _mac(mac)) + info
+    return _ifinfo() + attr(IFLA_IFNAME, _str(name)) + attr(IFLA_ADDRESS, _mac(mac)) + info
 
 
-def link_alias(name: str, alias: str) -> bytes:
-    """RTM_NEWLINK (no flags): set the ifalias of the interface named ``name`` (the lab's mark)."""
-    return _ifinfo() + attr(IFLA_IFNAME, _str(name)) + attr(IFLA_IFALIAS, alias.encode())
+def link_set(name: str, *, alias: str | None = None, up: bool | None = None) -> bytes:
+    """RTM_NEWLINK (no flags) for the interface named ``name``: its ifalias (the lab's mark), and with ``up``
+    set or clear IFF_UP (no other flag changes)."""
+    return _ifinfo(up=up) + attr(IFLA_IFNAME, _str(name)) + (attr(IFLA_IFALIAS, alias.encode()) if alias else b"")
 
 
 def getlink(name: str) -> bytes:
