@@ -9,8 +9,8 @@ hundreds of them, no process and no pyroute2 handle per function namespace.
    representor with the bond's MAC, its peer -- the function's netdev -- born in the function's
    namespace (``IFLA_NET_NS_FD``) with its MAC; then per representor its mark and IFF_UP (the kernel
    takes neither ifalias nor, for a veth, IFF_UP at creation).
-2. In each function's namespace, a raw rtnetlink socket made by this process (``nl.ns_socket``: a
-   thread enters the namespace, makes the socket, ends): one RTM_GETLINK for the netdev's ifindex, then
+2. In each function's namespace, a raw rtnetlink socket made by this process (``nl.ns_sockets``: one
+   thread enters namespace after namespace, making a socket in each): one RTM_GETLINK for the netdev's ifindex, then
    one batch: its mark and IFF_UP, its address, and for the RDMA function the static neighbours of its
    peers (it shares the bond's MAC, so ARP replies would go to the bond).
 3. clsact on the given devices (ports and representors): one link dump for their ifindexes, one batch.
@@ -26,11 +26,11 @@ import errno
 import ipaddress
 import os
 import socket
-from typing import Iterable, List, Sequence, Tuple
+from typing import Callable, Iterable, List, Sequence, Tuple
 
 from testbed import nlpipe, rawnl, rtnlmsg
 from testbed.errors import NetlinkOpError
-from testbed.nl import ns_socket, op_error
+from testbed.nl import ns_sockets, op_error
 from testbed.rawnl import NETNS_DIR
 from testbed.topology import Function, Nic
 
@@ -70,19 +70,34 @@ def veths(ipr, ns: str, nic: Nic, functions: Sequence[Function], mark: str) -> N
                 os.close(fd)
 
 
-def configure(fn: Function, mark: str, peers: Iterable[Peer] = ()) -> None:
-    """Step 2 for one function, inside its namespace: mark, address, static neighbours."""
-    with ns_socket(fn.netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
-        sock.setblocking(False)  # nlpipe waits with poll and a deadline
-        index = link_index(sock, fn.netns, fn.name)
-        steps: List[Step] = [((rtnlmsg.RTM_NEWLINK, 0, rtnlmsg.link_set(fn.name, alias=mark, up=True)),
-                              f"{fn.name}: mark, up")]
-        if fn.address:
-            steps.append(((rtnlmsg.RTM_NEWADDR, rtnlmsg.CREATE, rtnlmsg.addr_v4(index, fn.address)),
-                          f"{fn.name}: address {fn.address}"))
-        steps += [((rtnlmsg.RTM_NEWNEIGH, rtnlmsg.CREATE, rtnlmsg.neigh_v4(index, ip, mac)), f"neighbour {ip}")
-                  for ip, mac in peers]
-        run(sock, fn.netns, steps)
+def configure(functions: Sequence[Function], mark: str, peers: Callable[[Function], Iterable[Peer]]) -> None:
+    """Step 2 for each function, inside its namespace: mark and up, address, ``peers(fn)`` as static
+    neighbours. The sockets are made ``FD_CHUNK`` at a time by one thread (``nl.ns_sockets``)."""
+    for start in range(0, len(functions), FD_CHUNK):
+        chunk = functions[start:start + FD_CHUNK]
+        socks = ns_sockets([fn.netns for fn in chunk], socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        try:
+            for fn, sock in zip(chunk, socks):
+                if sock is None:
+                    raise op_error(f"{fn.netns}: cannot enter the namespace", errno.ENOENT)
+                configure_one(sock, fn, mark, peers(fn))
+        finally:
+            for sock in socks:
+                if sock is not None:
+                    sock.close()
+
+
+def configure_one(sock: socket.socket, fn: Function, mark: str, peers: Iterable[Peer]) -> None:
+    sock.setblocking(False)  # nlpipe waits with poll and a deadline
+    index = link_index(sock, fn.netns, fn.name)
+    steps: List[Step] = [((rtnlmsg.RTM_NEWLINK, 0, rtnlmsg.link_set(fn.name, alias=mark, up=True)),
+                          f"{fn.name}: mark, up")]
+    if fn.address:
+        steps.append(((rtnlmsg.RTM_NEWADDR, rtnlmsg.CREATE, rtnlmsg.addr_v4(index, fn.address)),
+                      f"{fn.name}: address {fn.address}"))
+    steps += [((rtnlmsg.RTM_NEWNEIGH, rtnlmsg.CREATE, rtnlmsg.neigh_v4(index, ip, mac)), f"neighbour {ip}")
+              for ip, mac in peers]
+    run(sock, fn.netns, steps)
 
 
 def link_index(conn, ns: str, name: str) -> int:

@@ -266,9 +266,9 @@ class Builder:
         self.step = f"{ns}: {len(nic.functions)} functions' veths"
         self.progress(self.step)
         fnbuild.veths(self.ns(ns), ns, nic, nic.functions, mark)
-        for fn in nic.functions:
-            self.step = f"{ns}: {fn.kind} {fn.name} ({fn.netns})"
-            fnbuild.configure(fn, mark, self.rdma_peers() if fn.kind == "rdma" else ())
+        self.step = f"{ns}: the functions' netdevs (mark, up, address, RDMA neighbours)"
+        self.progress(self.step)
+        fnbuild.configure(nic.functions, mark, lambda fn: self.rdma_peers() if fn.kind == "rdma" else ())
         self.step = f"{ns}: clsact on ports and representors"
         self.progress(self.step)
         fnbuild.clsact(self.ns(ns), ns, list(nic.ports) + [fn.rep for fn in nic.functions])

@@ -21,16 +21,15 @@ has its own deadline; see the module's figures in README (NIC scale).
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 from pyroute2 import netns as pr_netns
 
-from testbed import bringup, loader, nlpipe, rawnl, rtnlmsg, teardown, wire
-from testbed.nl import ns_socket, open_ns, wait_until
+from testbed import bringup, ifread, loader, teardown, wire
+from testbed.nl import open_ns, wait_until
 from testbed.status import read_bond
 from testbed.tc import ops
-from testbed.topology import Function, Topology
+from testbed.topology import Topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -80,28 +79,13 @@ def active_port(topo: Topology) -> str:
         return read_bond(ipr, server.nic).get("active_port") or ""
 
 
-def function_state(fn: Function) -> dict:
-    """What the kernel holds for a function's netdev, read in its own namespace."""
-    with ns_socket(fn.netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
-        sock.setblocking(False)
-        lo = nlpipe.get(sock, rawnl.RTM_GETLINK, rtnlmsg.getlink("lo"), "lo")
-        dev = nlpipe.get(sock, rawnl.RTM_GETLINK, rtnlmsg.getlink(fn.name), fn.name)
-        addrs = nlpipe.dump(sock, rtnlmsg.RTM_GETADDR, rtnlmsg.ifaddr_dump(), "addresses")
-    off = rawnl.HDR.size + rawnl.IFINFO.size
-    flags = rawnl.IFINFO.unpack_from(dev, rawnl.HDR.size)[3]
-    mac = next(bytes(p).hex(":") for t, p in rawnl.attrs(dev, off) if t == rtnlmsg.IFLA_ADDRESS)
-    index = rawnl.link_index(dev)
-    v4 = sorted(rtnlmsg.ifaddr_v4(a) for a in addrs if rtnlmsg.IFADDRMSG.unpack_from(a, rawnl.HDR.size)[4] == index)
-    return {"lo": rawnl.attr_str(lo, off, rtnlmsg.IFLA_IFALIAS), "up": bool(flags & rtnlmsg.IFF_UP),
-            "alias": rawnl.attr_str(dev, off, rtnlmsg.IFLA_IFALIAS), "mac": mac, "v4": v4}
-
-
 def test_every_function_is_built_marked_and_addressed(lab):
     server = lab.nic_host()
     mark = f"testbed:{lab.name}"
     for fn in server.nic.functions:
-        st = function_state(fn)
-        assert st == {"lo": mark, "alias": mark, "up": True, "mac": fn.mac, "v4": [str(fn.address)]}, fn.name
+        assert teardown.netns_mark(fn.netns) == mark, fn.netns
+        st = ifread.iface(fn.netns, fn.name)
+        assert (st["alias"], st["up"], st["mac"], st["addresses"]) == (mark, True, fn.mac, [str(fn.address)]), fn.name
     last = server.nic.vfs[-1]
     assert last.name == "vf255" and str(last.address) == "198.18.1.1/23"
     path = "/proc/sys/net/ipv6/conf/all/disable_ipv6"
