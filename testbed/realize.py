@@ -177,7 +177,7 @@ class Builder:
         topo = self.topo
         labstore.write(self.rec)
         sw = topo.switch_netns
-        self.step = f"create {len(topo.netns_names)} namespaces"
+        self.step = f"create namespaces ({len(topo.netns_names)})"
         self.progress(self.step)
         self.create_netns(*topo.netns_names)
         self.step = f"{sw}: bridge {naming.BRIDGE}"
