@@ -11,7 +11,9 @@ the whole run:
   same run; with ``--shard`` (one machine's share of a sharded matrix) this rule is left
   to the final aggregation over all shards' files;
 * a kernel that was run but left no JUnit file, no test, or a non-zero exit status that
-  its file does not explain (the guest died, timed out, or pytest stopped) fails the run.
+  its file does not explain (the guest died, timed out, or pytest stopped) fails the run;
+* a kernel whose guest died once and was booted again (``--died``) is judged by its second
+  run, and the verdict says so.
 
 It prints a per-kernel table and, as its last line, ``N passed, N failed, N skipped``
 over the unit tests and every kernel, counting each cross-kernel rule violation and each
@@ -19,7 +21,8 @@ kernel without results as one failure.
 
 ``python -m testbed.matrix kernels [SPEC...]``  the kernels to run, one ``release<TAB>image``
                                                  line each (image ``host``: this kernel itself)
-``python -m testbed.matrix judge [--unit FILE] [--status RELEASE=CODE]... [--shard] FILE...``
+``python -m testbed.matrix judge [--unit FILE] [--status RELEASE=CODE]... [--died RELEASE]...
+                               [--shard] FILE...``
 ``python -m testbed.matrix pytest-args``       ``$TESTBED_PYTEST_ARGS`` split into words, one a line
 """
 
@@ -118,8 +121,10 @@ def apply_statuses(kernels: Sequence[Run], statuses: Dict[str, int]) -> None:
             run.problem = f"the run exited with status {code} and no failed test explains it"
 
 
-def report(unit: Optional[Run], kernels: Sequence[Run], *, shard: bool = False) -> Tuple[List[str], bool]:
-    """The printed verdict (table, problems, the summary line last) and whether the run passed."""
+def report(unit: Optional[Run], kernels: Sequence[Run], *, shard: bool = False,
+           died: Sequence[str] = ()) -> Tuple[List[str], bool]:
+    """The printed verdict (table, problems, the summary line last) and whether the run passed.
+    ``died``: kernels whose guest died once (judged by their second run)."""
     runs = ([unit] if unit else []) + list(kernels)
     problems = [f"{run.label}: {run.problem}" for run in runs if run.problem]
     violations = judge(kernels, shard=shard)
@@ -133,6 +138,9 @@ def report(unit: Optional[Run], kernels: Sequence[Run], *, shard: bool = False) 
     passed = sum(r.count("passed") for r in runs)
     failed = sum(r.count("failed") for r in runs) + len(rule) + sum(1 for r in runs if r.problem)
     skipped = sum(r.count("skipped") for r in runs)
+    for label in died:
+        lines.append(f"note: {label}: the guest died in the first run (its kernel's words: "
+                     f"out/console-{label}.died.log); these are the results of its second run")
     if problems:
         lines.append(f"{len(problems)} problem(s):")
         lines += [f"  {p}" for p in problems]
@@ -208,6 +216,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     j.add_argument("--unit", metavar="FILE", help="the unit tests' JUnit file")
     j.add_argument("--status", type=_status, action="append", default=[], metavar="RELEASE=CODE",
                    help="a run's exit status, RELEASE or 'unit' (repeatable)")
+    j.add_argument("--died", action="append", default=[], metavar="RELEASE",
+                   help="a kernel whose guest died once and was run again (repeatable)")
     j.add_argument("--shard", action="store_true",
                    help="one shard of a sharded matrix: skips are judged later, over all shards")
     j.add_argument("files", nargs="*", metavar="junit-RELEASE.xml",
@@ -225,7 +235,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         kernels = [read_junit(path, release_of(path)) for path in args.files]
         unit = read_junit(args.unit, "unit") if args.unit else None
         apply_statuses(kernels + ([unit] if unit else []), dict(args.status))
-        lines, ok = report(unit, kernels, shard=args.shard)
+        lines, ok = report(unit, kernels, shard=args.shard, died=args.died)
     except TestbedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -39,16 +39,20 @@ def read_bond(ipr: Any, nic: Nic) -> Dict[str, Any]:
     return out
 
 
-def _rules(ipr: Any, devs: List[str]) -> List[Dict[str, Any]]:
+def _rules(ipr: Any, nic: Nic) -> List[Dict[str, Any]]:
+    """Every rule on the NIC's devices and in its shared blocks, with counters (``where``: ``pf0 egress``,
+    ``block 1 chain 1``)."""
     try:
-        from testbed.tc import ops
+        from testbed.tc import canonical, ops
     except ImportError:  # the tc layer is not installed in this tree
         return []
     out = []
-    for inst in ops.dump(ipr, devs):
+    for inst in ops.dump(ipr, list(nic.ports) + [fn.rep for fn in nic.functions], naming.ESWITCH_BLOCKS):
         r = inst.rule
-        out.append({"dev": r.dev, "hook": r.hook, "prio": r.prio, "handle": r.handle, "label": r.label,
-                    "packets": inst.packets, "bytes": inst.bytes})
+        where = canonical.place(r) + (f" chain {r.chain}" if r.chain else "")
+        out.append({"dev": r.dev, "hook": r.hook, "block": r.block, "chain": r.chain, "where": where,
+                    "prio": r.prio, "handle": r.handle, "label": r.label, "packets": inst.packets,
+                    "bytes": inst.bytes})
     return out
 
 
@@ -63,7 +67,7 @@ def host_status(topo: Topology, host: Host) -> Dict[str, Any]:
         out["bond"] = read_bond(ipr, nic)
         out["bond"]["address"] = str(nic.address)
         out["offload"] = {"mode": nic.offload.mode, "buckets": nic.offload.buckets}
-        out["rules"] = _rules(ipr, list(nic.ports) + [fn.rep for fn in nic.functions])
+        out["rules"] = _rules(ipr, nic)
     fns = []
     for fn in nic.functions:  # a raw socket per namespace, no helper process: 257 of them at 256 VFs
         entry = {"kind": fn.kind, "name": fn.name, "netns": fn.netns, "representor": fn.rep}

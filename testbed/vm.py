@@ -168,7 +168,7 @@ def build_vng_argv(
             raise UsageError(f"testbed vm: --rwdir {d!r} must be absolute, without ',' or '='")
     if console is not None and (not os.path.isabs(console) or any(c in console for c in ", \t\n'\"\\")):
         raise UsageError(f"testbed vm: console log path {console!r} must be absolute, "
-                         "without commas, blanks or quotes", fix="use a plain absolute path")
+                         "without commas, blanks or quotes")
     if not os.path.isabs(cwd):
         raise UsageError(f"testbed vm: working directory {cwd!r} must be absolute")
     root = package_root or str(Path(__file__).resolve().parent.parent)
@@ -200,8 +200,9 @@ def run_in_vm(
 ) -> int:
     """Run ``argv`` in a guest and return its exit status; VMError when the guest
     cannot be booted or ``timeout`` seconds pass (its qemu is then killed).  The guest's
-    kernel warnings go to ``console`` (a temporary file by default); when the guest dies
-    without a status their last lines are printed."""
+    kernel warnings and errors are logged to a temporary file, copied to ``console`` when
+    the guest stops; when it died without a status or hit ``timeout``, what its kernel
+    said is printed."""
     from testbed.vmaccel import choose_accel
 
     start = time.monotonic()  # --timeout covers the KVM probe too
@@ -226,7 +227,7 @@ def run_in_vm(
                               cwd=os.getcwd(), memory=memory, cpus=cpus, host_env=host_env,
                               console=log)
 
-    build("tcg", console)  # reject bad options before a probe boot is spent on them
+    build("tcg", None)  # reject bad options before a probe boot is spent on them
     from testbed import vmcache
 
     hot = vmcache.build(sys.executable, str(Path(__file__).resolve().parent.parent))
@@ -236,17 +237,40 @@ def run_in_vm(
     print(f"testbed vm: booting {kern.version} under {choice.accel.upper()}{choice.describe()}...",
           file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="testbed-vm-") as tmp:  # vng's temp files
-        log = console or os.path.join(tmp, "console.log")
+        # qemu writes the log in the temporary directory (vng passes its path through a shell
+        # line, so it must be a plain one); --console gets a copy when the guest is gone
+        log: Optional[str] = os.path.join(tmp, "console.log")
+        try:
+            vng_argv = build(choice.accel, log)
+        except UsageError:
+            log, vng_argv = None, build(choice.accel, None)
+            print(f"testbed vm: the guest's kernel log is not kept (temporary directory {tmp!r} "
+                  "holds a blank, comma or quote)", file=sys.stderr)
         left = None if timeout is None else max(timeout - (time.monotonic() - start), 0.001)
         try:
-            status = _run_guest(build(choice.accel, log), left, timeout, tmp)
+            status = _run_guest(vng_argv, left, timeout, tmp)
         except VMError:  # --timeout: what the kernel said may tell why it hung
-            _report_console(log, "was killed at its --timeout", kept=console is not None)
+            _keep_console(log, console, "was killed at its --timeout")
             raise
-        if status == DIED:
-            _report_console(log, "stopped without reporting its command's status",
-                            kept=console is not None)
+        _keep_console(log, console, "stopped without reporting its command's status"
+                      if status == DIED else None)
     return status
+
+
+def _keep_console(log: Optional[str], console: Optional[str], trouble: Optional[str]) -> None:
+    """Copy the guest's kernel log to ``console`` (--console) and, when the guest met
+    ``trouble``, print what its kernel said."""
+    if log is None:
+        return
+    if console is not None:
+        try:
+            shutil.copyfile(log, console)
+        except OSError as exc:
+            print(f"testbed vm: could not keep the guest's kernel log in {console}: "
+                  f"{exc.strerror}", file=sys.stderr)
+            console = None
+    if trouble:
+        _report_console(console or log, trouble, kept=console is not None)
 
 
 # where a kernel's own account of trouble starts (an oops, a panic, the OOM killer, lockups)

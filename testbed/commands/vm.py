@@ -100,8 +100,8 @@ def register(subparsers: Any, name: str = "vm") -> None:
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="kill the guest and fail after this long (default: no limit)")
     p.add_argument("--console", metavar="FILE",
-                   help="keep the guest kernel's warnings and errors in FILE (default: a "
-                        "temporary file, whose last lines are printed if the guest dies)")
+                   help="keep the guest kernel's warnings and errors in FILE, written when "
+                        "the guest stops (they are printed anyway if it dies or times out)")
     p.add_argument("--rwdir", action="append", metavar="DIR",
                    help="directory the guest may write, repeatable (default: the current one)")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",

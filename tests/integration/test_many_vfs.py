@@ -9,8 +9,9 @@
                rdma0-rep ═ rdma0 (ns mv-server-rdma0)
 
 Brought up with its agent as ``testbed up`` does (``bringup.up``); then the active port's wire is cut:
-the bond moves to pf1 and every function's TX rule, read back from the kernel (``tc.ops.dump``), must
-redirect to pf1 -- 257 of them; after the repair all go back to pf0. ``down`` must leave no namespace,
+the bond moves to pf1 and every function's TX, read back from the kernel (``tc.ops``: each representor
+bound to the shared block, its ``tx:<fn>`` rule into the TX table), must redirect to pf1 -- 257 of them;
+after the repair all go back to pf0. ``down`` must leave no namespace,
 no host link and no rxe device behind. Every VF is checked as built: in its own marked namespace, with
 its MAC and address, up, IPv6 off, and its representor marked with clsact.
 
@@ -26,9 +27,11 @@ import pytest
 from pyroute2 import netns as pr_netns
 
 from testbed import bringup, ifread, loader, teardown, wire
+from testbed.agent import rules
 from testbed.nl import open_ns, wait_until
 from testbed.status import read_bond
 from testbed.tc import ops
+from testbed.tc.rule import Action
 from testbed.topology import Topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
@@ -55,22 +58,22 @@ def lab():
         assert (sorted(pr_netns.listnetns()), host_links()) == before, "down must leave nothing behind"
 
 
-def tx_targets(topo: Topology) -> dict:
-    """representor -> the ports its TX rules redirect to, as the kernel holds them."""
-    server = topo.nic_host()
-    out: dict = {}
-    with open_ns(server.netns) as ipr:
-        for inst in ops.dump(ipr, [fn.rep for fn in server.nic.functions]):
-            rule = inst.rule
-            if rule.label == "tx" or rule.label.startswith("tx:"):
-                out.setdefault(rule.dev, set()).update(a.dev or a.kind for a in rule.actions)
-    return out
-
-
 def all_tx_to(topo: Topology, port: str) -> bool:
-    reps = [fn.rep for fn in topo.nic_host().nic.functions]
-    got = tx_targets(topo)
-    return sorted(got) == sorted(reps) and all(t == {port} for t in got.values())
+    """Every function's TX, as the kernel holds it, goes out of ``port``: each representor's clsact ingress
+    is bound to the representors' shared block, whose ``tx:<fn>`` rule (indev <fn>-rep) leads into the TX
+    table (chain ``CHAIN_TX``), whose every entry redirects to ``port`` -- 257 functions, one table."""
+    server = topo.nic_host()
+    reps = sorted(fn.rep for fn in server.nic.functions)
+    with open_ns(server.netns) as ipr:
+        bound = ops.clsact_blocks(ipr)
+        block = [inst.rule for inst in ops.dump(ipr, [], [rules.BLOCK_REPS])]
+    if any(bound.get(rep, (0, 0))[0] != rules.BLOCK_REPS for rep in reps):
+        return False
+    tx = {r.match.indev: r.actions for r in block if r.chain == 0 and r.label.startswith("tx:")}
+    if sorted(tx) != reps or any(acts != (Action("goto", chain=rules.CHAIN_TX),) for acts in tx.values()):
+        return False
+    table = [r for r in block if r.chain == rules.CHAIN_TX]
+    return bool(table) and all(r.actions == (Action("redirect", dev=port),) for r in table)
 
 
 def active_port(topo: Topology) -> str:

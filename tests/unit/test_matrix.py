@@ -157,3 +157,16 @@ def test_pytest_args_split_like_a_shell_and_refuse_bad_quoting(monkeypatch, caps
     assert matrix.main(["pytest-args"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "TESTBED_PYTEST_ARGS: No closing quotation" in err[0]
+
+
+def test_a_kernel_whose_guest_died_once_is_judged_by_its_second_run_and_named(tmp_path, capsys):
+    k73 = junit(tmp_path / "junit-7.3.4+deb13-amd64.xml", [(LAB, "passed"), (VERBS, "passed")])
+    assert matrix.main(["judge", "--died", "7.3.4+deb13-amd64", "--status", "7.3.4+deb13-amd64=0", k73]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "2 passed, 0 failed, 0 skipped"
+    assert any(line.startswith("note: 7.3.4+deb13-amd64: the guest died in the first run")
+               and "out/console-7.3.4+deb13-amd64.died.log" in line for line in out)
+    # a second death is the run's status 255, which no failed test explains: the run fails
+    missing = str(tmp_path / "junit-6.12.117+deb12-amd64.xml")
+    assert matrix.main(["judge", "--died", "6.12.117+deb12-amd64",
+                        "--status", "6.12.117+deb12-amd64=255", missing]) == 1

@@ -282,13 +282,20 @@ def test_run_in_vm_refuses_to_nest(monkeypatch):
         vm.run_in_vm(["true"])
 
 
-def gone(pid: int) -> bool:
-    """The process has exited (absent, or a zombie waiting for its new parent)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+def gone(pid: int, within: float = 5.0) -> bool:
+    """The process exits within ``within`` seconds (absent, or a zombie waiting for its new
+    parent): a SIGKILLed process of a loaded machine may take a moment to die."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
 
 
 # ---- KVM probe and verdict cache -----------------------------------------------------
