@@ -8,12 +8,14 @@ Not a test. Needs root, bonding and cls_flower; run it in the VM lane::
 Layout, one namespace per run (``<lab>-server``), built with ``ip -batch``::
 
     swp0 ═ pf0 ─┐
-    swp1 ═ pf1 ─┴─ bond0 (balance-xor, miimon 10)      clsact on pf0, pf1 and every rep
+    swp1 ═ pf1 ─┴─ bond0 (balance-xor, miimon 10)      clsact on pf0, pf1 (ingress_block 2) and every rep
+                                                       (ingress_block 1): ``rules.bindings``
     vf0-rep ═ vf0 ... vf63-rep ═ vf63, rdma0-rep ═ rdma0  (peers stay in the namespace)
 
 The rules are the agent's own for 64 VFs x 2 ports x 16 buckets (offload
-``hash``): ``rules.plan(nic, state)`` for the bond's real state, about 2,700
-filters (the TX tables are 65 representors x 32 entries).
+``hash``): ``rules.plan(nic, state)`` for the bond's real state, about 900
+filters (one TX table of 32 entries in the representors' shared block; before
+the shared blocks: about 2,700, 65 representors x 32 entries).
 
 * **full resync**: ``NicReconciler.reconcile(full=True)`` on an empty eswitch
   (read the bond, clsact on 66 devices, dump, diff, apply) against
@@ -26,8 +28,9 @@ filters (the TX tables are 65 representors x 32 entries).
 * **failover**: the real agent (``launcher.start``, its own process) on one of
   the namespaces; ``swp1`` down/up ``--rounds`` times; the agent's own
   event->applied latency of each reaction that changed rules (from
-  agent.json), and wire->applied (this script sets the wire, the agent stamps
-  completion).
+  agent.json), the number of rules each changed (the same for 2 VFs and 64:
+  ``--vfs 2``), and wire->applied (this script sets the wire, the agent
+  stamps completion).
 
 Compare only ratios measured in the same boot.
 """
@@ -96,7 +99,8 @@ def build(host: Host) -> None:
         lines += [f"link add {fn.rep} address {nic.mac} type veth peer name {fn.name}", f"link set {fn.name} up",
                   f"link set {fn.rep} up"]
     subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True)
-    qdiscs = [f"qdisc add dev {d} clsact" for d in rules.devices(nic)]
+    qdiscs = [f"qdisc add dev {d} ingress_block {ib} clsact" if ib else f"qdisc add dev {d} clsact"
+              for d, (ib, _eb) in rules.bindings(nic).items()]
     subprocess.run(["tc", "-n", ns, "-batch", "-"], input="\n".join(qdiscs) + "\n", text=True, check=True)
 
 
@@ -109,9 +113,12 @@ def tc_line(r: Rule) -> str:
     """``tc -batch`` line for a rule; the hash key becomes a stand-in src_mac (tc has no hash keyword)."""
     m = r.match
     proto = f"0x{m.eth_type:04x}" if m.eth_type else "all"
-    out = [f"filter add dev {r.dev} {r.hook} prio {r.prio} handle {r.handle} protocol {proto} flower"]
+    where = f"block {r.block}" if r.block else f"dev {r.dev} {r.hook}"
+    out = [f"filter add {where} chain {r.chain} prio {r.prio} handle {r.handle} protocol {proto} flower"]
     if r.skip_hw:
         out.append("skip_hw")
+    if m.indev:
+        out.append(f"indev {m.indev}")
     if m.dst_mac:
         out.append(f"dst_mac {m.dst_mac}" + (f"/{m.dst_mac_mask}" if m.dst_mac_mask else ""))
     if m.src_mac:
@@ -128,6 +135,8 @@ def tc_line(r: Rule) -> str:
     for a in r.actions:
         if a.kind in ("redirect", "mirror"):
             out.append(f"action mirred {'ingress' if a.ingress else 'egress'} {a.kind} dev {a.dev}")
+        elif a.kind == "goto":
+            out.append(f"action gact goto chain {a.chain}")
         else:
             out.append(f"action gact {a.kind}")
         if cookie:
@@ -136,14 +145,17 @@ def tc_line(r: Rule) -> str:
 
 
 def count(ipr, devs: List[str]) -> int:
-    """Filters the kernel holds on the devices' clsact hooks (raw dump, no decoding)."""
+    """Filters the kernel holds on the devices' own clsact hooks and in the shared blocks (raw dump, no
+    decoding; a bound hook lists its block's filters, which are counted once, with the block)."""
     links = nlpipe.link_index(ipr)
+    queries = [(links[dev], parent) for dev in devs for parent in (flower.INGRESS_PARENT, flower.EGRESS_PARENT)]
+    queries += [(flower.TCM_IFINDEX_MAGIC_BLOCK, block) for block in rules.BLOCKS]
+    magic = flower.TCM_IFINDEX_MAGIC_BLOCK
     total = 0
-    for dev in devs:
-        for parent in (flower.INGRESS_PARENT, flower.EGRESS_PARENT):
-            query = ops._TCMSG.pack(0, links[dev], 0, parent, 0)
-            for raw in nlpipe.dump(ipr, ops.RTM_GETTFILTER, query, "count"):
-                total += ops._TCMSG.unpack_from(raw, nlpipe.HDR.size)[2] != 0
+    for index, parent in queries:
+        for raw in nlpipe.dump(ipr, ops.RTM_GETTFILTER, ops._TCMSG.pack(0, index, 0, parent, 0), "count"):
+            got_index, handle = ops._TCMSG.unpack_from(raw, nlpipe.HDR.size)[1:3]
+            total += handle != 0 and (got_index == magic) == (index == magic)
     return total
 
 

@@ -33,7 +33,7 @@ def _snapshot(topo: Topology, host: Host) -> Dict[str, Any]:
     st = status.lab_status(topo.name)
     h = next(x for x in st["hosts"] if x["name"] == host.name)
     agent = agent_status.nic(topo.name, host.name)
-    rules = {f"{r['dev']}/{r['label']}": r["packets"] for r in h.get("rules", [])}
+    rules = {f"{r['where']}/{r['label']}": r["packets"] for r in h.get("rules", [])}
     return {"active_port": h["bond"].get("active_port"),
             "ports": {p["name"]: p.get("carrier") for p in h["bond"]["ports"]},
             "offload_usable": list(agent.usable), "offload_mapping": list(agent.mapping),

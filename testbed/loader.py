@@ -19,14 +19,18 @@ from testbed.errors import TopologyError, UsageError, one_line
 from testbed.topofile import clip, fmt_path, short
 from testbed.topology import Bond, Function, Host, Nic, Offload, Topology
 
-DEFAULT_SUBNET = "198.18.0.0/24"
-MAX_VFS = 64
+DEFAULT_SUBNET = "198.18.0.0/24"  # the lab subnet when the file gives none and the lab's addresses fit in it
+DEFAULT_RANGE = "198.18.0.0/15"  # the benchmarking range (RFC 2544): a larger default subnet is carved from it
+MAX_VFS = 256  # per NIC host: what a real SR-IOV port carries (64-256 VFs)
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
 def schema() -> dict:
     text = resources.files("testbed").joinpath("schema/topology.schema.json").read_text()
-    return options.schema_enums(json.loads(text))
+    data = options.schema_enums(json.loads(text))
+    count, listed = data["$defs"]["nic"]["properties"]["vfs"]["oneOf"]
+    count["maximum"] = listed["maxItems"] = MAX_VFS  # the one VF limit: MAX_VFS
+    return data
 
 
 def load(path: str, *, lab_name: str | None = None) -> Topology:
@@ -70,6 +74,10 @@ def _schema_message(err: Any) -> Tuple[List[Any], str]:
     if v == "type":
         want = v_val if isinstance(v_val := err.validator_value, str) else " or ".join(v_val)
         return path, f"{short(err.instance)} is not of type {want}"
+    if v in ("maximum", "maxItems") and path and path[-1] == "vfs":
+        count = err.instance if isinstance(err.instance, int) else len(err.instance)
+        return path, (f"{count:,} VFs is more than the {MAX_VFS} a host may have (a real SR-IOV port carries "
+                      f"64-256); give at most {MAX_VFS}, or spread them over more NIC hosts")
     if v in ("minimum", "maximum"):
         than = "less than the minimum" if v == "minimum" else "greater than the maximum"
         return path, f"{short(err.instance)} is {than} of {err.validator_value}"
@@ -101,6 +109,7 @@ class _Checker:
         self.macs: Dict[str, str] = {}
         self.addrs: Dict[ipaddress.IPv4Address, str] = {}
         self.ifnames_switch: Dict[str, str] = {}
+        self.subnet_note = ""  # why the subnet is what it is, when the loader chose it
 
     def fail(self, path: str, msg: str) -> None:
         raise TopologyError(self.file, path, msg)
@@ -127,7 +136,9 @@ class _Checker:
         return value
 
     def subnet(self) -> ipaddress.IPv4Network:
-        raw = self.data.get("subnet", DEFAULT_SUBNET)
+        if "subnet" not in self.data:
+            return self.default_subnet()
+        raw = self.data["subnet"]
         try:
             net = ipaddress.IPv4Network(raw, strict=True)
         except ValueError:
@@ -135,6 +146,18 @@ class _Checker:
                                 f"e.g. {DEFAULT_SUBNET}")
         if net.prefixlen > 30:
             self.fail("subnet", f"{short(raw)} is too small; use /30 or larger")
+        return net
+
+    def default_subnet(self) -> ipaddress.IPv4Network:
+        """The file gives no ``subnet``: 198.18.0.0/24, or the smallest larger one at 198.18.0.0 (up to the
+        whole /15) that holds every address the lab needs -- 256 VFs and their hosts do not fit a /24."""
+        needed = address_count(self.data)
+        net = default_subnet(needed)
+        if net is None:
+            self.fail("hosts", f"the lab needs {needed:,} addresses, more than the default range {DEFAULT_RANGE} "
+                               "holds; give a larger 'subnet' (e.g. 10.0.0.0/12)")
+        if str(net) != DEFAULT_SUBNET:
+            self.subnet_note = f" (the default for {needed:,} addresses; give 'subnet' to choose another)"
         return net
 
     def address(self, path: str, raw: str | None, net: ipaddress.IPv4Network,
@@ -152,7 +175,8 @@ class _Checker:
             if "/" not in raw:
                 self.fail(path, f"{short(raw)} has no prefix length (e.g. {clip(raw, 20)}/{net.prefixlen})")
             if ip.network != net:
-                self.fail(path, f"{raw} is not in the lab subnet {net} (all hosts share one L2 segment)")
+                self.fail(path, f"{raw} is not in the lab subnet {net}{self.subnet_note} (all hosts share one "
+                                "L2 segment)")
             if ip.ip in (ip.network.network_address, ip.network.broadcast_address):
                 self.fail(path, f"{raw} is the network or broadcast address of {ip.network}")
         if ip.ip in self.addrs:
@@ -334,6 +358,26 @@ class _Checker:
                               verbs=bool(h.get("verbs", False))))
         return Topology(name=self.lab, file=file, subnet=net, hosts=tuple(hosts),
                         description=self.data.get("description", ""), raw=self.data)
+
+
+def address_count(data: dict) -> int:
+    """How many addresses a schema-valid topology needs: one per host (a NIC host's bond; its RDMA function
+    shares it) and one per VF."""
+    count = 0
+    for h in data["hosts"].values():
+        vfs = h.get("nic", {}).get("vfs", [])
+        count += 1 + (vfs if isinstance(vfs, int) else len(vfs))
+    return count
+
+
+def default_subnet(needed: int) -> ipaddress.IPv4Network | None:
+    """The smallest of 198.18.0.0/24, /23, ... /15 with ``needed`` host addresses (None: not even the /15)."""
+    first = ipaddress.IPv4Network(DEFAULT_SUBNET)
+    for prefix in range(first.prefixlen, ipaddress.IPv4Network(DEFAULT_RANGE).prefixlen - 1, -1):
+        net = first.supernet(new_prefix=prefix)
+        if net.num_addresses - 2 >= needed:
+            return net
+    return None
 
 
 def build_model(data: dict, file: str, *, lab_name: str | None = None) -> Topology:

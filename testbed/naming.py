@@ -16,6 +16,10 @@ SWITCH = "switch"  # the switch namespace suffix; reserved as a host name
 BRIDGE = "br0"
 BOND = "bond0"
 HOST_IF = "eth0"  # a plain host's interface
+# shared tc filter blocks of a NIC host's eswitch (block indexes are per network namespace)
+BLOCK_REPS = 1  # every representor's clsact ingress is bound to it
+BLOCK_PORTS = 2  # every port's clsact ingress is bound to it
+ESWITCH_BLOCKS = (BLOCK_REPS, BLOCK_PORTS)
 
 
 def mark(lab: str) -> str:

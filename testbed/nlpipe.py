@@ -242,6 +242,24 @@ def dump(ipr, msg_type: int, body: bytes, what: str) -> List[bytes]:
     )
 
 
+def get(ipr, msg_type: int, body: bytes, what: str) -> bytes:
+    """One non-dump request (``RTM_GETLINK`` of one interface): its reply message's raw bytes (header
+    included); NetlinkOpError with the kernel's errno (and text) when it answers with an error."""
+    seq = next(_seq) & 0xFFFFFFFF
+    with _ExtAck(ipr):
+        ipr.send(header(len(body), msg_type, NLM_F_REQUEST, seq) + body)
+        deadline = time.monotonic() + ACK_TIMEOUT
+        while True:
+            for t, flags, s, msg in messages(_recv(ipr, deadline, what)):
+                if s != seq:
+                    continue  # a notification or a stale reply
+                if t == NLMSG_ERROR:
+                    reply = parse_error(msg, flags)
+                    raise NetlinkOpError(f"{what}: {errno_name(reply.errno)}"
+                                         + (f": {reply.message}" if reply.message else ""), errno=reply.errno)
+                return bytes(msg)
+
+
 def errno_name(code: int) -> str:
     return errno_mod.errorcode.get(code, str(code))
 

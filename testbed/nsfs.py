@@ -6,6 +6,9 @@
 and mounted its own sysfs. That is what ``ip netns exec`` does; here a forked
 child does it in a private mount namespace with ``setns``/``unshare``/``mount``
 (through libc, no subprocess) and reports the first failure back.
+
+Creating namespaces needs no process at all: a thread of this process unshares, marks and names one
+namespace after another (``create_marked_netns_many``).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import os
 import pickle
 import socket
 import struct
-from typing import Iterable, Tuple
+import threading
+from typing import Callable, Iterable, Sequence, Tuple
 
 from testbed.errors import NetlinkOpError
+from traffic.netns import run_in_netns
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
@@ -69,27 +74,58 @@ def _mark_lo(mark: str) -> None:
             raise OSError(code, f"marking lo: {os.strerror(code)}")
 
 
-def _create_child(netns: str, mark: str) -> None:
+def _create_here(netns: str, mark: str, writes: Tuple[Tuple[str, str], ...], libc) -> None:
+    """On a thread of its own: move it into a new network namespace, mark ``lo``, do ``writes`` (sysctls under
+    /proc/sys/net, which show the calling thread's namespace), then bind-mount the namespace at its name."""
     from pyroute2.netns import _create
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWNET) != 0:
+    if libc.unshare(CLONE_NEWNET) != 0:  # this thread only: network namespaces are per task
         err = ctypes.get_errno()
         raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
     _mark_lo(mark)
+    for path, value in writes:
+        with open(path, "w") as fh:
+            fh.write(value)
     nsfile = os.path.join(NETNS_RUN_DIR, netns)
-    try:
-        _create(netns, libc=libc, pid=os.getpid())  # bind-mount our (already marked) netns under /run/netns
+    try:  # bind-mount this thread's (already marked) netns under /run/netns, as `ip netns add` does
+        _create(netns, libc=libc, pid=f"{os.getpid()}/task/{threading.get_native_id()}")
     except BaseException:
         if os.path.exists(nsfile) and not os.path.ismount(nsfile):
             os.unlink(nsfile)
         raise
 
 
-def create_marked_netns(netns: str, mark: str) -> None:
-    """Create ``/run/netns/<netns>`` whose ``lo`` already carries ``mark``: the namespace never exists unmarked,
-    so a crash at any instant leaves nothing ``testbed clean`` could mistake for someone else's."""
-    _in_child(_create_child, netns, mark, what=f"create network namespace {netns}")
+def create_marked_netns_many(names: Sequence[str], mark: str, writes: Iterable[Tuple[str, str]] = (),
+                             on_each: Callable[[str], None] = lambda name: None) -> None:
+    """Create ``/run/netns/<name>`` for each name, its ``lo`` already carrying ``mark`` (the namespace never
+    exists unmarked, so a crash at any instant leaves nothing ``testbed clean`` could mistake for someone
+    else's) and ``writes`` done inside it (``/proc/sys/net/...`` only: e.g. ``quiet_ipv6_writes()``).
+
+    No process per namespace: one thread of this process unshares a new namespace, marks and names it,
+    and goes on with the next (``unshare(CLONE_NEWNET)`` moves only the calling thread); it ends with the
+    last, so nothing else ever runs in them. NetlinkOpError names the namespace that failed."""
+    writes = tuple(writes)
+    bad = [path for path, _ in writes if not path.startswith("/proc/sys/net/")]
+    if bad:  # /sys needs a sysfs mounted in the namespace: a mount namespace, which a thread cannot unshare
+        raise ValueError(f"only /proc/sys/net/ paths can be written while creating a namespace, not {bad[0]}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    state = {"at": ""}
+
+    def worker() -> None:
+        for name in names:
+            state["at"] = name
+            _create_here(name, mark, writes, libc)
+            on_each(name)
+
+    try:
+        run_in_netns(None, worker)
+    except OSError as exc:
+        raise NetlinkOpError(f"create network namespace {state['at']} failed: {exc}", errno=exc.errno) from exc
+
+
+def create_marked_netns(netns: str, mark: str, writes: Iterable[Tuple[str, str]] = ()) -> None:
+    """One namespace: ``create_marked_netns_many([netns], ...)``."""
+    create_marked_netns_many([netns], mark, writes)
 
 
 def _mark_pid_child(pid: int, mark: str) -> None:

@@ -19,15 +19,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pyroute2 import IPRoute
 
-from testbed import labstore, naming, nlpipe, nsfs, rawnl, rdma
+from testbed import fnbuild, labstore, naming, nlpipe, nsfs, rawnl, rdma
 from testbed.bond import options, wire
 from testbed.bond.state import read_state
 from testbed.errors import BuildError, ConflictError, NetlinkOpError, TestbedError
 from testbed.nl import netlink_op, netns_exists, open_ns, wait_until
 from testbed.progress import Progress, quiet
 from testbed.topology import Bond, Host, Nic, Topology
-
-NUD_PERMANENT = 0x80
 
 MIIMON_DELAYS = ("updelay", "downdelay", "peer_notify_delay")  # the kernel refuses them (EPERM) when miimon is 0
 
@@ -100,11 +98,13 @@ class Builder:
             ipr.close()
         self.handles.clear()
 
-    def create_netns(self, name: str) -> None:
-        self.rec.netns.append(name)
-        labstore.write(self.rec)  # recorded before it exists: a crash now is still cleanable
-        nsfs.create_marked_netns(name, naming.mark(self.topo.name))
-        nsfs.write_in_netns(name, nsfs.quiet_ipv6_writes())
+    def create_netns(self, *names: str) -> None:
+        """The namespaces, recorded first (one record write: a crash at any instant is still cleanable),
+        then made marked and IPv6-quiet by one thread of this process (``nsfs.create_marked_netns_many``)."""
+        self.rec.netns.extend(names)
+        labstore.write(self.rec)
+        nsfs.create_marked_netns_many(names, naming.mark(self.topo.name), nsfs.quiet_ipv6_writes(),
+                                      on_each=lambda name: self.progress(f"created namespace {name}"))
 
     # -- links ------------------------------------------------------------
     def veth(self, ns_a: str, name_a: str, ns_b: str, name_b: str, mac_a: Optional[str] = None,
@@ -143,11 +143,6 @@ class Builder:
             ipr.addr("add", index=ipr.link_lookup(ifname=ifname)[0], address=str(address.ip),
                      prefixlen=address.network.prefixlen)
 
-    def clsact(self, ns: str, ifname: str) -> None:
-        ipr = self.ns(ns)
-        with netlink_op(f"{ns}: {ifname}: clsact qdisc"):
-            ipr.tc("add", "clsact", index=ipr.link_lookup(ifname=ifname)[0])
-
     def bond(self, ns: str, name: str, opts: Dict[str, int], mac: str, slaves: List[str],
              extra: Sequence[Tuple[str, Any]] = ()) -> None:
         ipr = self.ns(ns)
@@ -182,10 +177,9 @@ class Builder:
         topo = self.topo
         labstore.write(self.rec)
         sw = topo.switch_netns
-        for name in topo.netns_names:
-            self.step = f"create namespace {name}"
-            self.progress(self.step)
-            self.create_netns(name)
+        self.step = f"create namespaces ({len(topo.netns_names)})"
+        self.progress(self.step)
+        self.create_netns(*topo.netns_names)
         self.step = f"{sw}: bridge {naming.BRIDGE}"
         ipr = self.ns(sw)
         with netlink_op(self.step):
@@ -258,23 +252,36 @@ class Builder:
             self.link_set(ns, port, state="up")
         self.addr(ns, nic.bond.name, nic.address)
         self.link_set(ns, nic.bond.name, state="up")
-        for fn in nic.functions:
-            self.step = f"{ns}: {fn.kind} {fn.name} ({fn.netns})"
-            # The representor carries the bond's MAC: a VF's frame to the bond, looped by mirred into bond0's
-            # ingress, keeps the packet type it got on the representor, and only PACKET_HOST reaches ip_rcv.
-            self.veth(fn.netns, fn.name, ns, fn.rep, mac_a=fn.mac, mac_b=nic.mac)
-            if fn.address:
-                self.addr(fn.netns, fn.name, fn.address)
-            self.link_set(fn.netns, fn.name, state="up")
-            self.link_set(ns, fn.rep, state="up")
-            if fn.kind == "rdma":
-                self.rdma_neighbours(fn.netns, fn.name)
-        self.step = f"{ns}: clsact on ports and representors"
-        devs = list(nic.ports) + [fn.rep for fn in nic.functions]
-        for dev in devs:
-            self.clsact(ns, dev)
+        self.functions(host)
         self.step = f"{ns}: RPS on ports and representors"
-        nsfs.write_in_netns(ns, nsfs.rps_writes(devs))
+        nsfs.write_in_netns(ns, nsfs.rps_writes(list(nic.ports) + [fn.rep for fn in nic.functions]))
+
+    def functions(self, host: Host) -> None:
+        """The VFs and the RDMA function with their representors, and clsact on ports and representors:
+        batched (``fnbuild``), a few sendmsg calls for hundreds of functions."""
+        nic, ns, mark = host.nic, host.netns, naming.mark(self.topo.name)
+        assert nic is not None, f"{host.name} has no NIC"
+        # The representor carries the bond's MAC: a VF's frame to the bond, looped by mirred into bond0's
+        # ingress, keeps the packet type it got on the representor, and only PACKET_HOST reaches ip_rcv.
+        self.step = f"{ns}: {len(nic.functions)} functions' veths"
+        self.progress(self.step)
+        fnbuild.veths(self.ns(ns), ns, nic, nic.functions, mark)
+        self.step = f"{ns}: the functions' netdevs (mark, up, address, RDMA neighbours)"
+        self.progress(self.step)
+        fnbuild.configure(nic.functions, mark, lambda fn: self.rdma_peers() if fn.kind == "rdma" else ())
+        self.step = f"{ns}: clsact on ports and representors"
+        self.progress(self.step)
+        fnbuild.clsact(self.ns(ns), ns, list(nic.ports) + [fn.rep for fn in nic.functions])
+
+    def rdma_peers(self) -> List[fnbuild.Peer]:
+        """The RDMA function shares the bond's MAC, so ARP replies go to the bond: it pins its peers
+        (plain hosts and every VF) statically."""
+        peers = []
+        for h in self.topo.hosts:
+            for addr, mac in [(h.address, h.mac)] if not h.nic else [(f.address, f.mac) for f in h.nic.vfs]:
+                if addr is not None:
+                    peers.append((addr.ip, mac))
+        return peers
 
     def wait_bonds(self, timeout: float) -> None:
         """Until every bond is usable: a chosen active port, slaves up, or LACP collecting+distributing."""
@@ -294,18 +301,6 @@ class Builder:
             what = f"{host.netns}: {nic.bond.name} ({nic.bond.mode}) to become usable"
             wait_until(ready, timeout, what, interval=0.05,
                        fix="check `testbed status` for the ports' carrier and LACP state")
-
-    def rdma_neighbours(self, ns: str, ifname: str) -> None:
-        """The RDMA function shares the bond's MAC, so ARP replies go to the bond: pin its peers statically."""
-        ipr = self.ns(ns)
-        idx = ipr.link_lookup(ifname=ifname)[0]
-        for h in self.topo.hosts:
-            peers = [(h.address, h.mac)] if not h.nic else [(f.address, f.mac) for f in h.nic.vfs]
-            for addr, mac in peers:
-                if addr is None:
-                    continue
-                with netlink_op(f"{ns}: neighbour {addr.ip}"):
-                    ipr.neigh("add", dst=str(addr.ip), lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
 
 
 def up(topo: Topology, *, progress: Progress = quiet) -> labstore.LabRecord:

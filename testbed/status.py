@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from testbed import labstore, naming, rdma
+from testbed import ifread, labstore, naming, rdma
 from testbed.agent import status as agent_status
 from testbed.bond import wire as bondnl
 from testbed.bond.ports import usable_ports
 from testbed.bond.state import read_state
 from testbed.nl import open_ns
 from testbed.topology import Host, Nic, Topology
+
+FUNCTION_KEYS = ("present", "mac", "operstate", "addresses")  # what `status` tells of a function's netdev
 
 
 def read_bond(ipr: Any, nic: Nic) -> Dict[str, Any]:
@@ -37,46 +39,39 @@ def read_bond(ipr: Any, nic: Nic) -> Dict[str, Any]:
     return out
 
 
-def _iface(ipr: Any, ifname: str) -> Dict[str, Any]:
-    idx = ipr.link_lookup(ifname=ifname)
-    if not idx:
-        return {"name": ifname, "present": False}
-    link = ipr.get_links(idx[0])[0]
-    addrs = [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(index=idx[0], family=2)]
-    return {"name": ifname, "present": True, "mac": link.get_attr("IFLA_ADDRESS"),
-            "operstate": link.get_attr("IFLA_OPERSTATE"), "addresses": addrs}
-
-
-def _rules(ipr: Any, devs: List[str]) -> List[Dict[str, Any]]:
+def _rules(ipr: Any, nic: Nic) -> List[Dict[str, Any]]:
+    """Every rule on the NIC's devices and in its shared blocks, with counters (``where``: ``pf0 egress``,
+    ``block 1 chain 1``)."""
     try:
-        from testbed.tc import ops
+        from testbed.tc import canonical, ops
     except ImportError:  # the tc layer is not installed in this tree
         return []
     out = []
-    for inst in ops.dump(ipr, devs):
+    for inst in ops.dump(ipr, list(nic.ports) + [fn.rep for fn in nic.functions], naming.ESWITCH_BLOCKS):
         r = inst.rule
-        out.append({"dev": r.dev, "hook": r.hook, "prio": r.prio, "handle": r.handle, "label": r.label,
-                    "packets": inst.packets, "bytes": inst.bytes})
+        where = canonical.place(r) + (f" chain {r.chain}" if r.chain else "")
+        out.append({"dev": r.dev, "hook": r.hook, "block": r.block, "chain": r.chain, "where": where,
+                    "prio": r.prio, "handle": r.handle, "label": r.label, "packets": inst.packets,
+                    "bytes": inst.bytes})
     return out
 
 
 def host_status(topo: Topology, host: Host) -> Dict[str, Any]:
     out: Dict[str, Any] = {"name": host.name, "netns": host.netns}
     if host.nic is None:
-        with open_ns(host.netns) as ipr:
-            out["interface"] = _iface(ipr, naming.HOST_IF)
+        found = ifread.iface(host.netns, naming.HOST_IF)
+        out["interface"] = {k: v for k, v in found.items() if k == "name" or k in FUNCTION_KEYS}
         return out
     nic = host.nic
     with open_ns(host.netns) as ipr:
         out["bond"] = read_bond(ipr, nic)
         out["bond"]["address"] = str(nic.address)
         out["offload"] = {"mode": nic.offload.mode, "buckets": nic.offload.buckets}
-        out["rules"] = _rules(ipr, list(nic.ports) + [fn.rep for fn in nic.functions])
+        out["rules"] = _rules(ipr, nic)
     fns = []
-    for fn in nic.functions:
-        with open_ns(fn.netns) as ipr:
-            entry = {"kind": fn.kind, "name": fn.name, "netns": fn.netns, "representor": fn.rep}
-            entry.update({k: v for k, v in _iface(ipr, fn.name).items() if k != "name"})
+    for fn in nic.functions:  # a raw socket per namespace, no helper process: 257 of them at 256 VFs
+        entry = {"kind": fn.kind, "name": fn.name, "netns": fn.netns, "representor": fn.rep}
+        entry.update({k: v for k, v in ifread.iface(fn.netns, fn.name).items() if k in FUNCTION_KEYS})
         fns.append(entry)
     out["vfs"] = [f for f in fns if f["kind"] == "vf"]
     rdma = [f for f in fns if f["kind"] == "rdma"]

@@ -9,26 +9,45 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import List, Optional
+import socket
+from typing import Dict, List, Optional
 
 from pyroute2 import netns
 
-from testbed import labstore, naming, rdma
+from testbed import labstore, naming, nlpipe, rawnl, rdma, rtnlmsg
 from testbed.errors import ConflictError, WaitTimeout
 from testbed.labstore import crashed, held_elsewhere  # judged from the record alone (`list` needs no netlink)
-from testbed.nl import NETNS_DIR, netns_exists, open_ns, wait_until
+from testbed.nl import NETNS_DIR, netns_exists, ns_sockets, wait_until
 from testbed.nswait import NetnsDeletion
 from testbed.progress import Progress, quiet
 
 
 def netns_mark(name: str) -> Optional[str]:
     """The lab mark on ``lo`` inside namespace ``name``, or None if unmarked/unreadable."""
-    try:
-        with open_ns(name) as ipr:
-            links = ipr.get_links(*ipr.link_lookup(ifname="lo"))
-            return links[0].get("ifalias") if links else None
-    except Exception:  # noqa: BLE001 - an unreadable namespace is simply not ours
-        return None
+    return netns_marks([name])[name]
+
+
+def netns_marks(names: List[str], chunk: int = 64) -> Dict[str, Optional[str]]:
+    """name -> the lab mark on ``lo`` inside that namespace (None: unmarked or unreadable): one RTM_GETLINK
+    each over raw sockets this process makes there, ``chunk`` at a time by one thread (``nl.ns_sockets``;
+    no helper process, no thread per namespace)."""
+    out: Dict[str, Optional[str]] = {}
+    for start in range(0, len(names), chunk):
+        part = names[start:start + chunk]
+        socks = ns_sockets(part, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        for name, sock in zip(part, socks):
+            out[name] = None
+            if sock is None:
+                continue
+            try:
+                sock.setblocking(False)
+                msg = nlpipe.get(sock, rawnl.RTM_GETLINK, rtnlmsg.getlink("lo"), f"{name}: lo")
+                out[name] = rawnl.attr_str(msg, rawnl.HDR.size + rawnl.IFINFO.size, rtnlmsg.IFLA_IFALIAS)
+            except Exception:  # noqa: BLE001 - an unreadable namespace is simply not ours
+                pass
+            finally:
+                sock.close()
+    return out
 
 
 def stop_agent(lab: str, timeout: float = 10.0) -> None:
@@ -69,7 +88,9 @@ def remove_lab(rec: labstore.LabRecord, *, progress: Progress = quiet, timeout: 
     if os.path.isdir(labstore.lab_dir(rec.name)):
         labstore.write(rec)
     stop_agent(rec.name)
-    ours = [n for n in reversed(rec.netns) if netns_exists(n) and netns_mark(n) == mark]
+    present = [n for n in reversed(rec.netns) if netns_exists(n)]
+    marks = netns_marks(present)
+    ours = [n for n in present if marks[n] == mark]
     skipped = [n for n in rec.netns if netns_exists(n) and n not in ours]
     for n in skipped:
         progress(f"leaving namespace {n}: it does not carry the mark {mark!r}, so it is not ours")
@@ -112,14 +133,8 @@ def orphans() -> List[str]:
     """Marked namespaces with no lab record (a crash between create and record cannot happen, but a lost
     /run/testbed can)."""
     known = {n for lab in labstore.names() for n in (labstore.try_read(lab) or labstore.LabRecord("", "", {})).netns}
-    out = []
-    for n in netns.listnetns():
-        if n in known:
-            continue
-        m = netns_mark(n)
-        if m and m.startswith(naming.MARK_PREFIX):
-            out.append(n)
-    return out
+    marks = netns_marks([n for n in netns.listnetns() if n not in known])
+    return [n for n, m in marks.items() if m and m.startswith(naming.MARK_PREFIX)]
 
 
 def clean(*, all_labs: bool = False, lab: Optional[str] = None, progress: Progress = quiet) -> List[str]:

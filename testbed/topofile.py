@@ -32,9 +32,9 @@ from typing import Any, Iterable
 
 from testbed.errors import TopologyError
 
-MAX_BYTES = 64 * 1024  # the largest shipped topology is ~2 kB; 64 VFs written out in full ~8 kB
+MAX_BYTES = 64 * 1024  # the largest shipped topology is ~2 kB; 256 VFs written out in full ~20 kB
 MAX_DEPTH = 32  # a topology nests 6 deep
-MAX_NODES = 10_000  # a 64-VF host written out in full is ~600 nodes
+MAX_NODES = 10_000  # a 256-VF host written out in full is ~2,300 nodes
 MAX_INT_CHARS = 20  # no topology number comes near; Python's int() refuses > 4300 digits with a traceback
 SHORT = 60  # characters of a value shown in an error
 

@@ -1,22 +1,26 @@
 """One NIC's reconciler: bond state -> desired rules -> diff -> apply only the difference.
 
 Two paths, both ending with the kernel holding exactly ``plan(nic, state).rules``
-on the NIC's ports and representors (both clsact hooks; everything else there is deleted):
+on the NIC's ports and representors (both clsact hooks) and in its shared
+blocks (``rules.BLOCKS``); everything else there is deleted:
 
-* **full** (start, ENOBUFS, SIGHUP, after any failed apply): give every
-  device its clsact qdisc, *dump* what the kernel holds, diff, apply. This is
-  how a restarted agent adopts the rules it finds: a rule that is already
-  right is neither replaced nor re-added, so traffic never notices.
+* **full** (start, ENOBUFS, SIGHUP, a device appeared or vanished, after
+  any failed apply): give every device its clsact qdisc bound to its block
+  (``rules.bindings``; a clsact bound otherwise is rebound), *dump* what the
+  kernel holds, diff, apply. This is how a restarted agent adopts the rules
+  it finds: a rule that is already right is neither replaced nor re-added,
+  so traffic never notices.
 * **fast** (a link event): read the bond state; if nothing the rules depend
   on changed, stop; else diff against the rules this process last
   installed (kept in memory) and apply. A kernel error on this path (the
   cache was wrong: someone deleted a rule by hand) falls back to a full
   resync at once.
 
-Changes are applied in three batches (``rules.apply_order``): rules of ports
-that are usable now, then the representors' TX rules, then rules of ports
-that are no longer usable, so the survivor delivers before flows move onto
-it. Each rule change is a ``tc filter replace`` of the same key (atomic).
+Changes are applied in three batches (``rules.apply_order``): the delivery
+paths and the gates of ports that receive now, then the TX table, then the
+gates of ports that no longer receive, so the survivor delivers before flows
+move onto it. Each rule change is a ``tc filter replace`` of the same key
+(atomic).
 """
 
 from __future__ import annotations
@@ -29,10 +33,9 @@ from testbed.agent import rules as rules_mod
 from testbed.bond.state import BondState, read_state
 from testbed.errors import NetlinkOpError, TestbedError
 from testbed.tc import canonical, ops
-from testbed.tc.rule import Rule
+from testbed.tc.rule import Key, Rule
 from testbed.topology import Host
 
-Key = Tuple[str, str, int, int, int]
 Diff = Tuple[List[Rule], List[Rule], List[Rule]]
 
 
@@ -132,11 +135,12 @@ class NicReconciler:
 
     def _dump(self, state: BondState) -> Dict[Key, Rule]:
         devs = self._present_devices(state)
-        have = ops.clsact_devices(self.ipr)
+        have = ops.clsact_blocks(self.ipr)
+        want = rules_mod.bindings(self.nic)
         for dev in devs:
-            if dev not in have:
-                ops.ensure_clsact(self.ipr, dev)
-        return {inst.rule.key: inst.rule for inst in ops.dump(self.ipr, devs)}
+            if have.get(dev) != want[dev]:
+                ops.ensure_clsact(self.ipr, dev, *want[dev])
+        return {inst.rule.key: inst.rule for inst in ops.dump(self.ipr, devs, rules_mod.BLOCKS)}
 
     def _apply(self, plan: rules_mod.Plan, add: List[Rule], replace: List[Rule], delete: List[Rule]) -> None:
         phases = [rules_mod.apply_order(self.nic, group, plan.receiving) for group in (add, replace, delete)]
@@ -176,6 +180,9 @@ class NicReconciler:
         t_plan = time.monotonic()
         if not full and state == self.state:
             return None
+        if not full and self.state is not None and state.devices != self.state.devices:
+            full = True  # a new device needs its clsact bound to its block before the rules mean anything
+            trigger = f"{trigger}; devices changed"
         plan = rules_mod.plan(self.nic, state)
         reaction = Reaction(host=self.host.name, trigger=trigger, full=full, state=state.describe(),
                             usable=plan.usable, mapping=plan.summary(), read_ms=(t_plan - t_read) * 1000)

@@ -6,39 +6,59 @@ each function's TX ports). ``desired_rules(nic, state)`` is ``plan(...).rules``.
 
 Which ports are usable and which receive: ``testbed.bond.ports`` (the bond decides, the agent follows).
 
-Rule placement (``dev`` / ``hook`` / ``prio`` / ``handle`` / label)::
+Two shared filter blocks, as mlx5's VF LAG binds its uplinks to one block
+(``bindings()``: every representor's clsact ingress is bound to block 1, every
+port's to block 2; the ports' egress stays their own). A rule in a block sees
+the frames of every bound device; ``indev`` tells them apart, ``goto chain``
+leads into a table held once. Layout (``block`` / ``chain`` / ``prio`` /
+``handle`` / label; i = function index, p = port index, e = table entry)::
 
-  port ingress (pfX): frames from the wire, before the bond's rx handler
-    1   1      lacp          ethertype 0x8809 -> pass (the bond's LACP, never replicated)
-    2   1      arp-backup    port not receiving only: ARP -> pass (the bond's ARP monitor)
-    3   1+i    rx:<vf>       dst MAC == VF i -> redirect to its rep   | not receiving: drop:<vf>
-    4   1      rx:roce       IPv4 UDP 4791 to the bond address -> RDMA rep | not receiving: drop:roce
-    10+k 1     bcast:<k>     receiving port: multicast dst -> mirror to VF reps (chunk k), then the bond
-  port egress (pfX): frames about to leave by this port = the eswitch's loopback
-    1   1+i    lb:<vf>       dst MAC == VF i -> redirect to its rep (bond -> VF, VF -> VF, RDMA -> VF)
-    2   1      lb:roce       dst bond MAC, IPv4 UDP 4791 to the bond address -> RDMA rep (VF -> RDMA)
-    3   1      lb:bond       dst bond MAC -> mirred *ingress* redirect into the bond (VF -> host)
-    10+k 1     host-bcast:<k> src bond MAC, multicast dst -> mirror to VF reps (the host's and
-                             the RDMA function's ARP/ND reach the VFs), then the wire
-  representor ingress (<fn>-rep): what a VF / the RDMA function transmits
-    10+k 1     vf-bcast:<k>  VF reps only: multicast dst -> mirror to the other VF reps and
-                             into the bond; the last chunk also transmits (TX port of entry 0)
-    100 1      tx            active-backup: redirect to the active port (drop if none)
-    100 1+e    tx:<e>        hash / vf-split: hash & (size-1) == e -> redirect to table[e]
+  block 1, representors' ingress: what a VF / the RDMA function transmits
+    chain 0  10+k 1+i  bc:<vf>:<k>   VFs only: indev <vf>-rep, multicast dst -> mirror to the other VF
+                                     reps and into the bond (chunk k); the last chunk: goto chain 1
+    chain 0  100  1+i  tx:<fn>       indev <fn>-rep -> goto chain 1 (its counter: the function's TX)
+    chain 1  1    1+e  entry:<e>     the TX table, once: active-backup one entry (no key) -> the active
+                                     port (drop if none); hash / vf-split hash & (size-1) == e -> table[e]
+  block 2, ports' ingress: frames from the wire, before the bond's rx handler
+    chain 0  1    1    lacp          ethertype 0x8809 -> pass (the bond's LACP, never replicated)
+    chain 0  2    1+p  arp:<port>    port not receiving only: indev <port>, ARP -> pass (ARP monitor)
+    chain 0  3    1+p  rx-on:<port>  indev <port> -> goto chain 2 | not receiving: rx-off:<port> -> chain 3
+    chain 2  3    1+i  rx:<vf>       dst MAC == VF i -> redirect to its rep
+    chain 2  4    1    rx:roce       IPv4 UDP 4791 to the bond address -> the RDMA rep
+    chain 2  10+k 1    bcast:<k>     multicast dst -> mirror to VF reps (chunk k), then the bond
+    chain 3  3    1+i  drop:<vf>     dst MAC == VF i -> drop
+    chain 3  4    1    drop:roce     IPv4 UDP 4791 to the bond address -> drop
+  port egress (pfX, its own): frames about to leave by this port = the eswitch's loopback
+    chain 0  1    1+i  lb:<vf>       dst MAC == VF i -> redirect to its rep (bond -> VF, VF -> VF, RDMA -> VF)
+    chain 0  2    1    lb:roce       dst bond MAC, IPv4 UDP 4791 to the bond address -> RDMA rep (VF -> RDMA)
+    chain 0  3    1    lb:bond       dst bond MAC -> mirred *ingress* redirect into the bond (VF -> host)
+    chain 0  10+k 1    host-bcast:<k> src bond MAC, multicast dst -> mirror to VF reps (the host's and
+                                     the RDMA function's ARP/ND reach the VFs), then the wire
+
+What a failover changes does not grow with the number of functions: the
+TX table's entries (1 in active-backup, the moved buckets in hash /
+vf-split), and per port that starts or stops receiving its gate (replaced)
+and its ``arp`` rule (added or deleted) -- O(ports x buckets). Everything
+per function (``tx:<fn>``, ``bc:``, chains 2 and 3, the loopback) is the same
+in every state. A frame that no rule takes (chains 2/3: not for a VF or
+the RDMA function) goes on to the bond, as before the gates existed.
+
+vf-split is the same table with one entry per port (``mapping``): each
+function's flows are split by hash over the ports, so one chain serves
+every function; its halves move to the survivor and the same ones come back.
 
 Keys never depend on state, only on the topology: a state change turns
-into ``tc filter replace`` of the same (dev, hook, prio, handle), which the
-kernel swaps atomically (make-before-break: no packet meets an empty table).
-The only rules that come and go are ``arp-backup`` and the ``bcast`` chunks
-on ports changing between usable and unusable. ``apply_order`` sorts a
-change so the new path is complete before traffic moves onto it.
+into ``tc filter replace`` of the same (block, chain, prio, handle), which
+the kernel swaps atomically (make-before-break: no packet meets an empty
+table). ``apply_order`` sorts a change so the new path is complete before
+traffic moves onto it.
 
 Why unicast loopback sits on the ports' egress and not on each
 representor: every frame a function transmits is redirected to a port's
 egress, so one set of ``lb`` rules per port serves all functions (P·(N+2)
-rules instead of N² for VF↔VF). The catch: with no usable port the TX rule
+rules instead of N² for VF↔VF). The catch: with no usable port the TX table
 drops, so VF↔VF and VF↔host unicast stop too while the LAG is down
-(broadcasts are still replicated on the representors).
+(broadcasts are still replicated).
 
 mirred ``ingress`` into the bond hands the frame to the host stack, which
 drops frames marked PACKET_OTHERHOST; a representor therefore must carry
@@ -54,10 +74,11 @@ representors is split into chunks of 31 mirrors chained with ``continue``
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
+from testbed import naming
 from testbed.agent import mapping
 from testbed.bond.ports import receiving_ports, usable_ports
 from testbed.bond.state import BondState
@@ -68,9 +89,19 @@ IPPROTO_UDP = 17
 MULTICAST = "01:00:00:00:00:00"  # dst MAC with the group bit: broadcast and multicast
 MULTICAST_MATCH = Match(dst_mac=MULTICAST, dst_mac_mask=MULTICAST)
 
-# port ingress
+# shared blocks (per network namespace: every NIC host has its own)
+BLOCK_REPS, BLOCK_PORTS, BLOCKS = naming.BLOCK_REPS, naming.BLOCK_PORTS, naming.ESWITCH_BLOCKS
+# block 1
+PRIO_VF_BCAST = 10
+PRIO_TX = 100
+CHAIN_TX = 1
+PRIO_TABLE = 1
+# block 2
 PRIO_LACP = 1
 PRIO_ARP_BACKUP = 2
+PRIO_GATE = 3
+CHAIN_RX = 2  # a receiving port's frames
+CHAIN_DROP = 3  # a port's frames while it does not receive
 PRIO_RX_VF = 3
 PRIO_RX_ROCE = 4
 PRIO_RX_BCAST = 10
@@ -79,12 +110,10 @@ PRIO_LB_VF = 1
 PRIO_LB_ROCE = 2
 PRIO_LB_BOND = 3
 PRIO_HOST_BCAST = 10
-# representor ingress
-PRIO_VF_BCAST = 10
-PRIO_TX = 100
 
 MAX_ACTIONS = 32  # TCA_ACT_MAX_PRIO
 CONTINUE = Action("continue")  # gact TC_ACT_UNSPEC: go on with the next filter
+TO_TABLE = Action("goto", chain=CHAIN_TX)
 
 
 @dataclass(frozen=True)
@@ -117,12 +146,13 @@ def _present(devices: Devices, dev: str) -> bool:
     return devices is None or dev in devices
 
 
-def _replicate(dev: str, hook: str, prio: int, match: Match, label: str, mirrors: Sequence[Action],
+def _replicate(base: Rule, match: Match, label: str, mirrors: Sequence[Action],
                tail: Sequence[Action] = ()) -> List[Rule]:
     """Mirror to many devices: chunks of mirrors chained with ``continue``; ``tail`` ends the last chunk.
 
-    Each chunk but the last holds MAX_ACTIONS-1 mirrors + continue; the last
-    holds the rest + ``tail`` (and spills into one more chunk if they do not fit).
+    ``base`` says where (dev or block, chain, first prio, handle); chunk k sits at prio + k. Each chunk
+    but the last holds MAX_ACTIONS-1 mirrors + continue; the last holds the rest + ``tail`` (and spills
+    into one more chunk if they do not fit).
     """
     rules: List[Rule] = []
     todo = list(mirrors)
@@ -131,12 +161,11 @@ def _replicate(dev: str, hook: str, prio: int, match: Match, label: str, mirrors
         if len(todo) + len(tail) <= MAX_ACTIONS:
             actions = tuple(todo) + tuple(tail)
             if actions:
-                rules.append(Rule(dev=dev, hook=hook, prio=prio + k, handle=1, match=match, actions=actions,
-                                  label=f"{label}:{k}"))
+                rules.append(replace(base, prio=base.prio + k, match=match, actions=actions, label=f"{label}:{k}"))
             return rules
         head, todo = todo[:MAX_ACTIONS - 1], todo[MAX_ACTIONS - 1:]
-        rules.append(Rule(dev=dev, hook=hook, prio=prio + k, handle=1, match=match,
-                          actions=tuple(head) + (CONTINUE,), label=f"{label}:{k}"))
+        rules.append(replace(base, prio=base.prio + k, match=match, actions=tuple(head) + (CONTINUE,),
+                             label=f"{label}:{k}"))
         k += 1
 
 
@@ -149,29 +178,53 @@ def _to(port: Optional[str]) -> Action:
     return Action("redirect", dev=port) if port else Action("drop")
 
 
+def _in_block(block: int, chain: int, prio: int, handle: int, match: Match, actions: Tuple[Action, ...],
+              label: str) -> Rule:
+    return Rule(dev="", block=block, chain=chain, prio=prio, handle=handle, match=match, actions=actions,
+                label=label)
+
+
 # --- the rules -------------------------------------------------------------------
 
 
-def _port_rules(nic: Nic, devices: Devices, port: str, receiving: bool, vf_reps: List[Function]) -> List[Rule]:
-    """``receiving``: the port delivers what arrives from the wire."""
-    rules = [Rule(dev=port, prio=PRIO_LACP, handle=1, match=Match(eth_type=ETH_P_SLOW),
-                  actions=(Action("pass"),), label="lacp")]
-    if not receiving:
-        rules.append(Rule(dev=port, prio=PRIO_ARP_BACKUP, handle=1, match=Match(eth_type=ETH_P_ARP),
-                          actions=(Action("pass"),), label="arp-backup"))
-    for i, vf in enumerate(nic.vfs):
-        if _present(devices, vf.rep):
-            act = Action("redirect", dev=vf.rep) if receiving else Action("drop")
-            rules.append(Rule(dev=port, prio=PRIO_RX_VF, handle=1 + i, match=Match(dst_mac=vf.mac),
-                              actions=(act,), label=f"{'rx' if receiving else 'drop'}:{vf.name}"))
-    if nic.rdma and _present(devices, nic.rdma.rep):
-        act = Action("redirect", dev=nic.rdma.rep) if receiving else Action("drop")
-        rules.append(Rule(dev=port, prio=PRIO_RX_ROCE, handle=1, match=_roce_match(nic), actions=(act,),
-                          label=f"{'rx' if receiving else 'drop'}:roce"))
-    if receiving and vf_reps:
+def _gate_rules(nic: Nic, devices: Devices, receiving: Tuple[str, ...]) -> List[Rule]:
+    """Block 2, chain 0: LACP, then per port its ARP pass (not receiving) and its gate."""
+    rules = [_in_block(BLOCK_PORTS, 0, PRIO_LACP, 1, Match(eth_type=ETH_P_SLOW), (Action("pass"),), "lacp")]
+    for p, port in enumerate(nic.ports):
+        if not _present(devices, port):
+            continue
+        if port not in receiving:
+            rules.append(_in_block(BLOCK_PORTS, 0, PRIO_ARP_BACKUP, 1 + p, Match(indev=port, eth_type=ETH_P_ARP),
+                                   (Action("pass"),), f"arp:{port}"))
+        on = port in receiving
+        rules.append(_in_block(BLOCK_PORTS, 0, PRIO_GATE, 1 + p, Match(indev=port),
+                               (Action("goto", chain=CHAIN_RX if on else CHAIN_DROP),),
+                               f"rx-{'on' if on else 'off'}:{port}"))
+    return rules
+
+
+def _delivery_rules(nic: Nic, devices: Devices, vf_reps: List[Function]) -> List[Rule]:
+    """Block 2, chains 2 (receiving: deliver) and 3 (not receiving: drop), the same in every state."""
+    rules: List[Rule] = []
+    for chain, tag in ((CHAIN_RX, "rx"), (CHAIN_DROP, "drop")):
+        for i, vf in enumerate(nic.vfs):
+            if _present(devices, vf.rep):
+                act = Action("redirect", dev=vf.rep) if chain == CHAIN_RX else Action("drop")
+                rules.append(_in_block(BLOCK_PORTS, chain, PRIO_RX_VF, 1 + i, Match(dst_mac=vf.mac), (act,),
+                                       f"{tag}:{vf.name}"))
+        if nic.rdma and _present(devices, nic.rdma.rep):
+            act = Action("redirect", dev=nic.rdma.rep) if chain == CHAIN_RX else Action("drop")
+            rules.append(_in_block(BLOCK_PORTS, chain, PRIO_RX_ROCE, 1, _roce_match(nic), (act,), f"{tag}:roce"))
+    if vf_reps:
         mirrors = [Action("mirror", dev=vf.rep) for vf in vf_reps]
-        rules += _replicate(port, "ingress", PRIO_RX_BCAST, MULTICAST_MATCH, "bcast", mirrors)
-    # egress: the eswitch's loopback, the same whatever the port's state
+        base = _in_block(BLOCK_PORTS, CHAIN_RX, PRIO_RX_BCAST, 1, Match(), (), "")
+        rules += _replicate(base, MULTICAST_MATCH, "bcast", mirrors)
+    return rules
+
+
+def _loopback_rules(nic: Nic, devices: Devices, port: str, vf_reps: List[Function]) -> List[Rule]:
+    """A port's own egress: the eswitch's loopback, the same whatever the port's state."""
+    rules: List[Rule] = []
     for i, vf in enumerate(nic.vfs):
         if _present(devices, vf.rep):
             rules.append(Rule(dev=port, hook="egress", prio=PRIO_LB_VF, handle=1 + i, match=Match(dst_mac=vf.mac),
@@ -184,49 +237,33 @@ def _port_rules(nic: Nic, devices: Devices, port: str, receiving: bool, vf_reps:
                           actions=(Action("redirect", dev=nic.bond.name, ingress=True),), label="lb:bond"))
     if vf_reps:
         mirrors = [Action("mirror", dev=vf.rep) for vf in vf_reps]
-        rules += _replicate(port, "egress", PRIO_HOST_BCAST,
-                            Match(src_mac=nic.mac, dst_mac=MULTICAST, dst_mac_mask=MULTICAST), "host-bcast", mirrors)
+        base = Rule(dev=port, hook="egress", prio=PRIO_HOST_BCAST, handle=1, match=Match(), actions=())
+        rules += _replicate(base, Match(src_mac=nic.mac, dst_mac=MULTICAST, dst_mac_mask=MULTICAST), "host-bcast",
+                            mirrors)
     return rules
 
 
-def _rep_rules(nic: Nic, fn: Function, ctx: _Ctx) -> List[Rule]:
+def _function_rules(nic: Nic, devices: Devices, i: int, fn: Function, vf_reps: List[Function]) -> List[Rule]:
+    """Block 1, chain 0: what function ``i`` transmits -- broadcast replication (VFs), then the table."""
     rules: List[Rule] = []
     rep = fn.rep
     if fn.kind == "vf":
-        mirrors = [m for dev, m in ctx.vf_mirrors if dev != rep]
-        if ctx.bond_present:
+        mirrors = [Action("mirror", dev=vf.rep) for vf in vf_reps if vf.rep != rep]
+        if _present(devices, nic.bond.name):
             mirrors.append(Action("mirror", dev=nic.bond.name, ingress=True))
-        rules += _replicate(rep, "ingress", PRIO_VF_BCAST, MULTICAST_MATCH, "vf-bcast", mirrors,
-                            tail=(ctx.tx_actions[0],))
-    if nic.offload.mode == "active-backup":
-        rules.append(Rule(dev=rep, prio=PRIO_TX, handle=1, match=Match(), actions=(ctx.tx_actions[0],), label="tx"))
-    else:
-        for e, (match, act) in enumerate(zip(ctx.tx_matches, ctx.tx_actions)):
-            rules.append(Rule(dev=rep, prio=PRIO_TX, handle=1 + e, match=match, actions=(act,), label=ctx.tx_labels[e]))
+        base = _in_block(BLOCK_REPS, 0, PRIO_VF_BCAST, 1 + i, Match(), (), "")
+        rules += _replicate(base, replace(MULTICAST_MATCH, indev=rep), f"bc:{fn.name}", mirrors, tail=(TO_TABLE,))
+    rules.append(_in_block(BLOCK_REPS, 0, PRIO_TX, 1 + i, Match(indev=rep), (TO_TABLE,), f"tx:{fn.name}"))
     return rules
 
 
-@dataclass(frozen=True)
-class _Ctx:
-    """Objects every representor's rules share (built once per plan: 64 VFs x 32 entries add up)."""
-
-    bond_present: bool
-    vf_mirrors: Tuple[Tuple[str, Action], ...]
-    tx_actions: Tuple[Action, ...]
-    tx_matches: Tuple[Match, ...]
-    tx_labels: Tuple[str, ...]
-
-
-def _ctx(nic: Nic, devices: Devices, table: Tuple[Optional[str], ...], vf_reps: List[Function]) -> _Ctx:
-    by_port = {p: _to(p) for p in set(table)}
+def _table_rules(nic: Nic, table: Tuple[Optional[str], ...]) -> List[Rule]:
+    """Block 1, chain 1: the TX table, once for every function."""
+    if nic.offload.mode == "active-backup":
+        return [_in_block(BLOCK_REPS, CHAIN_TX, PRIO_TABLE, 1, Match(), (_to(table[0]),), "entry:0")]
     mask = len(table) - 1
-    return _Ctx(
-        bond_present=_present(devices, nic.bond.name),
-        vf_mirrors=tuple((vf.rep, Action("mirror", dev=vf.rep)) for vf in vf_reps),
-        tx_actions=tuple(by_port[p] for p in table),
-        tx_matches=tuple(Match(hash=e, hash_mask=mask) for e in range(len(table))),
-        tx_labels=tuple(f"tx:{e}" for e in range(len(table))),
-    )
+    return [_in_block(BLOCK_REPS, CHAIN_TX, PRIO_TABLE, 1 + e, Match(hash=e, hash_mask=mask), (_to(port),),
+                      f"entry:{e}") for e, port in enumerate(table)]
 
 
 def plan(nic: Nic, state: BondState) -> Plan:
@@ -237,21 +274,20 @@ def plan(nic: Nic, state: BondState) -> Plan:
 def _plan(nic: Nic, usable: Tuple[str, ...], receiving: Tuple[str, ...], devices: Devices) -> Plan:
     """The rules depend only on the topology, the usable and receiving ports and which devices exist.
 
-    Cached (the result is immutable): a flapping port alternates between two
-    plans, and 64 VFs make ~2,500 rules.
+    Cached (the result is immutable): a flapping port alternates between two plans.
     """
     table = mapping.for_nic(nic, usable)
     vf_reps = [vf for vf in nic.vfs if _present(devices, vf.rep)]
-    rules: List[Rule] = []
+    rules: List[Rule] = _gate_rules(nic, devices, receiving) + _delivery_rules(nic, devices, vf_reps)
     for port in nic.ports:
         if _present(devices, port):
-            rules += _port_rules(nic, devices, port, port in receiving, vf_reps)
+            rules += _loopback_rules(nic, devices, port, vf_reps)
     tx: Dict[str, Tuple[Optional[str], ...]] = {}
-    ctx = _ctx(nic, devices, table, vf_reps)
-    for fn in nic.functions:
+    for i, fn in enumerate(nic.functions):
         tx[fn.name] = table
         if _present(devices, fn.rep):
-            rules += _rep_rules(nic, fn, ctx)
+            rules += _function_rules(nic, devices, i, fn, vf_reps)
+    rules += _table_rules(nic, table)
     return Plan(rules=tuple(rules), usable=usable, receiving=receiving, table=table, tx=MappingProxyType(tx))
 
 
@@ -267,31 +303,40 @@ ENABLE, MOVE, DISABLE = 0, 1, 2
 def phase(rule: Rule, receiving: FrozenSet[str], ports: FrozenSet[str]) -> int:
     """When a changed rule is applied: new paths first, then TX moves, then old paths close.
 
-    0: rules on ports that receive now (delivery, loopback) — the survivor
-       must deliver before flows move onto it;
-    1: representor rules (TX moves);
-    2: rules on ports that do not receive (drop rules replace delivery).
+    0: the paths -- delivery and drop chains, loopback, the gates (and ARP
+       rules) of ports that receive now: the survivor must deliver before
+       flows move onto it;
+    1: the representors' block (TX moves);
+    2: the gates and ARP rules of ports that do not receive.
     """
-    if rule.dev not in ports:
+    if rule.block == BLOCK_PORTS:
+        port = rule.match.indev
+        return DISABLE if port in ports and port not in receiving else ENABLE
+    if rule.block == BLOCK_REPS or rule.dev not in ports:
         return MOVE
-    if rule.hook == "egress":
-        return ENABLE
-    return ENABLE if rule.dev in receiving else DISABLE
+    return ENABLE
 
 
 def apply_order(nic: Nic, rules: Sequence[Rule], receiving: Sequence[str]) -> List[List[Rule]]:
-    """Split ``rules`` into the three phases above (each list keeps the input order)."""
+    """Split ``rules`` into the three phases above; in each, higher chains first (a goto's target is
+    complete before the goto), otherwise in the input order."""
     r, ports = frozenset(receiving), frozenset(nic.ports)
     out: List[List[Rule]] = [[], [], []]
     for rule in rules:
         out[phase(rule, r, ports)].append(rule)
+    for group in out:
+        group.sort(key=lambda rule: -rule.chain)
     return out
 
 
-def rules_by_key(rules: Sequence[Rule]) -> Dict[Tuple[str, str, int, int, int], Rule]:
-    return {r.key: r for r in rules}
-
-
 def devices(nic: Nic) -> Tuple[str, ...]:
-    """Every interface the agent puts rules on (ports, then representors)."""
+    """Every interface the agent puts rules on or binds to a block (ports, then representors)."""
     return tuple(nic.ports) + tuple(fn.rep for fn in nic.functions)
+
+
+def bindings(nic: Nic) -> Dict[str, Tuple[int, int]]:
+    """device -> (ingress block, egress block) of its clsact (0: its own): ports' ingress to block 2,
+    representors' to block 1."""
+    out = {port: (BLOCK_PORTS, 0) for port in nic.ports}
+    out.update({fn.rep: (BLOCK_REPS, 0) for fn in nic.functions})
+    return out

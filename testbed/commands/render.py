@@ -45,7 +45,7 @@ def render_status(data: Dict[str, Any]) -> str:
         if h.get("rules"):
             out.append("    rules:")
             for r in h["rules"]:
-                out.append(f"      {r['dev']:10} {r['hook']:7} prio {r['prio']:<5} handle {r['handle']:<5} "
+                out.append(f"      {r['where']:17} prio {r['prio']:<5} handle {r['handle']:<5} "
                            f"{r['packets']:>8} pkts  {r['label']}")
     for v in data.get("verbs") or []:
         if not v.get("present"):

@@ -79,6 +79,6 @@ def render(data: Dict[str, Any], rules: bool = False) -> str:
                        f"rep={f['representor']}")
         if rules:
             for r in h.get("rules", []):
-                out.append(f"    {r['dev']:10} {r['hook']:7} prio {r['prio']:<4} {r['packets']:>8} pkts  "
+                out.append(f"    {r['where']:17} prio {r['prio']:<4} {r['packets']:>8} pkts  "
                            f"{r['label']}")
     return "\n".join(out)

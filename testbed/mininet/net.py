@@ -141,9 +141,8 @@ class LagNet(Mininet):
                 builder.step = f"{sw}: attach {host.name}'s wires to {SWITCH}"
                 builder.switch_side(host, bridge=SWITCH)
                 if host.nic:
-                    for fn in host.nic.functions:  # VFs and the RDMA function: our namespaces, as in `up`
-                        builder.step = f"create namespace {fn.netns}"
-                        builder.create_netns(fn.netns)
+                    builder.step = f"create the namespaces of {host.name}'s functions"  # ours, as in `up`
+                    builder.create_netns(*(fn.netns for fn in host.nic.functions))
                     builder.nic(host)
                     self._register_bond(host)
             builder.step = "wait for the bonds"

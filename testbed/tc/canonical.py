@@ -23,10 +23,15 @@ FULL32 = 0xFFFFFFFF
 
 
 def where(rule: Rule) -> str:
-    """How messages name a rule: ``pf0 ingress prio 10 handle 3 [vf0-rx]``."""
+    """How messages name a rule: ``pf0 ingress prio 10 handle 3 [vf0-rx]``, ``block 2 chain 1 prio 3 ...``."""
     chain = f" chain {rule.chain}" if rule.chain else ""
     label = f" [{rule.label}]" if rule.label else ""
-    return f"{rule.dev} {rule.hook}{chain} prio {rule.prio} handle {rule.handle}{label}"
+    return f"{place(rule)}{chain} prio {rule.prio} handle {rule.handle}{label}"
+
+
+def place(rule: Rule) -> str:
+    """Where a rule sits: ``pf0 ingress`` or ``block 2`` (the one spelling status and messages use)."""
+    return f"block {rule.block}" if rule.block else f"{rule.dev} {rule.hook}"
 
 
 def invalid(rule: Rule, what: str, fix: str) -> NetlinkOpError:
@@ -96,6 +101,7 @@ def canonical_match(m: Match) -> Match:
         dst_port=m.dst_port,
         hash=hash_,
         hash_mask=hash_mask,
+        indev=m.indev,
     )
 
 
@@ -138,4 +144,5 @@ def mask_shape(m: Match) -> tuple:
         c.src_port is not None,
         c.dst_port is not None,
         None if c.hash is None else (c.hash_mask if c.hash_mask is not None else FULL32),
+        c.indev is not None,
     )

@@ -17,6 +17,14 @@ Wire decisions, checked on Debian's 6.1 kernel (tests/integration/test_tc_ops.py
 * flower replaces a filter in place only if the new one has the same mask
   (keys present, their masks): ``mask_shape()``; ops.diff() deletes and
   adds otherwise.
+* A rule with ``block`` is addressed to the shared block, not a device:
+  tcm_ifindex TCM_IFINDEX_MAGIC_BLOCK, tcm_parent the block index (how
+  ``tc filter add block N`` sends it); the kernel refuses filters addressed
+  to a device whose hook is bound to a shared block (EOPNOTSUPP).
+* ``goto`` is gact with verdict TC_ACT_GOTO_CHAIN | chain; ``Match.indev``
+  is TCA_FLOWER_INDEV, the interface *name* (the kernel resolves it when the
+  rule is added and prints the name back; a rule whose indev is gone reads
+  back without the key).
 * Deletes carry no kind and protocol 0, so they find foreign filters too
   (see readback.py); with handle 0 a delete removes the whole (prio,
   protocol) classifier instance, which is how a classifier of another kind
@@ -33,14 +41,15 @@ from typing import Callable, Dict, List, Tuple
 
 from testbed.tc import flower
 from testbed.tc.canonical import FULL32, ZERO_MAC, invalid, parse_iface, parse_mac
-from testbed.tc.rule import ETH_P_ALL, ETH_P_IP, ETH_P_IPV6, FOREIGN, Match, Rule
+from testbed.tc.rule import ETH_P_ALL, ETH_P_IP, ETH_P_IPV6, FOREIGN, Action, Match, Rule
 
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 ETH_P_8021Q = 0x8100
 ETH_P_8021AD = 0x88A8
 HOOKS = {"ingress": flower.INGRESS_PARENT, "egress": flower.EGRESS_PARENT}
-ACTION_KINDS = ("redirect", "mirror", "drop", "pass", "continue")
+ACTION_KINDS = ("redirect", "mirror", "drop", "pass", "continue", "goto")
+IFNAMSIZ = 16  # with the NUL
 
 # (kind, ingress) -> (mirred eaction, verdict), as tc's m_mirred.c sets them
 MIRRED = {
@@ -51,6 +60,21 @@ MIRRED = {
 }
 # gact verdicts; "continue" (TC_ACT_UNSPEC) goes on with the next prio
 GACT = {"drop": flower.TC_ACT_SHOT, "pass": flower.TC_ACT_OK, "continue": flower.TC_ACT_UNSPEC}
+
+
+def gact_verdict(a: Action) -> int:
+    """tc_gact.action of a gact Action: GACT's verdict, or TC_ACT_GOTO_CHAIN | chain for ``goto``."""
+    if a.kind == "goto":
+        return flower.TC_ACT_GOTO_CHAIN | (a.chain or 0)
+    return GACT[a.kind]
+
+
+def target(rule: Rule, dev_index: int) -> Tuple[int, int]:
+    """(tcm_ifindex, tcm_parent) of a rule: its device and clsact hook, or its shared block."""
+    if rule.block:
+        return flower.TCM_IFINDEX_MAGIC_BLOCK, rule.block
+    return dev_index, HOOKS.get(rule.hook, flower.INGRESS_PARENT)
+
 
 # --- encode -----------------------------------------------------------------
 
@@ -80,15 +104,22 @@ def _check_addresses(rule: Rule) -> None:
 
 
 def _check_header(rule: Rule) -> None:
-    """Where the rule goes and what it is called: hook, prio, handle, chain, label."""
+    """Where the rule goes and what it is called: hook, block, prio, handle, chain, label."""
     if rule.hook not in HOOKS:
         raise invalid(rule, f"hook {rule.hook!r}", "use 'ingress' or 'egress'")
+    if not 0 <= rule.block < flower.TCM_IFINDEX_MAGIC_BLOCK:
+        raise invalid(rule, "block out of range", "use a block index in 1..2^32-2 (0: on the device)")
+    if rule.block and (rule.dev or rule.hook != "ingress"):
+        raise invalid(rule, "a rule in a shared block has no device or hook (the binding decides)",
+                      "leave dev '' and hook 'ingress'")
+    if not rule.block and not rule.dev:
+        raise invalid(rule, "no device and no block", "set dev, or block for a shared block")
     if not 1 <= rule.prio <= 0xFFFF:
         raise invalid(rule, "prio out of range", "use a prio in 1..65535")
     if not 1 <= rule.handle <= 0x7FFFFFFF:
         raise invalid(rule, "handle out of range", "use a handle in 1..2^31-1")
-    if not 0 <= rule.chain <= FULL32:
-        raise invalid(rule, "chain out of range", "use a chain in 0..2^32-1")
+    if not 0 <= rule.chain <= flower.TC_ACT_EXT_VAL_MASK:
+        raise invalid(rule, "chain out of range", "use a chain in 0..2^28-1 (the kernel's limit)")
     if rule.label == FOREIGN:
         raise invalid(rule, f"label {FOREIGN!r} is reserved for rules read back", "pick a label")
     cookie = rule.label.encode()
@@ -112,6 +143,11 @@ def _check_actions(rule: Rule) -> None:
             raise invalid(rule, f"action {a.kind} with dev={a.dev!r}", "only mirred takes a dev")
         if a.ingress and a.kind not in ("redirect", "mirror"):
             raise invalid(rule, f"action {a.kind} with ingress=True", "only mirred has ingress")
+        if (a.kind == "goto") != (a.chain is not None):
+            raise invalid(rule, f"action {a.kind} with chain={a.chain!r}", "only goto takes a chain")
+        if a.kind == "goto" and not rule.chain < a.chain <= flower.TC_ACT_EXT_VAL_MASK:  # type: ignore[operator]
+            raise invalid(rule, f"goto chain {a.chain} from chain {rule.chain}",
+                          "jump forward only (no loops): a chain above the rule's, below 2^28")
 
 
 def _check_match(rule: Rule) -> None:
@@ -154,6 +190,8 @@ def _check_match(rule: Rule) -> None:
     for value in (m.hash, m.hash_mask):
         if value is not None and not 0 <= value <= FULL32:
             raise invalid(rule, "hash/hash_mask out of range", "use 32-bit values")
+    if m.indev is not None and not 0 < len(m.indev.encode()) < IFNAMSIZ:
+        raise invalid(rule, f"indev {m.indev!r} is not an interface name", "use a name of 1..15 bytes")
 
 
 @lru_cache(maxsize=4096)
@@ -169,6 +207,8 @@ def _ip_attrs(side: str, value: str) -> List[Tuple[str, str]]:
 def match_attrs(m: Match) -> List[Tuple[str, object]]:
     """Flower key attributes of a match, in attribute-number order (as tc sends them)."""
     attrs: List[Tuple[str, object]] = []
+    if m.indev is not None:
+        attrs.append(("TCA_FLOWER_INDEV", m.indev))
     if m.dst_mac is not None or m.dst_mac_mask is not None:
         attrs.append(("TCA_FLOWER_KEY_ETH_DST", parse_mac(m.dst_mac or ZERO_MAC)))
         if m.dst_mac_mask is not None:
@@ -203,9 +243,9 @@ def action_attrs(rule: Rule, ifindex: Callable[[str], int]) -> Dict[str, list]:
     cookie = rule.label.encode()
     prios = []
     for order, a in enumerate(rule.actions, start=1):
-        if a.kind in GACT:
+        if a.kind in GACT or a.kind == "goto":
             kind = "gact"
-            opts = [("TCA_GACT_PARMS", {"action": GACT[a.kind]})]
+            opts = [("TCA_GACT_PARMS", {"action": gact_verdict(a)})]
         else:
             kind = "mirred"
             eaction, verdict = MIRRED[(a.kind, a.ingress)]
@@ -227,7 +267,7 @@ def filter_info(prio: int, protocol: int = ETH_P_ALL) -> int:
 
 
 def encode(rule: Rule, dev_index: int, ifindex: Callable[[str], int]) -> flower.tcmsg:
-    """RTM_NEWTFILTER body for ``rule`` on the interface ``dev_index``.
+    """RTM_NEWTFILTER body for ``rule`` on the interface ``dev_index`` (ignored for a block's rule).
 
     ``ifindex(name)`` resolves mirred targets in the rule's namespace. The
     message header (type, flags, seq) is the sender's business.
@@ -241,9 +281,8 @@ def encode(rule: Rule, dev_index: int, ifindex: Callable[[str], int]) -> flower.
         options.append(("TCA_FLOWER_ACT", action_attrs(rule, ifindex)))
     msg = flower.tcmsg()
     msg["family"] = socket.AF_UNSPEC
-    msg["index"] = dev_index
+    msg["index"], msg["parent"] = target(rule, dev_index)
     msg["handle"] = rule.handle
-    msg["parent"] = HOOKS[rule.hook]
     msg["info"] = filter_info(rule.prio)
     msg["attrs"] = [("TCA_KIND", "flower")]
     if rule.chain:
@@ -253,7 +292,7 @@ def encode(rule: Rule, dev_index: int, ifindex: Callable[[str], int]) -> flower.
 
 
 def encode_delete(rule: Rule, dev_index: int) -> flower.tcmsg:
-    """RTM_DELTFILTER body: identity only (dev, hook, chain, prio, handle).
+    """RTM_DELTFILTER body: identity only (dev or block, hook, chain, prio, handle).
 
     No TCA_KIND and protocol 0 ("any"): the kernel then finds the filter by
     prio and handle whatever its classifier and protocol, so foreign rules
@@ -262,9 +301,8 @@ def encode_delete(rule: Rule, dev_index: int) -> flower.tcmsg:
     """
     msg = flower.tcmsg()
     msg["family"] = socket.AF_UNSPEC
-    msg["index"] = dev_index
+    msg["index"], msg["parent"] = target(rule, dev_index)
     msg["handle"] = rule.handle
-    msg["parent"] = HOOKS.get(rule.hook, flower.INGRESS_PARENT)
     msg["info"] = filter_info(rule.prio, protocol=0)
     msg["attrs"] = [("TCA_CHAIN", rule.chain)] if rule.chain else []
     return msg
@@ -279,10 +317,12 @@ def encode_delete(rule: Rule, dev_index: int) -> flower.tcmsg:
 
 _NESTED = 0x8000  # NLA_F_NESTED
 _OPT_TYPE = {name: num for num, name, _ in flower.options.nla_map}
-_TCMSG = struct.Struct("=BBHiIII")
+_TCMSG = struct.Struct("=BBHIIII")
 _NLA = struct.Struct("=HH")
 NLA_FORMATS = {"be16": ">H", "uint8": "B", "uint32": "=I"}  # pyroute2 type -> struct
+STRING_FORMATS = ("asciiz",)
 _OPT_FMT = {name: NLA_FORMATS.get(fmt) for _, name, fmt in flower.options.nla_map}
+_STRING_OPTS = {name for _, name, fmt in flower.options.nla_map if fmt in STRING_FORMATS}
 MIRRED_PARMS = struct.Struct("=IIiiiiI")  # struct tc_mirred
 GACT_PARMS = struct.Struct("=IIiii")  # struct tc_gact
 
@@ -303,6 +343,8 @@ def _addr_opt(name: str, value: str) -> bytes:
 
 def _opt(name: str, value: object) -> bytes:
     fmt = _OPT_FMT[name]
+    if name in _STRING_OPTS:
+        return _nla(_OPT_TYPE[name], value.encode() + b"\0")  # type: ignore[attr-defined]
     if fmt is None:
         return _addr_opt(name, value)  # type: ignore[arg-type]
     return _nla(_OPT_TYPE[name], struct.pack(fmt, value))
@@ -312,9 +354,9 @@ def _pack_actions(rule: Rule, ifindex: Callable[[str], int]) -> bytes:
     cookie = _nla(6, rule.label.encode()) if rule.label else b""
     out = []
     for order, a in enumerate(rule.actions, start=1):
-        if a.kind in GACT:
+        if a.kind in GACT or a.kind == "goto":
             kind = _nla(1, b"gact\0")
-            opts = _nla(2 | _NESTED, _nla(2, GACT_PARMS.pack(0, 0, GACT[a.kind], 0, 0)))
+            opts = _nla(2 | _NESTED, _nla(2, GACT_PARMS.pack(0, 0, gact_verdict(a), 0, 0)))
         else:
             eaction, verdict = MIRRED[(a.kind, a.ingress)]
             parms = MIRRED_PARMS.pack(0, 0, verdict, 0, 0, eaction, ifindex(a.dev))
@@ -338,17 +380,14 @@ def pack(
         parts.append(_opt("TCA_FLOWER_FLAGS", flower.TCA_CLS_FLAGS_SKIP_HW))
     if rule.actions:
         parts.append(_pack_actions(rule, ifindex))
-    head = _TCMSG.pack(
-        socket.AF_UNSPEC, 0, 0, dev_index, rule.handle, HOOKS[rule.hook], filter_info(rule.prio)
-    )
+    index, parent = target(rule, dev_index)
+    head = _TCMSG.pack(socket.AF_UNSPEC, 0, 0, index, rule.handle, parent, filter_info(rule.prio))
     chain = _nla(11, struct.pack("=I", rule.chain)) if rule.chain else b""
     return head + _nla(1, b"flower\0") + chain + _nla(2 | _NESTED, b"".join(parts))
 
 
 def pack_delete(rule: Rule, dev_index: int) -> bytes:
     """The body of encode_delete(rule, ...), built directly."""
-    head = _TCMSG.pack(
-        socket.AF_UNSPEC, 0, 0, dev_index, rule.handle,
-        HOOKS.get(rule.hook, flower.INGRESS_PARENT), filter_info(rule.prio, protocol=0),
-    )
+    index, parent = target(rule, dev_index)
+    head = _TCMSG.pack(socket.AF_UNSPEC, 0, 0, index, rule.handle, parent, filter_info(rule.prio, protocol=0))
     return head + (_nla(11, struct.pack("=I", rule.chain)) if rule.chain else b"")

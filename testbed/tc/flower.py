@@ -26,6 +26,9 @@ TC_H_MIN_EGRESS = 0xFFF3
 CLSACT_HANDLE = 0xFFFF0000
 INGRESS_PARENT = (TC_H_CLSACT & 0xFFFF0000) | TC_H_MIN_INGRESS  # ffff:fff2
 EGRESS_PARENT = (TC_H_CLSACT & 0xFFFF0000) | TC_H_MIN_EGRESS  # ffff:fff3
+# tcm_ifindex of a filter addressed to a shared block (rtnetlink.h); tcm_parent
+# then holds the block index (the union's tcm_block_index)
+TCM_IFINDEX_MAGIC_BLOCK = 0xFFFFFFFF
 
 # --- filter flags (TCA_FLOWER_FLAGS, pkt_cls.h) -------------------------------
 TCA_CLS_FLAGS_SKIP_HW = 1 << 0
@@ -40,6 +43,9 @@ TC_ACT_OK = 0
 TC_ACT_SHOT = 2
 TC_ACT_PIPE = 3
 TC_ACT_STOLEN = 4
+# extended verdicts: opcode in the top 4 bits, value below (pkt_cls.h __TC_ACT_EXT)
+TC_ACT_EXT_VAL_MASK = (1 << 28) - 1
+TC_ACT_GOTO_CHAIN = 2 << 28  # | chain index
 
 # --- mirred (tc_act/tc_mirred.h) ----------------------------------------------
 TCA_EGRESS_REDIR = 1
@@ -272,7 +278,7 @@ class tcmsg(nlmsg):
         ('family', 'B'),
         ('pad1', 'B'),
         ('pad2', 'H'),
-        ('index', 'i'),
+        ('index', 'I'),  # the kernel's int; unsigned here so TCM_IFINDEX_MAGIC_BLOCK reads 0xffffffff
         ('handle', 'I'),
         ('parent', 'I'),
         ('info', 'I'),  # prio << 16 | htons(protocol)

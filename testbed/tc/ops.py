@@ -27,12 +27,17 @@ from testbed.tc import canonical, codec, flower, readback
 from testbed.tc.rule import FOREIGN, InstalledRule, Rule
 
 RTM_NEWQDISC = 36
+RTM_DELQDISC = 37
 RTM_GETQDISC = 38
 RTM_NEWTFILTER = 44
 RTM_DELTFILTER = 45
 RTM_GETTFILTER = 46
 TCA_KIND = 1
-_TCMSG = struct.Struct("=BxxxiIII")
+TCA_INGRESS_BLOCK = 13
+TCA_EGRESS_BLOCK = 14
+_TCMSG = struct.Struct("=BxxxIIII")
+_U32 = struct.Struct("=I")
+Blocks = Tuple[int, int]  # (ingress block, egress block) a clsact is bound to; 0: its own
 
 ADD_FLAGS = nlpipe.NLM_F_CREATE | nlpipe.NLM_F_EXCL
 REPLACE_FLAGS = nlpipe.NLM_F_CREATE | nlpipe.NLM_F_REPLACE
@@ -60,18 +65,38 @@ def _kind_of(msg: bytes) -> Tuple[int, int, Optional[str]]:
     return index, handle, rawnl.attr_str(msg, rawnl.HDR.size + _TCMSG.size, TCA_KIND)
 
 
+def _blocks_of(msg: bytes) -> Blocks:
+    """(TCA_INGRESS_BLOCK, TCA_EGRESS_BLOCK) of a dumped qdisc; the kernel omits an unshared (0) one."""
+    found = {TCA_INGRESS_BLOCK: 0, TCA_EGRESS_BLOCK: 0}
+    for nla_type, payload in rawnl.attrs(msg, rawnl.HDR.size + _TCMSG.size):
+        if nla_type in found and len(payload) >= 4:
+            found[nla_type] = _U32.unpack_from(payload)[0]
+    return found[TCA_INGRESS_BLOCK], found[TCA_EGRESS_BLOCK]
+
+
 # --- clsact -----------------------------------------------------------------
 
 
-def ensure_clsact(ipr, ifname: str) -> None:
-    """Give ``ifname`` a clsact qdisc unless it has one (idempotent).
-
-    Raises ConflictError if another qdisc (e.g. ``ingress``) holds ffff:.
-    """
-    index = _index(_links(ipr), ifname, "ensure_clsact")
+def _clsact_body(index: int, blocks: Blocks) -> bytes:
     body = _TCMSG.pack(socket.AF_UNSPEC, index, flower.CLSACT_HANDLE, flower.TC_H_CLSACT, 0)
     body += struct.pack("=HH", 11, TCA_KIND) + b"clsact\0\0"
-    (reply,) = nlpipe.transact(ipr, [(RTM_NEWQDISC, ADD_FLAGS, body)])
+    for nla_type, block in ((TCA_INGRESS_BLOCK, blocks[0]), (TCA_EGRESS_BLOCK, blocks[1])):
+        if block:
+            body += struct.pack("=HHI", 8, nla_type, block)
+    return body
+
+
+def ensure_clsact(ipr, ifname: str, ingress_block: int = 0, egress_block: int = 0) -> None:
+    """Give ``ifname`` a clsact qdisc bound to these shared blocks (0: its own) unless it has one (idempotent).
+
+    The kernel cannot rebind a qdisc ("Change of blocks is not supported"): a
+    clsact bound otherwise is deleted and added again, and the filters on its
+    own hooks go with it (the caller dumps afterwards).  Raises ConflictError
+    if another qdisc (e.g. ``ingress``) holds ffff:.
+    """
+    index = _index(_links(ipr), ifname, "ensure_clsact")
+    want = (ingress_block, egress_block)
+    (reply,) = nlpipe.transact(ipr, [(RTM_NEWQDISC, ADD_FLAGS, _clsact_body(index, want))])
     if reply.errno == 0:
         return
     if reply.errno == errno.EEXIST:
@@ -79,28 +104,42 @@ def ensure_clsact(ipr, ifname: str) -> None:
         for msg in nlpipe.dump(ipr, RTM_GETQDISC, query, f"qdiscs of {ifname}"):
             q_index, handle, kind = _kind_of(msg)
             if q_index == index and handle == flower.CLSACT_HANDLE:
-                if kind == "clsact":
+                if kind != "clsact":
+                    raise ConflictError(
+                        f"{ifname}: qdisc ffff: is {kind!r}, not clsact",
+                        fix=f"tc qdisc del dev {ifname} handle ffff: (if nothing else needs it)",
+                    )
+                if _blocks_of(msg) == want:
                     return
-                raise ConflictError(
-                    f"{ifname}: qdisc ffff: is {kind!r}, not clsact",
-                    fix=f"tc qdisc del dev {ifname} handle ffff: (if nothing else needs it)",
-                )
+                _rebind(ipr, ifname, index, want)
+                return
     raise _op_error(f"{ifname}: add clsact qdisc", reply, _qdisc_fix(reply.errno))
 
 
-def clsact_devices(ipr) -> set[str]:
-    """Names of the interfaces that have a clsact qdisc: one qdisc dump, one link dump.
+def _rebind(ipr, ifname: str, index: int, blocks: Blocks) -> None:
+    """Delete ``ifname``'s clsact and add it bound to ``blocks`` (one batch: acks checked in order)."""
+    delete = _TCMSG.pack(socket.AF_UNSPEC, index, flower.CLSACT_HANDLE, flower.TC_H_CLSACT, 0)
+    replies = nlpipe.transact(ipr, [(RTM_DELQDISC, 0, delete), (RTM_NEWQDISC, ADD_FLAGS, _clsact_body(index, blocks))],
+                              ack_each=True)
+    for what, reply in zip(("delete", "add"), replies):
+        if reply.errno:
+            raise _op_error(f"{ifname}: rebind clsact to blocks {blocks}: {what}", reply, _qdisc_fix(reply.errno))
+
+
+def clsact_blocks(ipr) -> Dict[str, Blocks]:
+    """The interfaces that have a clsact qdisc and the shared blocks it is bound to: one qdisc dump, one
+    link dump.
 
     (``ensure_clsact`` per device costs a link dump, an add and, as the
     qdisc usually exists, a qdisc dump each: seconds for 66 devices under TCG.)
     """
     names = {index: name for name, index in nlpipe.link_index(ipr).items()}
-    out = set()
+    out: Dict[str, Blocks] = {}
     body = _TCMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
     for msg in nlpipe.dump(ipr, RTM_GETQDISC, body, "qdiscs"):
         index, handle, kind = _kind_of(msg)
         if handle == flower.CLSACT_HANDLE and kind == "clsact" and index in names:
-            out.add(names[index])
+            out[names[index]] = _blocks_of(msg)
     return out
 
 
@@ -165,7 +204,7 @@ def apply(
     jobs: List[Tuple[str, Rule, int]] = []  # (op, rule, dev ifindex), in sending order
     for op, rules in (("delete", delete), ("replace", replace), ("add", add)):
         for rule in rules:
-            dev = _index(links, rule.dev, canonical.where(rule))
+            dev = 0 if rule.block else _index(links, rule.dev, canonical.where(rule))
             if op != "delete":
                 codec.check(rule)
                 for action in rule.actions:
@@ -203,29 +242,40 @@ def apply(
 # --- dump -------------------------------------------------------------------
 
 
-def dump(ipr, ifnames: Iterable[str]) -> List[InstalledRule]:
-    """Every filter on the clsact ingress and egress hooks of ``ifnames``, with counters.
+def dump(ipr, ifnames: Iterable[str], blocks: Iterable[int] = ()) -> List[InstalledRule]:
+    """Every filter on the clsact ingress and egress hooks of ``ifnames`` and in the shared ``blocks``,
+    with counters.
 
-    Interfaces without clsact have no rules.  Order: by interface as given,
-    ingress before egress, then as the kernel lists them (chain, prio, handle).
-    A classifier of another kind (u32, bpf, ...) comes back as one foreign
-    rule with handle 0 per prio; deleting that rule removes it whole.
+    Interfaces without clsact have no rules; a block nothing is bound to has
+    none either.  A hook bound to a shared block lists the block's filters:
+    they are reported once, with the block (``blocks``), not per interface.
+    Order: by interface as given, ingress before egress, then the blocks as
+    given, each as the kernel lists it (chain, prio, handle).  A classifier
+    of another kind (u32, bpf, ...) comes back as one foreign rule with
+    handle 0 per prio; deleting that rule removes it whole.
     """
     links = _links(ipr)
     names = {index: name for name, index in links.items()}
-    out: List[InstalledRule] = []
+    queries: List[Tuple[str, bytes]] = []
     for ifname in ifnames:
         index = _index(links, ifname, "dump")
         for hook, parent in codec.HOOKS.items():
-            query = _TCMSG.pack(socket.AF_UNSPEC, index, 0, parent, 0)
-            for raw in nlpipe.dump(ipr, RTM_GETTFILTER, query, f"{ifname} {hook} filters"):
-                # The kernel lists each (prio, protocol) classifier instance
-                # first with handle 0, then its filters.  For flower we keep
-                # the filters; another kind is kept as that one entry.
-                _, handle, kind = _kind_of(raw)
-                if (handle == 0) == (kind == "flower"):
-                    continue
-                out.append(readback.unpack(raw, names))
+            queries.append((f"{ifname} {hook}", _TCMSG.pack(socket.AF_UNSPEC, index, 0, parent, 0)))
+    for block in blocks:
+        queries.append((f"block {block}", _TCMSG.pack(socket.AF_UNSPEC, flower.TCM_IFINDEX_MAGIC_BLOCK, 0, block, 0)))
+    out: List[InstalledRule] = []
+    for what, query in queries:
+        is_block = what.startswith("block ")
+        for raw in nlpipe.dump(ipr, RTM_GETTFILTER, query, f"{what} filters"):
+            # The kernel lists each (prio, protocol) classifier instance
+            # first with handle 0, then its filters.  For flower we keep
+            # the filters; another kind is kept as that one entry.
+            index, handle, kind = _kind_of(raw)
+            if (handle == 0) == (kind == "flower"):
+                continue
+            if (index == flower.TCM_IFINDEX_MAGIC_BLOCK) != is_block:
+                continue  # a shared block's filter seen through a bound hook
+            out.append(readback.unpack(raw, names))
     return out
 
 

@@ -24,19 +24,21 @@ import struct
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from testbed.tc import flower
-from testbed.tc.canonical import canonical_match
+from testbed.tc.canonical import FULL32, canonical_match
 from testbed.tc.codec import (
     GACT,
     GACT_PARMS,
     HOOKS,
+    IFNAMSIZ,
     MIRRED,
     MIRRED_PARMS,
     NLA_FORMATS,
+    STRING_FORMATS,
 )
 from testbed.tc.rule import ETH_P_ALL, FOREIGN, Action, InstalledRule, Match, Rule
 
 HDR_SIZE = 16  # struct nlmsghdr
-_TCMSG = struct.Struct("=BBHiIII")
+_TCMSG = struct.Struct("=BBHIIII")
 _NLA = struct.Struct("=HH")
 _HOOK_OF = {parent: hook for hook, parent in HOOKS.items()}
 MIRRED_BACK = {v: k for k, v in MIRRED.items()}
@@ -71,6 +73,7 @@ _KNOWN_OPTIONS = {
     "TCA_FLOWER_KEY_UDP_DST_MASK",
     "TCA_FLOWER_KEY_HASH",
     "TCA_FLOWER_KEY_HASH_MASK",
+    "TCA_FLOWER_INDEV",
 }
 _KNOWN_FLAGS = (
     flower.TCA_CLS_FLAGS_SKIP_HW | flower.TCA_CLS_FLAGS_IN_HW | flower.TCA_CLS_FLAGS_NOT_IN_HW
@@ -159,6 +162,11 @@ def _ip_str(family: int):
     return lambda buf, a: socket.inet_ntop(family, buf[a : a + (4 if family == socket.AF_INET else 16)])
 
 
+def _name_str(buf: bytes, a: int) -> str:
+    """An interface name (NUL-terminated, at most IFNAMSIZ bytes with the NUL)."""
+    return bytes(buf[a : a + IFNAMSIZ]).split(b"\0", 1)[0].decode(errors="replace")
+
+
 _OPT_READ = {}
 for _num, _name, _fmt in flower.options.nla_map:
     if _fmt == "l2addr":
@@ -167,6 +175,8 @@ for _num, _name, _fmt in flower.options.nla_map:
         _OPT_READ[_num] = _ip_str(socket.AF_INET)
     elif _fmt == "ip6addr":
         _OPT_READ[_num] = _ip_str(socket.AF_INET6)
+    elif _fmt in STRING_FORMATS:
+        _OPT_READ[_num] = _name_str
     elif _fmt in NLA_FORMATS:
         _OPT_READ[_num] = (lambda st: lambda buf, a: st.unpack_from(buf, a)[0])(
             struct.Struct(NLA_FORMATS[_fmt])
@@ -247,6 +257,10 @@ def _build_actions(
             if a["kind"] == "gact" and parms["action"] in GACT_BACK:
                 actions.append(Action(GACT_BACK[parms["action"]]))
                 continue
+            verdict = parms["action"] & FULL32
+            if a["kind"] == "gact" and verdict & ~flower.TC_ACT_EXT_VAL_MASK == flower.TC_ACT_GOTO_CHAIN:
+                actions.append(Action("goto", chain=verdict & flower.TC_ACT_EXT_VAL_MASK))
+                continue
             key = (parms.get("eaction"), parms["action"])
             if a["kind"] == "mirred" and key in MIRRED_BACK:
                 akind, ingress = MIRRED_BACK[key]
@@ -270,6 +284,7 @@ def _build_match(options: Dict[str, object], foreign: List[str]) -> Match:
         "ip_proto": get("TCA_FLOWER_KEY_IP_PROTO"),
         "hash": get("TCA_FLOWER_KEY_HASH"),
         "hash_mask": get("TCA_FLOWER_KEY_HASH_MASK"),
+        "indev": get("TCA_FLOWER_INDEV"),
     }
     for side in ("SRC", "DST"):
         for fam, full in (("IPV4", "255.255.255.255"), ("IPV6", "ffff:" * 7 + "ffff")):
@@ -295,12 +310,14 @@ def _build_match(options: Dict[str, object], foreign: List[str]) -> Match:
 def _build(plain: tuple, ifname: Mapping[int, str]) -> InstalledRule:
     (index, handle, parent, info), kind, chain, options, acts = plain
     foreign: List[str] = []
-    hook = _HOOK_OF.get(parent)
+    block = parent if index == flower.TCM_IFINDEX_MAGIC_BLOCK else 0
+    hook = "ingress" if block else _HOOK_OF.get(parent)
     if hook is None:
         foreign.append(f"parent {parent:#x}")
     base = dict(
-        dev=ifname.get(index, f"#{index}"),
+        dev="" if block else ifname.get(index, f"#{index}"),
         hook=hook or "ingress",
+        block=block,
         chain=chain,
         prio=info >> 16,
         handle=handle,

@@ -1,8 +1,11 @@
 """Flower rules as plain data: what the agent decides and the tc layer installs.
 
 A rule sits on the ingress (or egress) hook of a clsact qdisc of one interface, in the
-namespace of that interface.  Its identity in the kernel is (dev, hook, chain,
-prio, handle); everything else is its content.  Comparing two ``Rule`` objects with
+namespace of that interface -- or, with ``block`` set, in a shared filter block
+that the clsact hooks of many interfaces are bound to (``ingress_block N``; the
+kernel then refuses filters addressed to the interfaces themselves).  Its identity
+in the kernel is (dev, hook, block, chain, prio, handle); everything else is its
+content.  Comparing two ``Rule`` objects with
 ``==`` tells whether the kernel's copy needs replacing.
 """
 
@@ -17,6 +20,9 @@ ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
 ETH_P_SLOW = 0x8809  # LACPDU
 ROCEV2_PORT = 4791
+
+# A rule's identity in the kernel: (dev, hook, block, chain, prio, handle)
+Key = Tuple[str, str, int, int, int, int]
 
 # Label of a rule read back from the kernel that testbed cannot reproduce
 # (another classifier, a key or action it does not model).  Never a valid
@@ -40,12 +46,14 @@ class Match:
     dst_port: int | None = None
     hash: int | None = None  # skb->hash & hash_mask == hash
     hash_mask: int | None = None
+    indev: str | None = None  # the interface the frame arrived on (a shared block's filters)
 
 
 @dataclass(frozen=True)
 class Action:
     """One tc action: ``redirect``/``mirror`` (mirred to ``dev``), ``drop``, ``pass``,
-    ``continue`` (gact TC_ACT_UNSPEC: go on with the next prio).
+    ``continue`` (gact TC_ACT_UNSPEC: go on with the next prio), ``goto`` (gact
+    TC_ACT_GOTO_CHAIN: classification goes on in ``chain`` of the same block).
 
     ``ingress=True`` makes mirred deliver into ``dev``'s ingress (as if received
     there) instead of transmitting from it: the eswitch loopback into the bond.
@@ -54,24 +62,26 @@ class Action:
     kind: str
     dev: str | None = None
     ingress: bool = False
+    chain: int | None = None  # ``goto`` only
 
 
 @dataclass(frozen=True)
 class Rule:
-    dev: str
+    dev: str  # "" for a rule in a shared block
     prio: int
     handle: int
     match: Match
     actions: Tuple[Action, ...]
     chain: int = 0
-    hook: str = "ingress"  # clsact hook: "ingress" or "egress"
+    hook: str = "ingress"  # clsact hook: "ingress" or "egress"; a block's rules: "ingress" (the binding decides)
+    block: int = 0  # > 0: the rule lives in shared block ``block`` (dev ""), not on a device
     skip_hw: bool = True
     # human label, stored in the kernel as the action cookie so a dump reads it back
     label: str = field(default="", compare=True)
 
     @property
-    def key(self) -> Tuple[str, str, int, int, int]:
-        return (self.dev, self.hook, self.chain, self.prio, self.handle)
+    def key(self) -> Key:
+        return (self.dev, self.hook, self.block, self.chain, self.prio, self.handle)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from testbed import naming
 from testbed.errors import UsageError
 from testbed.nl import open_ns
 from testbed.topology import Host
@@ -164,18 +165,22 @@ def _table(ctx: RunContext, host: Host) -> List[Optional[str]]:
 
 
 def _bucket_counters(host: Host, t: Target) -> Optional[Dict[int, int]]:
-    """Packets per TX table entry on the target's representor (the ``tx:<e>`` rules' counters)."""
+    """Packets per TX table entry (the ``entry:<e>`` rules' counters in the representors' shared block).
+
+    The table is held once for every function: during a phase only the target transmits in bulk, so
+    the counters' increase is its flows (plus a few ARP/ND frames of the others, within the check's slack).
+    """
     if t.function is None:
         return None
     from testbed.tc import ops
 
     with open_ns(host.netns) as ipr:
-        rules = ops.dump(ipr, [t.function.rep])
+        rules = ops.dump(ipr, [], [naming.BLOCK_REPS])
     out = {}
     for inst in rules:
         label = inst.rule.label or ""
-        if label.startswith("tx:") and label[3:].isdigit():
-            out[int(label[3:])] = inst.packets
+        if label.startswith("entry:") and label[6:].isdigit():
+            out[int(label[6:])] = inst.packets
     return out or None
 
 

@@ -7,7 +7,7 @@
 - verbs: one lane per QP end, the bond's UDP both ways and the RoCE frames
   per wire, gaps labelled, the QP's retry budget drawn from the failure
   (``verbs_plot``);
-- hash: flows per table entry (the representor's ``tx:<e>`` rule counters,
+- hash: flows per table entry (the TX table's ``entry:<e>`` rule counters,
   coloured by the port the entry points to) and flows per port per phase and
   direction against the expected share;
 - bondhash: flows per port per policy, agreement in the title.

@@ -78,7 +78,7 @@ class Rules:
         self.ipr = open_ns(host.netns)
 
     def installed(self):
-        return ops.dump(self.ipr, rules.devices(self.host.nic))
+        return ops.dump(self.ipr, rules.devices(self.host.nic), rules.BLOCKS)
 
     def wrong(self) -> List[str]:
         state = read_state(self.ipr, self.host.nic)
@@ -87,14 +87,16 @@ class Rules:
             f"extra {r.dev} {r.hook} prio {r.prio} {r.label}" for r in delete]
 
     def duplicates(self) -> List[Tuple]:
-        keys = [(i.rule.dev, i.rule.hook, i.rule.label) for i in self.installed()]
+        keys = [(i.rule.dev, i.rule.hook, i.rule.block, i.rule.label) for i in self.installed()]
         return sorted({k for k in keys if keys.count(k) > 1})
 
     def count(self) -> int:
         return len(self.installed())
 
     def tx_port(self, fn: str = "vf0") -> str:
-        return next(i.rule.actions[0].dev for i in ops.dump(self.ipr, [f"{fn}-rep"]) if i.rule.prio == rules.PRIO_TX)
+        """The port the TX table's first entry sends to (every function uses the one table)."""
+        return next(i.rule.actions[0].dev for i in ops.dump(self.ipr, [], [rules.BLOCK_REPS])
+                    if i.rule.chain == rules.CHAIN_TX and i.rule.handle == 1)
 
     def active(self) -> str:
         return read_state(self.ipr, self.host.nic).active

@@ -363,3 +363,96 @@ def test_bulk_apply_on_a_socket_that_hears_notifications(lab: Lab) -> None:
         assert ops.dump(listening, ["r0"]) == [InstalledRule(r) for r in bulk]
         ops.apply(listening, delete=bulk, window=256)
         assert ops.dump(listening, ["r0"]) == []
+
+
+# --- shared blocks, chains, indev -----------------------------------------------------------
+#
+#    s0 ==== veth ==== t0 --+
+#                           +-- clsact ingress_block 7:  chain 0  indev t0, ethertype 0x88b5 -> goto chain 5
+#    s1 ==== veth ==== t1 --+                                     indev t1, ethertype 0x88b5 -> drop
+#                                                        chain 5  ethertype 0x88b5 -> pass
+#
+# (the ethertype keeps the IPv6 autoconfiguration of the new links out of the counters)
+
+BLOCK = 7
+BLOCK_RULES = [
+    Rule("", 1, 1, Match(indev="t0", eth_type=ETH_P_EXP), (Action("goto", chain=5),), block=BLOCK, label="from-t0"),
+    Rule("", 1, 2, Match(indev="t1", eth_type=ETH_P_EXP), (Action("drop"),), block=BLOCK, label="t1-drop"),
+    Rule("", 2, 1, Match(eth_type=ETH_P_EXP), (Action("pass"),), block=BLOCK, chain=5, label="chain5"),
+]
+
+
+def test_shared_block_with_indev_and_goto_chain(lab: Lab) -> None:
+    for a, b in (("s0", "t0"), ("s1", "t1")):
+        lab.ipr.link("add", ifname=a, kind="veth", peer={"ifname": b})
+        for name in (a, b):
+            lab.ipr.link("set", index=lab.ipr.link_lookup(ifname=name)[0], state="up")
+    ops.ensure_clsact(lab.ipr, "t0")  # unshared first: ensure_clsact rebinds it
+    ops.ensure_clsact(lab.ipr, "t0", ingress_block=BLOCK)
+    ops.ensure_clsact(lab.ipr, "t1", ingress_block=BLOCK)
+    ops.ensure_clsact(lab.ipr, "t1", ingress_block=BLOCK)  # idempotent
+    blocks = ops.clsact_blocks(lab.ipr)
+    assert blocks["t0"] == blocks["t1"] == (BLOCK, 0) and blocks["b0"] == (0, 0)
+    with pytest.raises(NetlinkOpError) as info:  # a bound hook takes no filters of its own
+        ops.apply(lab.ipr, add=[Rule("t0", 1, 1, Match(), (Action("pass"),))])
+    assert info.value.errno == errno.EOPNOTSUPP
+    ops.apply(lab.ipr, add=BLOCK_RULES)
+
+    out = subprocess.run(["tc", "-n", lab.ns, "-s", "-j", "filter", "show", "block", str(BLOCK)],
+                         check=True, capture_output=True, text=True).stdout
+    shown = {(e["chain"], e["pref"], e["options"]["handle"]): e for e in json.loads(out) if "options" in e}
+    assert sorted(shown) == sorted((r.chain, r.prio, r.handle) for r in BLOCK_RULES)
+    for rule in BLOCK_RULES:
+        opts = shown[(rule.chain, rule.prio, rule.handle)]["options"]
+        assert (opts.get("indev") or opts["keys"].get("indev")) == rule.match.indev, rule.label
+        (act,) = opts["actions"]
+        want = {"type": rule.actions[0].kind}
+        if rule.actions[0].kind == "goto":
+            want["chain"] = rule.actions[0].chain
+        assert act["control_action"] == want and act["cookie"] == rule.label.encode().hex(), rule.label
+
+    # the block's rules come back once, with the block, not through each bound hook
+    assert ops.dump(lab.ipr, ["t0", "t1"]) == []
+    got = ops.dump(lab.ipr, ["t0", "t1"], [BLOCK])
+    assert [i.rule for i in got] == sorted(BLOCK_RULES, key=lambda r: (r.chain, r.prio, r.handle))
+    assert ops.diff(BLOCK_RULES, got) == ([], [], [])
+
+    seen: List[Dict[str, int]] = [{}]
+
+    def counts_are(want: Dict[str, int]) -> bool:
+        seen[0] = {i.rule.label: i.packets for i in ops.dump(lab.ipr, [], [BLOCK])}
+        return seen[0] == want
+
+    sockets = {}
+    try:
+        for a in ("s0", "s1"):
+            sockets[a] = netns.create_socket(lab.ns, socket.AF_PACKET, socket.SOCK_RAW, 0)
+            sockets[a].bind((a, 0))
+        frame = _eth(M_HOST, ETH_P_EXP, b"b" * 46)
+        for _ in range(3):
+            sockets["s0"].send(frame)
+        for _ in range(2):
+            sockets["s1"].send(frame)
+        want = {"from-t0": 3, "chain5": 3, "t1-drop": 2}
+        try:
+            wait_until(lambda: counts_are(want), 20, f"block counters {want} (indev tells the ports apart)",
+                       interval=0.05)
+        except WaitTimeout:
+            raise AssertionError(f"block counters {seen[0]}, expected {want}") from None
+        # replace in place: t1 now joins chain 5 too
+        joined = Rule("", 1, 2, Match(indev="t1", eth_type=ETH_P_EXP), (Action("goto", chain=5),), block=BLOCK,
+                      label="from-t1")
+        ops.apply(lab.ipr, replace=[joined])
+        sockets["s1"].send(frame)
+        want = {"from-t0": 3, "chain5": 4, "from-t1": 1}
+        try:
+            wait_until(lambda: counts_are(want), 20, f"block counters {want} after the replace", interval=0.05)
+        except WaitTimeout:
+            raise AssertionError(f"block counters {seen[0]} after the replace, expected {want}") from None
+    finally:
+        for s in sockets.values():
+            s.close()
+    # unbinding every device removes the block and its rules
+    ops.ensure_clsact(lab.ipr, "t0")
+    ops.ensure_clsact(lab.ipr, "t1")
+    assert ops.dump(lab.ipr, [], [BLOCK]) == []

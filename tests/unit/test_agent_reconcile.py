@@ -125,3 +125,47 @@ def test_typed_status_reads_reactions_by_integer_ns(tmp_path, monkeypatch):
                                                 "reactions": [{"trigger": "a", "done_ns": 5}, {"trigger": "b"}]})
     assert nic.usable == ("pf0",) and nic.mapping == ("pf0", None)
     assert [r.trigger for r in nic.reactions_since(5)] == ["a"]  # no done_ns (an older agent): never "since"
+
+
+def test_full_resync_binds_every_device_to_its_block_and_a_new_device_triggers_one(monkeypatch):
+    """The kernel is faked: what the reconciler binds, dumps and applies is recorded."""
+    from testbed import loader
+    from testbed.agent import reconcile
+
+    host = loader.loads("""
+name: t
+hosts:
+  server:
+    nic: {ports: 2, address: 198.18.0.1/24, bond: {mode: active-backup, miimon: 10}, vfs: 2, rdma: false}
+  client: {address: 198.18.0.100/24}
+""").host("server")
+    nic = host.nic
+    ps = [port("pf0", "up", active=True), port("pf1", "up", active=False)]
+    now = {"state": bond_state(nic, ps, active="pf0", missing={"vf1-rep"})}
+    bound = {"pf0": (0, 0), "vf0-rep": (rules.BLOCK_PORTS, 0)}  # realize's unshared clsact; a wrong binding
+    calls = []
+    monkeypatch.setattr(reconcile, "read_state", lambda ipr, nic, netns=None: now["state"])
+    monkeypatch.setattr(ops, "clsact_blocks", lambda ipr: dict(bound))
+
+    def ensure(ipr, dev, ingress_block=0, egress_block=0):
+        calls.append(("bind", dev, ingress_block, egress_block))
+        bound[dev] = (ingress_block, egress_block)
+
+    monkeypatch.setattr(ops, "ensure_clsact", ensure)
+    monkeypatch.setattr(ops, "dump",
+                        lambda ipr, devs, blocks=(): calls.append(("dump", tuple(devs), tuple(blocks))) or [])
+    monkeypatch.setattr(ops, "apply", lambda ipr, add=(), replace=(), delete=(): calls.append(
+        ("apply", len(add), len(replace), len(delete))))
+    rec = reconcile.NicReconciler(host, ipr=None)
+    first = rec.reconcile("start", 0.0, full=True)
+    assert first.full and first.added == len(rec.plan.rules)
+    assert [c for c in calls if c[0] == "bind"] == [("bind", "pf0", 2, 0), ("bind", "pf1", 2, 0),
+                                                     ("bind", "vf0-rep", 1, 0)]
+    assert ("dump", ("pf0", "pf1", "vf0-rep"), rules.BLOCKS) in calls
+    calls.clear()
+    now["state"] = bond_state(nic, ps, active="pf0")  # vf1-rep appears
+    second = rec.reconcile("vf1-rep", 0.0)
+    assert second.full and "devices changed" in second.trigger
+    assert [c for c in calls if c[0] == "bind"] == [("bind", "vf1-rep", 1, 0)]
+    assert ("dump", ("pf0", "pf1", "vf0-rep", "vf1-rep"), rules.BLOCKS) in calls  # what it then diffs against
+    assert any(r.match.indev == "vf1-rep" for r in rec.plan.rules)

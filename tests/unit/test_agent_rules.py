@@ -124,19 +124,97 @@ def states_for(nic: Nic):
         yield conds, None, bond_state(nic, [port(p, conds[p]) for p in nic.ports])
 
 
-# --- the invariants ------------------------------------------------------------------------
+# --- a model of tc's classification, to check what the rules *do* ---------------------------
 
-def by_dev(plan: rules.Plan) -> Dict[Tuple[str, str], List[Rule]]:
-    out: Dict[Tuple[str, str], List[Rule]] = {}
-    for r in plan.rules:
-        out.setdefault((r.dev, r.hook), []).append(r)
-    for v in out.values():
-        v.sort(key=lambda r: (r.prio, r.handle))
+
+def _mac(value: str) -> int:
+    return int(value.replace(":", ""), 16)
+
+
+def matches(m, frame: Dict[str, object]) -> bool:
+    """Does flower key set ``m`` match ``frame`` (a dict of header fields, ``indev`` and ``hash``)?"""
+    for key in ("indev", "eth_type", "ip_proto", "dst_ip", "dst_port"):
+        if getattr(m, key) is not None and frame.get(key) != getattr(m, key):
+            return False
+    for side in ("dst", "src"):
+        want = getattr(m, f"{side}_mac")
+        if want is not None:
+            mask = _mac(getattr(m, f"{side}_mac_mask") or "ff:ff:ff:ff:ff:ff")
+            if _mac(frame[f"{side}_mac"]) & mask != _mac(want) & mask:  # type: ignore[arg-type]
+                return False
+    if m.hash is not None and frame["hash"] & (0xFFFFFFFF if m.hash_mask is None else m.hash_mask) != m.hash:
+        return False
+    return True
+
+
+def by_chain(rules_here: Iterable[Rule]) -> Dict[int, List[Rule]]:
+    out: Dict[int, List[Rule]] = {}
+    for r in sorted(rules_here, key=lambda r: (r.prio, r.handle)):
+        out.setdefault(r.chain, []).append(r)
     return out
 
 
-def targets(rule: Rule, kind: str) -> List[Tuple[str, bool]]:
-    return [(a.dev, a.ingress) for a in rule.actions if a.kind == kind]
+def classify(rules_here: Dict[int, List[Rule]], frame: Dict[str, object]) -> Tuple[object, Counter]:
+    """Run a frame through one filter list (a block, or a device's hook) as cls_api does: chain 0 by prio,
+    ``continue`` to the next prio, ``goto`` into a chain, mirrors collected; -> (verdict, mirrors).
+
+    verdict: "pass" (no rule took it, or only mirrors: on to the stack), "drop" or ("redirect", dev, ingress).
+    """
+    mirrors: Counter = Counter()
+    chain, after_prio, hops = 0, 0, 0
+    while True:
+        hops += 1
+        assert hops < 100, "classification loops"
+        hit = next((r for r in rules_here.get(chain, ()) if r.prio > after_prio and matches(r.match, frame)), None)
+        if hit is None:
+            return "pass", mirrors
+        for a in hit.actions:
+            if a.kind == "mirror":
+                mirrors[(a.dev, a.ingress)] += 1
+            elif a.kind == "continue":
+                after_prio = hit.prio
+                break
+            elif a.kind == "goto":
+                chain, after_prio = a.chain, 0
+                break
+            elif a.kind == "redirect":
+                return ("redirect", a.dev, a.ingress), mirrors
+            else:
+                return a.kind, mirrors
+        else:
+            return "pass", mirrors  # only mirrors (pipe): the frame goes on
+
+
+CLIENT_MAC = "02:00:00:00:00:99"
+
+
+def frames(nic: Nic) -> Dict[str, Dict[str, object]]:
+    """Frames arriving from the wire, by what they are."""
+    out: Dict[str, Dict[str, object]] = {
+        "lacp": dict(eth_type=ETH_P_SLOW, dst_mac="01:80:c2:00:00:02", src_mac=CLIENT_MAC),
+        "arp-bond": dict(eth_type=ETH_P_ARP, dst_mac=nic.mac, src_mac=CLIENT_MAC),
+        "mcast": dict(eth_type=0x86DD, dst_mac="33:33:00:00:00:01", src_mac=CLIENT_MAC),
+        "bcast-arp": dict(eth_type=ETH_P_ARP, dst_mac="ff:ff:ff:ff:ff:ff", src_mac=CLIENT_MAC),
+        "bond": dict(eth_type=0x0800, ip_proto=17, dst_ip=str(nic.address.ip), dst_port=9, dst_mac=nic.mac,
+                     src_mac=CLIENT_MAC),
+        "roce": dict(eth_type=0x0800, ip_proto=17, dst_ip=str(nic.address.ip), dst_port=4791, dst_mac=nic.mac,
+                     src_mac=CLIENT_MAC),
+    }
+    for vf in nic.vfs:
+        out[vf.name] = dict(eth_type=0x0800, ip_proto=17, dst_ip=str(vf.address.ip), dst_port=9, dst_mac=vf.mac,
+                            src_mac=CLIENT_MAC)
+    return out
+
+
+def in_block(plan: rules.Plan, block: int) -> List[Rule]:
+    return [r for r in plan.rules if r.block == block]
+
+
+_CHECKED: Dict[tuple, rules.Plan] = {}  # plans (cached, immutable) already checked for these ports
+
+
+def on_dev(plan: rules.Plan, dev: str, hook: str) -> List[Rule]:
+    return [r for r in plan.rules if not r.block and r.dev == dev and r.hook == hook]
 
 
 def check_chain(chain: List[Rule], want_mirrors: Counter, tail: Tuple[Action, ...] = ()) -> None:
@@ -149,8 +227,8 @@ def check_chain(chain: List[Rule], want_mirrors: Counter, tail: Tuple[Action, ..
         assert len(r.actions) <= rules.MAX_ACTIONS
         last = i == len(chain) - 1
         assert (r.actions[-1] == rules.CONTINUE) != last, f"{r.label}: continue only between chunks"
-        got.update(targets(r, "mirror"))
-        assert not [a for a in r.actions[:-1] if a.kind in ("redirect", "drop")], "a verdict before the end"
+        got.update((a.dev, a.ingress) for a in r.actions if a.kind == "mirror")
+        assert not [a for a in r.actions[:-1] if a.kind in ("redirect", "drop", "goto")], "a verdict before the end"
     assert got == want_mirrors
     if tail:
         assert chain[-1].actions[-len(tail):] == tail
@@ -165,23 +243,31 @@ def check_plan(nic: Nic, state: BondState, plan: rules.Plan, usable: Tuple[str, 
     assert plan.usable == usable
     assert plan.receiving == receiving and set(usable) <= set(receiving)
     devs = state.devices
-    # identity: unique keys, short labels, encodable
+    memo = (id(plan), usable, receiving, devs)
+    if _CHECKED.get(memo) is plan:
+        return
+    _CHECKED[memo] = plan
+    # identity: unique keys, short labels, encodable; rules live in the two blocks or on a port's egress
     keys = [r.key for r in plan.rules]
     assert len(keys) == len(set(keys)), "duplicate rule keys"
     ifindex = {name: i for i, name in enumerate(sorted(devs), start=1)}
     for r in plan.rules:
-        assert r.dev in devs, f"rule on missing {r.dev}"
+        if r.block:
+            assert r.block in rules.BLOCKS and r.dev == ""
+            assert r.match.indev is None or r.match.indev in devs, f"{r.label} matches missing {r.match.indev}"
+        else:
+            assert r.dev in nic.ports and r.hook == "egress" and r.dev in devs, f"{r.label} on {r.dev} {r.hook}"
         assert r.label and len(r.label.encode()) <= 16, r.label
         assert 1 <= len(r.actions) <= rules.MAX_ACTIONS
         for a in r.actions:
             if a.kind in ("redirect", "mirror"):
-                assert a.dev in devs, f"{r.label} on {r.dev} targets missing {a.dev}"
+                assert a.dev in devs, f"{r.label} targets missing {a.dev}"
                 if a.dev in nic.ports:
-                    assert a.dev in usable, f"{r.dev} {r.label} sends to unusable port {a.dev}"
+                    assert a.dev in usable, f"{r.label} sends to unusable port {a.dev}"
         if r not in _ENCODED:
             assert canonical.canonical(r) == r, f"{r.label}: not in the kernel's canonical form (the fast diff uses ==)"
             if rules.CONTINUE not in r.actions:
-                codec.pack(r, ifindex[r.dev], ifindex.__getitem__)  # the tc layer accepts it
+                codec.pack(r, ifindex.get(r.dev, 0), ifindex.__getitem__)  # the tc layer accepts it
             _ENCODED.add(r)
     # the table
     size = 1 if nic.offload.mode == "active-backup" else mapping.table_size(
@@ -194,41 +280,39 @@ def check_plan(nic: Nic, state: BondState, plan: rules.Plan, usable: Tuple[str, 
         assert set(plan.table) == {None}
     if nic.offload.mode == "active-backup":
         assert plan.table == ((usable[0],) if usable else (None,))
-    groups = by_dev(plan)
+    entries = [r for r in in_block(plan, rules.BLOCK_REPS) if r.chain == rules.CHAIN_TX]
+    assert len(entries) == size, "the TX table is held once"
     vf_reps = [vf.rep for vf in nic.vfs if vf.rep in devs]
-    # ports
+    reps = Counter((rep, False) for rep in vf_reps)
+    # ports: what a frame arriving on each does
+    block2 = in_block(plan, rules.BLOCK_PORTS)
+    chains2 = by_chain(block2)
     for p in nic.ports:
         if p not in devs:
-            assert (p, "ingress") not in groups and (p, "egress") not in groups
+            assert not on_dev(plan, p, "egress") and not [r for r in block2 if r.match.indev == p]
             continue
-        ing = groups[(p, "ingress")]
-        labels = {r.label: r for r in ing}
-        assert labels["lacp"].match.eth_type == ETH_P_SLOW and labels["lacp"].actions == (Action("pass"),)
-        assert ("arp-backup" in labels) == (p not in receiving)
-        if p not in receiving:
-            assert labels["arp-backup"].match.eth_type == ETH_P_ARP
-        for i, vf in enumerate(nic.vfs):
-            rx = [r for r in ing if r.prio == rules.PRIO_RX_VF and r.handle == 1 + i]
-            if vf.rep not in devs:
-                assert not rx
-                continue
-            (r,) = rx
-            assert r.match.dst_mac == vf.mac
-            assert r.actions == ((Action("redirect", vf.rep),) if p in receiving else (Action("drop"),))
-        roce = [r for r in ing if r.prio == rules.PRIO_RX_ROCE]
-        if nic.rdma and nic.rdma.rep in devs:
-            (r,) = roce
-            assert (r.match.dst_port, r.match.dst_ip) == (4791, str(nic.address.ip))
-            assert r.actions == ((Action("redirect", nic.rdma.rep),) if p in receiving else (Action("drop"),))
-        else:
-            assert not roce
-        bcast = [r for r in ing if r.label.startswith("bcast:")]
-        if p in receiving and vf_reps:
-            check_chain(bcast, Counter((rep, False) for rep in vf_reps))
-        else:
-            assert not bcast
+        for what, f in frames(nic).items():
+            verdict, mirrors = classify(chains2, {**f, "indev": p})
+            if what in ("lacp", "arp-bond", "bond"):
+                want = ("pass", Counter())
+            elif what in ("mcast", "bcast-arp"):
+                want = ("pass", reps if p in receiving else Counter())
+            elif what == "roce":
+                if nic.rdma and nic.rdma.rep in devs:
+                    want = (("redirect", nic.rdma.rep, False) if p in receiving else "drop", Counter())
+                else:
+                    want = ("pass", Counter())
+            else:  # a VF's unicast
+                vf = next(v for v in nic.vfs if v.name == what)
+                if vf.rep in devs:
+                    want = (("redirect", vf.rep, False) if p in receiving else "drop", Counter())
+                else:
+                    want = ("pass", Counter())
+            assert (verdict, mirrors) == want, f"{what} arriving on {p} ({'' if p in receiving else 'not '}receiving)"
+        gate = [r for r in block2 if r.match.indev == p and r.prio == rules.PRIO_GATE]
+        assert [r.label for r in gate] == [f"rx-{'on' if p in receiving else 'off'}:{p}"]
         # egress loopback: independent of the port's state
-        eg = groups[(p, "egress")]
+        eg = on_dev(plan, p, "egress")
         lb = {r.label: r for r in eg if r.label.startswith("lb:")}
         for vf in nic.vfs:
             if vf.rep in devs:
@@ -240,31 +324,41 @@ def check_plan(nic: Nic, state: BondState, plan: rules.Plan, usable: Tuple[str, 
             assert lb["lb:roce"].prio < lb["lb:bond"].prio if "lb:bond" in lb else True
         host_b = [r for r in eg if r.label.startswith("host-bcast:")]
         if vf_reps:
-            check_chain(host_b, Counter((rep, False) for rep in vf_reps))
+            check_chain(host_b, reps)
             assert all(r.match.src_mac == nic.mac for r in host_b)
-    # representors: exactly one TX decision per hash value
+    # representors: every hash value of every function meets exactly its table entry
+    block1 = in_block(plan, rules.BLOCK_REPS)
+    chains1 = by_chain(block1)
+    every_entry = True  # the first function meets every entry; the rest share its table (two samples each)
     for fn in nic.functions:
+        mine = [r for r in block1 if r.match.indev == fn.rep]
         if fn.rep not in devs:
-            assert (fn.rep, "ingress") not in groups
+            assert not mine
             continue
-        ing = groups[(fn.rep, "ingress")]
-        tx = [r for r in ing if r.prio == rules.PRIO_TX]
-        assert all(r.prio > rules.PRIO_VF_BCAST for r in tx)
-        if nic.offload.mode == "active-backup":
-            (r,) = tx
-            assert r.match == type(r.match)()
-            assert r.actions == (rules._to(plan.table[0]),)
-        else:
-            assert sorted(r.match.hash for r in tx) == list(range(size))
-            assert {r.match.hash_mask for r in tx} == {size - 1}
-            for r in tx:
-                assert r.actions == (rules._to(plan.table[r.match.hash]),)
-        vb = [r for r in ing if r.label.startswith("vf-bcast:")]
+        tx = [r for r in mine if r.prio == rules.PRIO_TX]
+        assert [(r.label, r.actions) for r in tx] == [(f"tx:{fn.name}", (rules.TO_TABLE,))]
+        hashes, every_entry = (range(size) if every_entry else (0, size - 1)), False
+        for h in hashes:
+            unicast = dict(eth_type=0x0800, dst_mac=CLIENT_MAC, src_mac=fn.mac if fn.kind == "vf" else nic.mac,
+                           indev=fn.rep, hash=h * 0x10001)
+            port = plan.table[(h * 0x10001) & (size - 1)]
+            want = ("redirect", port, False) if port else "drop"
+            assert classify(chains1, unicast) == (want, Counter())
+            verdict, mirrors = classify(chains1, {**unicast, "dst_mac": "ff:ff:ff:ff:ff:ff"})
+            assert verdict == want
+            if fn.kind == "vf":
+                other = Counter((rep, False) for rep in vf_reps if rep != fn.rep)
+                if nic.bond.name in devs:
+                    other[(nic.bond.name, True)] += 1
+                assert mirrors == other
+            else:
+                assert mirrors == Counter()
+        vb = sorted((r for r in mine if r.label.startswith("bc:")), key=lambda r: r.prio)
         if fn.kind == "vf":
-            want = Counter((rep, False) for rep in vf_reps if rep != fn.rep)
+            want_m = Counter((rep, False) for rep in vf_reps if rep != fn.rep)
             if nic.bond.name in devs:
-                want[(nic.bond.name, True)] += 1
-            check_chain(vb, want, tail=(rules._to(plan.table[0]),))
+                want_m[(nic.bond.name, True)] += 1
+            check_chain(vb, want_m, tail=(rules.TO_TABLE,))
         else:
             assert not vb
         assert plan.tx[fn.name] == plan.table
@@ -299,7 +393,7 @@ def test_many_vfs_chain_replication_within_the_action_limit(vfs):
     plan = rules.plan(nic, state)
     check_plan(nic, state, plan, nic.ports)
     chained = [r for r in plan.rules if rules.CONTINUE in r.actions]
-    assert bool(chained) == (vfs > 31)
+    assert bool(chained) == (vfs > 31)  # a VF's own chain: vfs-1 others + the bond + goto
 
 
 def test_missing_representor_bond_and_port():
@@ -309,7 +403,7 @@ def test_missing_representor_bond_and_port():
     plan = rules.plan(nic, state)
     check_plan(nic, state, plan, ("pf0",))
     for r in plan.rules:
-        assert r.dev not in gone | {"pf1"}
+        assert r.dev not in gone | {"pf1"} and r.match.indev not in gone | {"pf1"}
         assert not {a.dev for a in r.actions} & (gone | {"pf1"})
     no_bond = bond_state(nic, [port(p, "up") for p in nic.ports], missing={nic.bond.name})
     plan = rules.plan(nic, no_bond)
@@ -331,30 +425,52 @@ def changes(before: rules.Plan, after: rules.Plan):
     return add, replace, delete
 
 
+def entries(rs: Iterable[Rule]) -> List[Rule]:
+    return [r for r in rs if r.block == rules.BLOCK_REPS and r.chain == rules.CHAIN_TX]
+
+
 def ab_plan(nic: Nic, active: Optional[str], down: Iterable[str] = ()) -> rules.Plan:
     down = set(down)
     ps = [port(p, "down" if p in down else "up", active=(p == active)) for p in nic.ports]
     return rules.plan(nic, bond_state(nic, ps, active=active))
 
 
-def test_active_backup_failover_moves_tx_and_swaps_rx_by_replace():
+def test_active_backup_failover_moves_the_table_entry_and_swaps_the_gates():
     nic = make_nic("active-backup", vfs=2, rdma=True)
     before, after = ab_plan(nic, "pf0"), ab_plan(nic, "pf1", down={"pf0"})
     add, replace, delete = changes(before, after)
-    reps = {fn.rep for fn in nic.functions}
-    # TX: every representor's rule replaced in place, now to pf1
-    tx = [r for r in replace if r.prio == rules.PRIO_TX]
-    assert {r.dev for r in tx} == reps
-    assert all(r.actions == (Action("redirect", "pf1"),) for r in tx)
-    # RX: pf1 now delivers, pf0 drops -- replaced, same keys
-    rx = {(r.dev, r.label) for r in replace if r.prio in (rules.PRIO_RX_VF, rules.PRIO_RX_ROCE)}
-    assert rx == {("pf1", "rx:vf0"), ("pf1", "rx:vf1"), ("pf1", "rx:roce"),
-                  ("pf0", "drop:vf0"), ("pf0", "drop:vf1"), ("pf0", "drop:roce")}
-    # only the state-dependent extras come and go
-    assert {(r.dev, r.label) for r in add} == {("pf0", "arp-backup"), ("pf1", "bcast:0")}
-    assert {(r.dev, r.label) for r in delete} == {("pf1", "arp-backup"), ("pf0", "bcast:0")}
-    # the egress loopback never changes
-    assert not [r for r in add + replace + delete if r.hook == "egress"]
+    # TX: the one table entry, replaced in place, now to pf1
+    assert [(r.label, r.actions) for r in replace if r.block == rules.BLOCK_REPS] == [
+        ("entry:0", (Action("redirect", "pf1"),))]
+    # RX: pf1's gate now leads to delivery, pf0's to the drop chain -- replaced, same keys
+    gates = {r.label for r in replace if r.block == rules.BLOCK_PORTS}
+    assert gates == {"rx-on:pf1", "rx-off:pf0"}
+    # only the ARP pass of the port that stops receiving comes (and the other's goes)
+    assert [r.label for r in add] == ["arp:pf0"] and [r.label for r in delete] == ["arp:pf1"]
+    assert len(add + replace + delete) == 5
+
+
+@pytest.mark.parametrize("bond_mode,offload", [("active-backup", None), ("balance-xor", "hash"), ("802.3ad", "hash"),
+                                               ("balance-xor", "vf-split")])
+def test_failover_changes_do_not_grow_with_the_number_of_functions(bond_mode, offload):
+    """What a failover rewrites is O(ports x buckets): the same for 2 VFs and 64 (with and without RDMA)."""
+    counts = set()
+    good = "cd" if bond_mode == "802.3ad" else "up"
+    for vfs, rdma in ((2, False), (2, True), (64, True)):
+        nic = make_nic(bond_mode, offload, vfs=vfs, rdma=rdma)
+        if bond_mode == "active-backup":
+            before, after = ab_plan(nic, "pf0"), ab_plan(nic, "pf1", down={"pf0"})
+        else:
+            before = rules.plan(nic, bond_state(nic, [port(p, good) for p in nic.ports]))
+            after = rules.plan(nic, bond_state(nic, [port("pf0", "down"), port("pf1", good)]))
+        there, back = changes(before, after), changes(after, before)
+        counts.add((sum(map(len, there)), sum(map(len, back))))
+    assert len(counts) == 1, counts
+    (there, back), = counts
+    # active-backup: the entry, two gates, an ARP pass added and one deleted; hash: pf0's 16 entries (and in
+    # 802.3ad pf0's gate and ARP pass: balance-xor still receives on a dead port); vf-split: pf0's entry
+    want = {"active-backup": 5, "hash": 16 + (2 if bond_mode == "802.3ad" else 0), "vf-split": 1}
+    assert there == back == want[offload or "active-backup"], counts
 
 
 def test_active_backup_follows_the_bonds_choice_including_primary_reselect():
@@ -369,9 +485,7 @@ def test_active_backup_follows_the_bonds_choice_including_primary_reselect():
         plan = ab_plan(nic, active, down)
         assert plan.table == (active,)
         assert plan.usable == ((active,) if active else ())
-        for r in plan.rules:
-            if r.prio == rules.PRIO_TX:
-                assert r.actions == (rules._to(active),)
+        assert [r.actions for r in entries(plan.rules)] == [(rules._to(active),)]
 
 
 def test_active_backup_recovery_restores_the_original_rules():
@@ -392,19 +506,19 @@ def test_hash_failure_moves_only_the_dead_ports_buckets(bond_mode, ports):
         after = rules.plan(nic, bond_state(nic, [port(p, "down" if p == dead else good) for p in nic.ports]))
         add, replace, delete = changes(full, after)
         moved = {e for e, p in enumerate(native) if p == dead}
-        for fn in nic.functions:
-            tx = {r.match.hash for r in replace if r.dev == fn.rep and r.prio == rules.PRIO_TX}
-            assert tx == moved, f"{fn.rep}: replaced entries {sorted(tx)} != the dead port's {sorted(moved)}"
-        assert not [r for r in add + delete if r.prio == rules.PRIO_TX]
-        # port rules: only the dead port's change -- in 802.3ad; balance-xor still receives on it (the bond
-        # does), so its port rules stay and a failover is TX entries only
-        want = {dead} if bond_mode == "802.3ad" else set()
-        assert {r.dev for r in add + replace + delete if r.dev in nic.ports} == want
+        tx = {r.match.hash for r in entries(replace)}
+        assert tx == moved, f"replaced entries {sorted(tx)} != the dead port's {sorted(moved)}"
+        assert not entries(add + delete)
+        # nothing per function changes, ever
+        assert not [r for r in add + replace + delete if r.block == rules.BLOCK_REPS and r.chain == 0]
+        # port rules: only the dead port's gate and ARP pass -- in 802.3ad; balance-xor still receives on it
+        # (the bond does), so its rules stay and a failover is TX entries only
+        ports_changed = {r.match.indev for r in add + replace + delete if r.block == rules.BLOCK_PORTS}
+        assert ports_changed == ({dead} if bond_mode == "802.3ad" else set())
+        assert not [r for r in add + replace + delete if not r.block]  # the loopback never changes
         # recovery: the same entries back, native everywhere
         add2, replace2, delete2 = changes(after, full)
-        for fn in nic.functions:
-            back = {r.match.hash for r in replace2 if r.dev == fn.rep and r.prio == rules.PRIO_TX}
-            assert back == moved
+        assert {r.match.hash for r in entries(replace2)} == moved
         assert full.rules == rules.plan(nic, bond_state(nic, [port(p, good) for p in nic.ports])).rules
 
 
@@ -413,9 +527,7 @@ def test_hash_all_down_drops_then_recovers_native():
     up = rules.plan(nic, bond_state(nic, [port(p, "up") for p in nic.ports]))
     down = rules.plan(nic, bond_state(nic, [port(p, "down") for p in nic.ports]))
     assert set(down.table) == {None}
-    for r in down.rules:
-        if r.prio == rules.PRIO_TX:
-            assert r.actions == (Action("drop"),)
+    assert {r.actions for r in entries(down.rules)} == {(Action("drop"),)}
     assert rules.plan(nic, bond_state(nic, [port(p, "up") for p in nic.ports])).rules == up.rules
 
 
@@ -425,11 +537,12 @@ def test_vf_split_halves_move_to_the_survivor_and_the_same_come_back():
     assert both.table == ("pf0", "pf1")
     only1 = rules.plan(nic, bond_state(nic, [port("pf0", "down"), port("pf1", "up")]))
     assert only1.table == ("pf1", "pf1")
-    for vf in nic.vfs:
-        tx = {r.match.hash: r.actions[0].dev for r in only1.rules if r.dev == vf.rep and r.prio == rules.PRIO_TX}
-        assert tx == {0: "pf1", 1: "pf1"}
+    assert {r.match.hash: r.actions[0].dev for r in entries(only1.rules)} == {0: "pf1", 1: "pf1"}
+    for vf in nic.vfs:  # every VF's flows go through the one table
+        assert [r.actions for r in only1.rules if r.match.indev == vf.rep and r.prio == rules.PRIO_TX] == [
+            (rules.TO_TABLE,)]
     _, replace, _ = changes(only1, both)
-    assert {(r.dev, r.match.hash) for r in replace if r.prio == rules.PRIO_TX} == {(vf.rep, 0) for vf in nic.vfs}
+    assert [(r.label, r.match.hash) for r in replace] == [("entry:0", 0)]
 
 
 @pytest.mark.parametrize("cond", ["c-only", "sync-only", "backup-cd", "other-aggregator"])
@@ -455,15 +568,17 @@ def test_bond_reporting_another_mode_is_followed():
 @pytest.mark.parametrize("bond_mode,offload,ports", SHAPES)
 def test_keys_do_not_depend_on_state_except_the_extras(bond_mode, offload, ports):
     nic = make_nic(bond_mode, offload, ports=ports, vfs=3)
-    extras = ("arp-backup", "bcast:")
-    seen: Dict[tuple, Tuple[str, tuple]] = {}
+    seen: Dict[tuple, tuple] = {}
+    always = None
     for _conds, _active, state in states_for(nic):
-        for r in rules.plan(nic, state).rules:
-            ident = (r.label.split(":")[0] if r.label.startswith(("rx:", "drop:")) else r.label,
-                     canonical.mask_shape(r.match))
-            if r.key in seen and not r.label.startswith(extras):
-                assert seen[r.key][1] == ident[1], f"{r.key}: mask shape changes with state"
-            seen[r.key] = ident
+        plan = rules.plan(nic, state)
+        keys = {r.key for r in plan.rules if not r.label.startswith("arp:")}
+        if state.devices == all_devices(nic):
+            always = keys if always is None else always
+            assert keys == always, "only the ARP passes come and go"
+        for r in plan.rules:
+            shape = canonical.mask_shape(r.match)
+            assert seen.setdefault(r.key, shape) == shape, f"{r.key}: mask shape changes with state"
 
 
 def test_apply_order_new_path_first_then_tx_then_old_path():
@@ -471,10 +586,14 @@ def test_apply_order_new_path_first_then_tx_then_old_path():
     before, after = ab_plan(nic, "pf0"), ab_plan(nic, "pf1", down={"pf0"})
     add, replace, delete = changes(before, after)
     phases = rules.apply_order(nic, add + replace + delete, after.receiving)
-    assert {r.dev for r in phases[0]} == {"pf1"}
-    assert {r.dev for r in phases[1]} == {fn.rep for fn in nic.functions}
-    assert {r.dev for r in phases[2]} == {"pf0"}
+    assert {r.label for r in phases[0]} == {"rx-on:pf1", "arp:pf1"}
+    assert {r.label for r in phases[1]} == {"entry:0"}
+    assert {r.label for r in phases[2]} == {"rx-off:pf0", "arp:pf0"}
     assert sum(map(len, phases)) == len(add + replace + delete)
+    # installing from nothing: a goto's target chain before the goto, in every phase
+    for group in rules.apply_order(nic, list(before.rules), before.receiving):
+        chains = [r.chain for r in group]
+        assert chains == sorted(chains, reverse=True)
 
 
 def test_balance_xor_port_in_updelay_receives_but_carries_no_tx():
@@ -484,18 +603,18 @@ def test_balance_xor_port_in_updelay_receives_but_carries_no_tx():
     plan = rules.plan(nic, bond_state(nic, [port("pf0", "back"), port("pf1", "up")]))
     assert plan.usable == ("pf1",) and plan.receiving == ("pf0", "pf1")
     assert set(plan.table) == {"pf1"}
-    pf0 = {r.label: r for r in plan.rules if r.dev == "pf0" and r.hook == "ingress"}
-    assert pf0["rx:vf0"].actions == (Action("redirect", "vf0-rep"),)
-    assert pf0["rx:roce"].actions == (Action("redirect", "rdma0-rep"),)
-    assert "arp-backup" not in pf0 and not [k for k in pf0 if k.startswith("drop:")]
+    pf0 = {r.label for r in plan.rules if r.match.indev == "pf0"}
+    assert pf0 == {"rx-on:pf0"}
     # 802.3ad is different: a port that is not collecting+distributing is inactive and drops
     lacp = make_nic("802.3ad", "hash", vfs=2)
     plan = rules.plan(lacp, bond_state(lacp, [port("pf0", "c-only"), port("pf1", "cd")]))
     assert plan.receiving == plan.usable == ("pf1",)
+    assert {r.label for r in plan.rules if r.match.indev == "pf0"} == {"rx-off:pf0", "arp:pf0"}
 
 
-def test_plan_summary_and_devices():
+def test_plan_summary_devices_and_bindings():
     nic = make_nic("balance-xor", "hash", vfs=1)
     plan = rules.plan(nic, bond_state(nic, [port("pf0", "down"), port("pf1", "up")]))
     assert plan.summary() == "usable pf1; table 32xpf1"
     assert rules.devices(nic) == ("pf0", "pf1", "vf0-rep", "rdma0-rep")
+    assert rules.bindings(nic) == {"pf0": (2, 0), "pf1": (2, 0), "vf0-rep": (1, 0), "rdma0-rep": (1, 0)}

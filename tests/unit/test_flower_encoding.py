@@ -36,14 +36,14 @@ NAMES = {index: name for name, index in IFINDEX.items()}
 
 def body(rule: Rule) -> bytes:
     """What the pyroute2-class encoder makes of ``rule`` (after the nlmsghdr)."""
-    msg = codec.encode(rule, IFINDEX[rule.dev], IFINDEX.__getitem__)
+    msg = codec.encode(rule, IFINDEX.get(rule.dev, 0), IFINDEX.__getitem__)
     msg.encode()
     return bytes(msg.data[16:])
 
 
 def whole(rule: Rule) -> bytes:
     """The full message, nlmsghdr included, as a dump would carry it."""
-    msg = codec.encode(rule, IFINDEX[rule.dev], IFINDEX.__getitem__)
+    msg = codec.encode(rule, IFINDEX.get(rule.dev, 0), IFINDEX.__getitem__)
     msg["header"]["type"] = ops.RTM_NEWTFILTER
     msg.encode()
     return bytes(msg.data)
@@ -112,14 +112,55 @@ MCAST_DROP_BYTES = h(
 )
 
 
+# A function's rule in the representors' shared block: ``tc filter add block 1 prio 100 handle 2
+# protocol all flower indev vf0-rep skip_hw action goto chain 1``
+BLOCK_GOTO = Rule(dev="", block=1, prio=100, handle=2, match=Match(indev="vf0-rep"),
+                  actions=(Action("goto", chain=1),), label="tx:vf0")
+BLOCK_GOTO_BYTES = h(
+    # ifindex TCM_IFINDEX_MAGIC_BLOCK, handle 2, parent = block index 1, prio 100, protocol all
+    "00 00 0000  ffffffff  02000000  01000000  00036400",
+    "0b00 0100 666c6f776572 00 00",  # TCA_KIND "flower\0"
+    "5400 0280",  # TCA_OPTIONS (nested), 84 bytes
+    "0c00 0200 7666302d72657000",  # TCA_FLOWER_INDEV "vf0-rep\0"
+    "0800 1600 01000000",  # TCA_FLOWER_FLAGS skip_hw
+    "3c00 0380",  # TCA_FLOWER_ACT
+    "3800 0180",  # order 1
+    "0900 0100 67616374 00 000000",  # TCA_ACT_KIND "gact\0"
+    "1c00 0280",  # TCA_ACT_OPTIONS
+    # TCA_GACT_PARMS: action TC_ACT_GOTO_CHAIN (0x20000000) | chain 1
+    "1800 0200 00000000 00000000 01000020 00000000 00000000",
+    "0a00 0600 74783a766630 0000",  # TCA_ACT_COOKIE "tx:vf0"
+)
+
+
 @pytest.mark.parametrize(
     "rule, expected",
-    [(ROCE_BUCKET, ROCE_BUCKET_BYTES), (MCAST_DROP, MCAST_DROP_BYTES)],
-    ids=["roce-hash-redirect", "mcast-egress-drop"],
+    [(ROCE_BUCKET, ROCE_BUCKET_BYTES), (MCAST_DROP, MCAST_DROP_BYTES), (BLOCK_GOTO, BLOCK_GOTO_BYTES)],
+    ids=["roce-hash-redirect", "mcast-egress-drop", "block-indev-goto"],
 )
 def test_golden_encoding(rule: Rule, expected: bytes) -> None:
     assert body(rule) == expected
-    assert codec.pack(rule, IFINDEX[rule.dev], IFINDEX.__getitem__) == expected
+    assert codec.pack(rule, IFINDEX.get(rule.dev, 0), IFINDEX.__getitem__) == expected
+
+
+def test_golden_delete_in_a_block() -> None:
+    # tcm_ifindex TCM_IFINDEX_MAGIC_BLOCK, tcm_parent = block 2, chain 1
+    expected = h("00 00 0000 ffffffff 03000000 02000000 00000300", "0800 0b00 01000000")
+    rule = Rule("", 3, 3, Match(), (), block=2, chain=1)
+    msg = codec.encode_delete(rule, 0)
+    msg.encode()
+    assert bytes(msg.data[16:]) == expected
+    assert codec.pack_delete(rule, 0) == expected
+
+
+def test_clsact_bound_to_shared_blocks() -> None:
+    # ``tc qdisc add dev pf0 ingress_block 2 egress_block 3 clsact``: TCA_INGRESS_BLOCK (13), TCA_EGRESS_BLOCK (14)
+    expected = h("00 000000 05000000 0000ffff f1ffffff 00000000", "0b00 0100 636c7361637400 00",
+                 "0800 0d00 02000000", "0800 0e00 03000000")
+    assert ops._clsact_body(5, (2, 3)) == expected
+    assert ops._clsact_body(5, (0, 0)) == expected[:-16]  # unshared: no block attributes
+    dumped = h("2c000000 24000000 0000 0000 00000000") + expected[:-8]  # as a dump: only the ingress block
+    assert ops._blocks_of(dumped) == (2, 0)
 
 
 @pytest.mark.parametrize("chain", [0, 2])
@@ -183,12 +224,17 @@ RULES = [
          hook="egress", skip_hw=False, label="tx:b0"),
     Rule("pf0", 0xFFFF, 0x7FFFFFFF, Match(eth_type=ETH_P_ARP), (Action("pass"),) * 32,
          label="x" * 16),
+    BLOCK_GOTO,
+    Rule("", 3, 1, Match(indev="pf1", eth_type=ETH_P_ARP), (Action("goto", chain=0xFFFFFFF),), block=0xFFFFFFFE,
+         label="gate"),
+    Rule("", 4, 9, Match(dst_mac="02:00:00:00:00:01"), (Action("mirror", "vf1-rep"), Action("goto", chain=3)),
+         block=2, chain=1, label="rx:vf1"),
 ]
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: f"{r.dev}/{r.prio}/{r.label or '-'}")
 def test_pack_equals_pyroute2_encoding(rule: Rule) -> None:
-    assert codec.pack(rule, IFINDEX[rule.dev], IFINDEX.__getitem__) == body(rule)
+    assert codec.pack(rule, IFINDEX.get(rule.dev, 0), IFINDEX.__getitem__) == body(rule)
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: f"{r.dev}/{r.prio}/{r.label or '-'}")
@@ -250,6 +296,17 @@ BAD = {
     "handle 0": Rule("pf0", 1, 0, Match(), ()),
     "hook": Rule("pf0", 1, 1, Match(), (), hook="forward"),
     "33 actions": Rule("pf0", 1, 1, Match(), (Action("pass"),) * 33),
+    "goto without chain": Rule("pf0", 1, 1, Match(), (Action("goto"),)),
+    "chain without goto": Rule("pf0", 1, 1, Match(), (Action("pass", chain=1),)),
+    "goto backwards": Rule("pf0", 1, 1, Match(), (Action("goto", chain=1),), chain=1),
+    "goto past 2^28": Rule("pf0", 1, 1, Match(), (Action("goto", chain=1 << 28),)),
+    "chain past 2^28": Rule("pf0", 1, 1, Match(), (), chain=1 << 28),
+    "block with dev": Rule("pf0", 1, 1, Match(), (), block=1),
+    "block egress": Rule("", 1, 1, Match(), (), block=1, hook="egress"),
+    "block magic": Rule("", 1, 1, Match(), (), block=0xFFFFFFFF),
+    "neither dev nor block": Rule("", 1, 1, Match(), ()),
+    "indev too long": Rule("pf0", 1, 1, Match(indev="x" * 16), ()),
+    "indev empty": Rule("pf0", 1, 1, Match(indev=""), ()),
 }
 
 
@@ -260,7 +317,7 @@ def test_invalid_rules_are_refused_before_the_kernel(name: str) -> None:
         with pytest.raises(NetlinkOpError) as info:
             encoder(rule, 5, IFINDEX.__getitem__)
         assert info.value.errno == errno.EINVAL
-        assert "pf0 ingress prio" in str(info.value) or "pf0 forward prio" in str(info.value)
+        assert str(info.value).startswith(canonical.where(rule) + ":")
         assert info.value.fix
 
 
@@ -399,7 +456,7 @@ def test_prio_header_entry_has_no_filter() -> None:
 
 def _with_action(rule: Rule, act_attrs: list) -> bytes:
     """``rule`` encoded, then its first action's attributes extended by ``act_attrs``."""
-    msg = codec.encode(rule, IFINDEX[rule.dev], IFINDEX.__getitem__)
+    msg = codec.encode(rule, IFINDEX.get(rule.dev, 0), IFINDEX.__getitem__)
     options = dict(msg["attrs"])["TCA_OPTIONS"]["attrs"]
     act = dict(dict(options)["TCA_FLOWER_ACT"]["attrs"])["TCA_ACT_PRIO_1"]["attrs"]
     act.extend(act_attrs)
@@ -428,7 +485,7 @@ def test_foreign_kinds_keys_and_cookies() -> None:
     u32.encode()
     got = readback.unpack(bytes(u32.data), NAMES)
     assert got.rule.label == FOREIGN and got.foreign == ("kind u32",)
-    assert got.rule.key == ("pf0", "ingress", 0, 3, 0x800)
+    assert got.rule.key == ("pf0", "ingress", 0, 0, 3, 0x800)
 
     msg = codec.encode(Rule("pf0", 1, 1, Match(), (Action("pass"),)), 5, IFINDEX.__getitem__)
     dict(msg["attrs"])["TCA_OPTIONS"]["attrs"].append(("TCA_FLOWER_KEY_IP_TTL", "40"))
@@ -516,6 +573,15 @@ def test_mask_shape() -> None:
     assert canonical.mask_shape(Match(src_ip="198.18.0.1")) != canonical.mask_shape(
         Match(src_ip="::1"))
     assert canonical.mask_shape(Match()) != canonical.mask_shape(Match(eth_type=ETH_P_IP))
+    # indev is a full-width key: the interface changes, the shape does not
+    assert canonical.mask_shape(Match(indev="pf0")) == canonical.mask_shape(Match(indev="pf1"))
+    assert canonical.mask_shape(Match(indev="pf0")) != canonical.mask_shape(Match())
+
+
+def test_block_rules_read_back_with_their_block_and_key() -> None:
+    got = readback.unpack(whole(BLOCK_GOTO), NAMES).rule
+    assert got.key == ("", "ingress", 1, 0, 100, 2) and got.actions == (Action("goto", chain=1),)
+    assert canonical.where(got) == "block 1 prio 100 handle 2 [tx:vf0]"
 
 
 # --- nlpipe's message parsing ------------------------------------------------------

@@ -243,7 +243,7 @@ def _scalar_mutations() -> List[Case]:
         ("subnet-everything", BASE.replace("name: ab\n", "name: ab\nsubnet: 0.0.0.0/0\n")
          .replace("198.18.0.1/24", "198.18.0.1/33").encode()),
         ("subnet-huge-allocate", b"name: ab\nsubnet: 10.0.0.0/8\nhosts:\n  s:\n    nic: {bond: {mode: active-backup},"
-                                 b" vfs: 65}\n"),
+                                 b" vfs: 257}\n"),
     ]
     for tag in ("!!binary aGVsbG8=", "!!python/object/apply:os.system ['true']", "!custom 2", "!!timestamp x",
                 "!!str 2", "!!set {a, b}", "!!omap [a: 1]", "! 2"):

@@ -86,10 +86,10 @@ def test_tc_imports_neither_agent_nor_bond(package):
 
 def test_bond_and_raw_netlink_sit_below_agent_tc_and_lab():
     def rule(module: str, name: str):
-        if not (under(module, "testbed.bond") or module in ("testbed.rawnl", "testbed.nlpipe")):
+        if not (under(module, "testbed.bond") or module in ("testbed.rawnl", "testbed.nlpipe", "testbed.rtnlmsg")):
             return None
-        for layer in ("testbed.agent", "testbed.tc", "testbed.verify", "testbed.realize", "testbed.status",
-                      "testbed.lab", "testbed.mininet", "testbed.commands", "traffic"):
+        for layer in ("testbed.agent", "testbed.tc", "testbed.verify", "testbed.realize", "testbed.fnbuild",
+                      "testbed.status", "testbed.lab", "testbed.mininet", "testbed.commands", "traffic"):
             if under(name, layer):
                 return f"{module} sits below {layer}"
         return None

@@ -68,7 +68,8 @@ def status_data(agent=True):
         "vfs": [{"kind": "vf", "name": "vf0", "netns": "ab-server-vf0", "addresses": ["198.18.0.11/24"],
                  "representor": "vf0-rep"}],
         "rdma": None,
-        "rules": [{"dev": "pf1", "hook": "ingress", "prio": 3, "packets": 7, "label": "rx:vf0"}],
+        "rules": [{"dev": "", "hook": "ingress", "where": "block 2 chain 2", "prio": 3, "packets": 7,
+                   "label": "rx:vf0"}],
     }
     ag = {"running": True, "nics": {"server": {"usable": ["pf1"], "mapping": ["pf1"],
                                                 "reactions": [{"time": "T", "text": "server: event (pf0)"}]}}}

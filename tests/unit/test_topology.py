@@ -120,3 +120,94 @@ def test_schema_is_shipped_and_valid_json_schema():
     import jsonschema
 
     jsonschema.Draft202012Validator.check_schema(loader.schema())
+
+
+# -- NIC scale: 256 VFs per host ----------------------------------------------------------------------
+
+
+def _two_big_hosts(vfs: int = loader.MAX_VFS) -> str:
+    nic = f"{{bond: {{mode: active-backup}}, vfs: {vfs}, rdma: true}}"
+    return f"name: big\nhosts:\n  a:\n    nic: {nic}\n  b:\n    nic: {nic}\n  c: {{}}\n"
+
+
+def test_a_host_takes_256_vfs_and_not_257():
+    assert loader.MAX_VFS == 256
+    nic = "{bond: {mode: active-backup}, vfs: %d}"
+    topo = loader.loads(f"name: x\nhosts:\n  s:\n    nic: {nic % 256}\n  c: {{}}\n")
+    assert [f.name for f in topo.host("s").nic.vfs][-1] == "vf255"
+    with pytest.raises(TopologyError) as info:
+        loader.loads(f"name: x\nhosts:\n  s:\n    nic: {nic % 257}\n")
+    assert info.value.path == "hosts.s.nic.vfs" and "give at most 256" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_the_schema_vf_limit_is_max_vfs():
+    count, listed = loader.schema()["$defs"]["nic"]["properties"]["vfs"]["oneOf"]
+    assert count["maximum"] == listed["maxItems"] == loader.MAX_VFS
+
+
+@pytest.mark.parametrize("needed, prefix", [(1, 24), (254, 24), (255, 23), (510, 23), (511, 22), (1022, 22),
+                                            (131070, 15)])
+def test_default_subnet_is_the_smallest_that_holds_the_lab(needed, prefix):
+    net = loader.default_subnet(needed)
+    assert net == ipaddress.ip_network(f"198.18.0.0/{prefix}")
+    assert ipaddress.ip_network(loader.DEFAULT_RANGE).supernet_of(net)
+
+
+def test_default_subnet_beyond_the_benchmarking_range_is_refused():
+    assert loader.default_subnet(131071) is None
+    host = {"nic": {"bond": {"mode": "active-backup"}, "vfs": 256}}
+    data = {"name": "x", "hosts": {f"h{i}": host for i in range(512)}}  # 512 x 257 = 131,584 addresses
+    with pytest.raises(TopologyError) as info:
+        loader.build_model(data, "<big>")
+    assert info.value.path == "hosts" and "131,584 addresses" in str(info.value) and "'subnet'" in str(info.value)
+
+
+def test_small_labs_keep_the_default_24():
+    for path in SHIPPED:
+        topo = loader.load(path)
+        if "subnet" not in topo.raw and sum(len(h.nic.vfs) + 1 if h.nic else 1 for h in topo.hosts) <= 254:
+            assert str(topo.subnet) == loader.DEFAULT_SUBNET, path
+
+
+def test_two_hosts_of_256_vfs_get_distinct_addresses_and_macs():
+    """256 VFs + bond + RDMA on two NIC hosts and a client: 515 addresses, more than a /23 holds."""
+    topo = loader.loads(_two_big_hosts())
+    assert topo.subnet == ipaddress.ip_network("198.18.0.0/22")
+    addrs, macs = [], []
+    for h in topo.hosts:
+        addrs.append(h.address)
+        macs.append(h.mac)
+        if h.nic:
+            assert len(h.nic.vfs) == 256 and h.nic.rdma.address == h.address
+            addrs += [f.address for f in h.nic.vfs]
+            macs += [f.mac for f in h.nic.vfs]
+    assert len(addrs) == len(set(a.ip for a in addrs)) == 515
+    assert all(a.network == topo.subnet for a in addrs)
+    assert all(a.ip not in (topo.subnet.network_address, topo.subnet.broadcast_address) for a in addrs)
+    assert len(set(macs)) == len(macs)
+
+
+def test_given_subnet_too_small_for_256_vfs_names_the_fix():
+    with pytest.raises(TopologyError) as info:
+        loader.loads("name: x\nsubnet: 198.18.0.0/24\nhosts:\n  s:\n    nic: {bond: {mode: active-backup}, vfs: 256}\n")
+    assert info.value.path == "hosts.s.nic.vfs[253].address"
+    assert "no free address left in subnet 198.18.0.0/24; give a larger 'subnet'" in str(info.value)
+
+
+def test_256_vfs_fit_every_kernel_name_limit():
+    topo = loader.loads(_two_big_hosts())
+    for h in topo.hosts:
+        for fn in h.nic.functions if h.nic else ():
+            assert len(fn.name) <= naming.IFNAMSIZ_MAX and len(fn.rep) <= naming.IFNAMSIZ_MAX
+            assert len(fn.netns) <= 255 and "/" not in fn.netns  # a file under /run/netns
+    assert topo.host("a").nic.vfs[255].rep == "vf255-rep"
+    assert len(set(topo.netns_names)) == len(topo.netns_names) == 1 + 3 + 2 * 257
+
+
+def test_many_vfs_topology():
+    topo = loader.load(os.path.join(ROOT, "topologies", "many-vfs.yaml"))
+    server = topo.nic_host()
+    assert topo.name == "mv" and len(server.nic.vfs) == loader.MAX_VFS and server.nic.rdma is not None
+    assert topo.subnet == ipaddress.ip_network("198.18.0.0/23")
+    assert topo.plain_host().address.ip == ipaddress.ip_address("198.18.1.2")

@@ -1,0 +1,116 @@
+"""NIC scale: 256 VFs on one host (``topologies/many-vfs.yaml``), the most a host may have.
+
+::
+
+    client ── client-eth0 ─┐
+                           br0 (switch ns) ─┬─ server-pf0 ═ pf0 ─┐
+                                            └─ server-pf1 ═ pf1 ─┴─ bond0 (active-backup, primary pf0)
+    server ns: vf0-rep ═ vf0 (ns mv-server-vf0) ... vf255-rep ═ vf255 (ns mv-server-vf255),
+               rdma0-rep ═ rdma0 (ns mv-server-rdma0)
+
+Brought up with its agent as ``testbed up`` does (``bringup.up``); then the active port's wire is cut:
+the bond moves to pf1 and every function's TX, read back from the kernel (``tc.ops``: each representor
+bound to the shared block, its ``tx:<fn>`` rule into the TX table), must redirect to pf1 -- 257 of them;
+after the repair all go back to pf0. ``down`` must leave no namespace,
+no host link and no rxe device behind. Every VF is checked as built: in its own marked namespace, with
+its MAC and address, up, IPv6 off, and its representor marked with clsact.
+
+Under TCG this takes minutes (bring-up, the agent's first reconcile of ~3,600 rules, teardown), so it
+has its own deadline; see the module's figures in README (NIC scale).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pyroute2 import netns as pr_netns
+
+from testbed import bringup, ifread, loader, teardown, wire
+from testbed.agent import rules
+from testbed.nl import open_ns, wait_until
+from testbed.status import read_bond
+from testbed.tc import ops
+from testbed.tc.rule import Action
+from testbed.topology import Topology
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FILE = os.path.join(ROOT, "topologies", "many-vfs.yaml")
+AGENT_TIMEOUT = 1200.0  # the first reconcile of ~3,600 rules in a loaded TCG guest
+
+
+def host_links():
+    with open_ns(None) as ipr:
+        return sorted(ln.get_attr("IFLA_IFNAME") for ln in ipr.get_links())
+
+
+@pytest.fixture(scope="module")
+def lab():
+    before = (sorted(pr_netns.listnetns()), host_links())
+    topo = loader.load(FILE)
+    assert len(topo.nic_host().nic.vfs) == loader.MAX_VFS
+    bringup.up(topo, agent=True, agent_timeout=AGENT_TIMEOUT)
+    try:
+        yield topo
+    finally:
+        teardown.down(topo.name)
+        assert (sorted(pr_netns.listnetns()), host_links()) == before, "down must leave nothing behind"
+
+
+def all_tx_to(topo: Topology, port: str) -> bool:
+    """Every function's TX, as the kernel holds it, goes out of ``port``: each representor's clsact ingress
+    is bound to the representors' shared block, whose ``tx:<fn>`` rule (indev <fn>-rep) leads into the TX
+    table (chain ``CHAIN_TX``), whose every entry redirects to ``port`` -- 257 functions, one table."""
+    server = topo.nic_host()
+    reps = sorted(fn.rep for fn in server.nic.functions)
+    with open_ns(server.netns) as ipr:
+        bound = ops.clsact_blocks(ipr)
+        block = [inst.rule for inst in ops.dump(ipr, [], [rules.BLOCK_REPS])]
+    if any(bound.get(rep, (0, 0))[0] != rules.BLOCK_REPS for rep in reps):
+        return False
+    tx = {r.match.indev: r.actions for r in block if r.chain == 0 and r.label.startswith("tx:")}
+    if sorted(tx) != reps or any(acts != (Action("goto", chain=rules.CHAIN_TX),) for acts in tx.values()):
+        return False
+    table = [r for r in block if r.chain == rules.CHAIN_TX]
+    return bool(table) and all(r.actions == (Action("redirect", dev=port),) for r in table)
+
+
+def active_port(topo: Topology) -> str:
+    server = topo.nic_host()
+    with open_ns(server.netns) as ipr:
+        return read_bond(ipr, server.nic).get("active_port") or ""
+
+
+def test_every_function_is_built_marked_and_addressed(lab):
+    server = lab.nic_host()
+    mark = f"testbed:{lab.name}"
+    for fn in server.nic.functions:
+        assert teardown.netns_mark(fn.netns) == mark, fn.netns
+        st = ifread.iface(fn.netns, fn.name)
+        assert (st["alias"], st["up"], st["mac"], st["addresses"]) == (mark, True, fn.mac, [str(fn.address)]), fn.name
+    last = server.nic.vfs[-1]
+    assert last.name == "vf255" and str(last.address) == "198.18.1.1/23"
+    path = "/proc/sys/net/ipv6/conf/all/disable_ipv6"
+    from traffic.netns import run_in_netns
+
+    assert run_in_netns(last.netns, lambda: open(path).read().strip()) == "1", "IPv6 off in the VF's namespace"
+    with open_ns(server.netns) as ipr:
+        reps = {ln.get_attr("IFLA_IFNAME"): ln for ln in ipr.get_links()}
+    for fn in server.nic.functions:
+        rep = reps[fn.rep]
+        assert rep.get_attr("IFLA_IFALIAS") == mark and rep.get_attr("IFLA_ADDRESS") == server.nic.mac
+        assert rep.get_attr("IFLA_OPERSTATE") == "UP", fn.rep
+
+
+def test_failover_moves_every_vfs_tx_and_back(lab):
+    assert active_port(lab) == "pf0"
+    wait_until(lambda: all_tx_to(lab, "pf0"), 120, "every TX rule on pf0 after bring-up")
+    wire.set_wire(lab.name, "server", "pf0", up=False)
+    try:
+        wait_until(lambda: active_port(lab) == "pf1", 30, "bond0 to fail over to pf1")
+        wait_until(lambda: all_tx_to(lab, "pf1"), 600, "all 257 TX rules to redirect to pf1 (the survivor)")
+    finally:
+        wire.set_wire(lab.name, "server", "pf0", up=True)
+    wait_until(lambda: active_port(lab) == "pf0", 30, "bond0 back on pf0 (primary, reselect always)")
+    wait_until(lambda: all_tx_to(lab, "pf0"), 600, "all 257 TX rules back on pf0")
