@@ -47,6 +47,13 @@ __all__ = [
 GUEST_MODULES = ("cls_flower", "act_mirred", "act_gact", "sch_ingress", "veth")  # + bonding
 OPTIONAL_GUEST_MODULES = ("act_skbedit",)
 ACCELS = ("auto", "kvm", "tcg")
+# How qemu runs a TCG guest's vCPUs.  "multi" (qemu's default, one host thread per vCPU)
+# races with the guest kernel's live code patching: a vCPU can run a stale translation of
+# a jump-label site that still holds the temporary int3, after the patch is done, and the
+# kernel dies ("Oops: int3" in bond_start_xmit, whose netpoll_block_tx static key 7.x
+# bonding flips at every change of active slave; seen on 7.3 and 6.12).  "single" runs
+# every vCPU on one host thread, where that cannot happen.
+TCG_THREADS = ("single", "multi")
 INSTALL = {
     "kernel": INSTALL_KERNEL,
     "qemu": "apt-get install -y qemu-system-x86",
@@ -149,7 +156,7 @@ def build_vng_argv(
     command: Sequence[str], *, tools: Tools, kernel: str, rwdirs: Sequence[str], accel: str,
     cwd: str, memory: str = "2G", cpus: int = 2, python: str = sys.executable,
     package_root: Optional[str] = None, host_env: Optional[Mapping[str, str]] = None,
-    console: Optional[str] = None,
+    console: Optional[str] = None, tcg_thread: str = "single",
 ) -> List[str]:
     """The vng command line that boots ``kernel`` and runs ``command`` (argv) in it,
     in directory ``cwd``.  Pure: reads nothing but its arguments.  ``accel`` is "kvm"
@@ -184,8 +191,12 @@ def build_vng_argv(
     # (Debian 12), wait 3 s per shared directory before falling back to 9p anyway.
     argv = [tools.vng, f"--run={kernel}", f"--qemu={tools.qemu}", f"--busybox={tools.busybox}",
             f"--memory={memory}", f"--cpus={cpus}", "--force-9p", f"--cwd={cwd}"]
+    if tcg_thread not in TCG_THREADS:
+        raise UsageError(f"testbed vm: bad --tcg-thread {tcg_thread!r}", fix=" or ".join(TCG_THREADS))
     if accel == "tcg":
         argv.append("--disable-kvm")
+        if tcg_thread == "single":  # see TCG_THREADS
+            argv.append("--qemu-opts=-accel tcg,thread=single")
     argv += [f"--rwdir={d}" for d in rwdirs]
     if console is not None:  # qemu's second ISA serial port is the guest's ttyS1 (0x2f8)
         argv += [f"--append=earlycon=uart8250,io,0x2f8,115200 keep_bootcon loglevel={CONSOLE_LOGLEVEL}",
@@ -196,7 +207,7 @@ def build_vng_argv(
 def run_in_vm(
     argv: List[str], *, kernel: Optional[str] = None, memory: str = "2G", cpus: int = 2,
     rwdirs: Optional[List[str]] = None, timeout: Optional[float] = None, accel: str = "auto",
-    console: Optional[str] = None,
+    console: Optional[str] = None, tcg_thread: str = "single",
 ) -> int:
     """Run ``argv`` in a guest and return its exit status; VMError when the guest
     cannot be booted or ``timeout`` seconds pass (its qemu is then killed).  The guest's
@@ -225,7 +236,7 @@ def run_in_vm(
     def build(accel: str, log: Optional[str]) -> List[str]:
         return build_vng_argv(argv, tools=tools, kernel=kern.path, rwdirs=dirs, accel=accel,
                               cwd=os.getcwd(), memory=memory, cpus=cpus, host_env=host_env,
-                              console=log)
+                              console=log, tcg_thread=tcg_thread)
 
     build("tcg", None)  # reject bad options before a probe boot is spent on them
     from testbed import vmcache

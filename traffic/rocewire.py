@@ -5,6 +5,10 @@ namespace, on a thread that entered it) and, on a thread of its own, records eve
 port 4791 whose source or destination is one of ``ips`` as ``(t_ns, port, src, dst)`` (kernel
 receive time, CLOCK_REALTIME).  ``counts(src, since_ns, until_ns)`` -> {port: frames}.
 
+A kernel stamp more than ``STAMP_SLACK_NS`` away from this thread's own clock when it reads the
+frame is not a receive time (a forwarded skb can carry its sender's departure time, on another
+clock): such a frame is stamped with the read time instead, and counted in ``restamped``.
+
     with RoceWires("lab-switch", {"pf0": "server-pf0", "pf1": "server-pf1"}, {"198.18.0.1"}) as w:
         ...
     w.counts(src="198.18.0.1")
@@ -24,6 +28,7 @@ from traffic.netns import run_in_netns
 ETH_P_ALL = 0x0003
 ROCE_PORT = 4791
 SO_TIMESTAMPNS = 35
+STAMP_SLACK_NS = 2_000_000_000
 Frame = Tuple[int, str, str, str]  # t_ns, port, src ip, dst ip
 
 
@@ -46,6 +51,7 @@ class RoceWires:
         self.wires = dict(wires)
         self.ips = set(ips)
         self.frames: List[Frame] = []
+        self.restamped = 0
         self._socks: Dict[int, Tuple[socket.socket, str]] = {}
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -82,14 +88,20 @@ class RoceWires:
                         break
                     except OSError:
                         break
-                    t_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
-                    for level, kind, val in anc:
-                        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(val) >= 16:
-                            sec, nsec = struct.unpack("qq", val[:16])
-                            t_ns = sec * 1_000_000_000 + nsec
                     parsed = parse_roce(data)
                     if parsed and (parsed[0] in self.ips or parsed[1] in self.ips):
-                        self.frames.append((t_ns, port, parsed[0], parsed[1]))
+                        self.frames.append((self._stamp(anc), port, parsed[0], parsed[1]))
+
+    def _stamp(self, anc: List[Tuple[int, int, bytes]]) -> int:
+        now = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        for level, kind, val in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(val) >= 16:
+                sec, nsec = struct.unpack("qq", val[:16])
+                t_ns = sec * 1_000_000_000 + nsec
+                if abs(now - t_ns) <= STAMP_SLACK_NS:
+                    return t_ns
+                self.restamped += 1
+        return now
 
     def close(self) -> None:
         self._stop.set()

@@ -74,6 +74,12 @@ finds vng beside its own Python although sudo's PATH lacks the .venv):
     testbed vm --kernel 6.12 --accel tcg -- uname -r
     testbed vm --kernel /lib/modules/7.3.4+deb13-amd64/vmlinuz -- uname -r
 
+  why single-threaded TCG: qemu 7.2's multi-threaded TCG can keep running a
+  stale translation of kernel code that the guest just patched (a jump-label
+  site still holding the temporary int3), so the guest dies with "Oops: int3"
+  -- seen in bond_start_xmit on 7.3, whose bonding flips a static key at every
+  failover.  --tcg-thread multi brings the speed back for short, patch-free runs.
+
   look around the guest's kernel:
     testbed vm -- sh -c 'lsmod | grep -E "bonding|cls_flower"'
 """
@@ -97,6 +103,11 @@ def register(subparsers: Any, name: str = "vm") -> None:
     p.add_argument("--cpus", type=int, default=2, metavar="N", help="guest CPUs (default: 2)")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
                    help="kvm, tcg, or auto: KVM when a probe boot shows it works (default)")
+    p.add_argument("--tcg-thread", choices=("single", "multi"), default="single",
+                   help="under TCG, run all vCPUs on one host thread (single, the default: "
+                        "safe from qemu's race with the guest kernel's live code patching) or "
+                        "one thread per vCPU (multi: faster, but the guest can die with "
+                        "'Oops: int3'); no effect under KVM")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="kill the guest and fail after this long (default: no limit)")
     p.add_argument("--console", metavar="FILE",
@@ -166,4 +177,4 @@ def handle(args: argparse.Namespace) -> int:
     rwdirs = [os.path.abspath(d) for d in args.rwdir] if args.rwdir else None
     return run_in_vm(command, kernel=args.kernel, memory=args.memory, cpus=args.cpus,
                      rwdirs=rwdirs, timeout=args.timeout, accel=args.accel,
-                     console=args.console)
+                     console=args.console, tcg_thread=args.tcg_thread)

@@ -240,6 +240,9 @@ def run_verbs(lab: Any, target: str = "server:rdma0", *, peer: Optional[str] = N
     if fail_ns and repair_ns:
         phases += [("during the fault", fail_end_ns or fail_ns, repair_ns), ("after the repair", repair_ns, end_ns)]
     wire_counts = {name: cap.counts(None, a, b) for name, a, b in phases}
+    if cap.restamped:
+        progress(f"{cap.restamped} of {len(cap.frames)} RoCE frames carried a kernel time stamp off this "
+                 "machine's clock by over 2 s; they were timed when read")
     counters = {d: rdma.counter_delta(before[d], after[d]) for d in devices}
     if agent and fail_ns:
         view.wait_settled(host, usable, SETTLE_TIMEOUT_S)

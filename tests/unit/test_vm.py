@@ -150,7 +150,7 @@ def test_build_vng_argv_tcg():
     argv = build(
         ["python", "-m", "pytest", "-m", "integration"], memory="4G", cpus=3, rwdirs=["/work/main", "/srv/out"]
     )
-    assert argv[:9] == [
+    assert argv[:10] == [
         "/opt/vng/bin/vng",
         "--run=/boot/vmlinuz-6.1.0-56-amd64",
         "--qemu=/usr/bin/qemu-system-x86_64",
@@ -160,13 +160,21 @@ def test_build_vng_argv_tcg():
         "--force-9p",
         "--cwd=/work/main",
         "--disable-kvm",
+        "--qemu-opts=-accel tcg,thread=single",
     ]
-    assert argv[9:11] == ["--rwdir=/work/main", "--rwdir=/srv/out"]
-    assert argv[11].startswith("--exec=") and len(argv) == 12
+    assert argv[10:12] == ["--rwdir=/work/main", "--rwdir=/srv/out"]
+    assert argv[12].startswith("--exec=") and len(argv) == 13
 
 
 def test_build_vng_argv_kvm_has_no_disable_flag():
-    assert "--disable-kvm" not in build(["true"], accel="kvm")
+    argv = build(["true"], accel="kvm")
+    assert "--disable-kvm" not in argv
+    assert not [a for a in argv if "thread=" in a]  # the TCG thread model means nothing under KVM
+
+
+def test_tcg_multi_thread_keeps_qemus_default():
+    argv = build(["true"], tcg_thread="multi")
+    assert "--disable-kvm" in argv and not [a for a in argv if "-accel" in a]
 
 
 def test_guest_command_round_trips_through_shell_quoting():
@@ -219,6 +227,7 @@ def test_guest_environment_passes_ci_and_testbed_vars_only():
         ({"rwdirs": ["relative/dir"]}, "must be absolute"),
         ({"rwdirs": ["/a,b"]}, "without ','"),
         ({"cwd": "work"}, "working directory"),
+        ({"tcg_thread": "mttcg"}, "bad --tcg-thread"),
     ],
 )
 def test_build_vng_argv_rejects_bad_options(kw, message):
@@ -464,10 +473,10 @@ def test_console_log_goes_to_a_second_serial_port_at_warning_level():
     argv = build(["true"], console="/work/main/out/console.log")
     assert "--append=earlycon=uart8250,io,0x2f8,115200 keep_bootcon loglevel=5" in argv
     opts = [a for a in argv if a.startswith("--qemu-opts=")]
-    assert opts == ["--qemu-opts=-chardev file,id=testbedlog,path=/work/main/out/console.log "
+    assert opts == ["--qemu-opts=-accel tcg,thread=single", "--qemu-opts=-chardev file,id=testbedlog,path=/work/main/out/console.log "
                     "-serial chardev:testbedlog"]
     assert argv[-1].startswith("--exec=")  # vng wants its command last
-    assert not any(a.startswith(("--append", "--qemu-opts")) for a in build(["true"]))
+    assert not any(a.startswith("--append") or "chardev" in a for a in build(["true"]))
 
 
 @pytest.mark.parametrize("path", ["out/console.log", "/tmp/a b.log", "/tmp/a,b.log", "/tmp/x'y"])
