@@ -254,3 +254,19 @@ def test_peer_refuses_retry_7_which_rxe_treats_as_forever():
     so a negative control could never end -- seen in the 7.3 guest: 15 retries, QP still RTS after 4 s."""
     with pytest.raises(SystemExit):
         verbs_peer.parse_args(["--role", "connect", "--address", "1.2.3.4", "--peer", "1.2.3.5", "--retry", "7"])
+
+
+def test_rocewire_keeps_a_receive_stamp_and_replaces_one_on_another_clock():
+    import socket as _socket
+    import time as _time
+
+    w = rocewire.RoceWires("ns", {"pf0": "server-pf0"}, {"198.18.0.1"})
+    now = _time.clock_gettime_ns(_time.CLOCK_REALTIME)
+    near = now - 5_000_000
+    anc = [(_socket.SOL_SOCKET, rocewire.SO_TIMESTAMPNS, struct.pack("qq", near // 10**9, near % 10**9))]
+    assert w._stamp(anc) == near and w.restamped == 0
+    boot = _time.clock_gettime_ns(_time.CLOCK_MONOTONIC)  # a departure time on the monotonic clock
+    anc = [(_socket.SOL_SOCKET, rocewire.SO_TIMESTAMPNS, struct.pack("qq", boot // 10**9, boot % 10**9))]
+    t = w._stamp(anc)
+    assert abs(t - _time.clock_gettime_ns(_time.CLOCK_REALTIME)) < 10**9 and w.restamped == 1
+    assert abs(w._stamp([]) - now) < 10**9 and w.restamped == 1  # no stamp: the read time, not counted
