@@ -49,16 +49,15 @@ from traffic.netns import enter_netns
 from traffic.parse import parse_stream_frame
 from traffic.pcap import PcapWriter
 from traffic.records import RxRecord
+from traffic.stamps import SO_TIMESTAMPNS, TIMESPEC, real_ns
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
-SO_TIMESTAMPNS = 35
 SO_RCVBUFFORCE = 33
 PACKET_OUTGOING = 4
-_TIMESPEC = struct.Struct("qq")
 _TPACKET_STATS = struct.Struct("II")
-_ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
+_ANC_SIZE = socket.CMSG_SPACE(TIMESPEC.size)
 BATCH = 512  # frames read before publishing them (and looking at the stop pipe again)
 
 
@@ -335,9 +334,5 @@ class Receiver:
 
 
 def _rx_ns(anc: List[Tuple[int, int, bytes]]) -> int:
-    """The kernel's receive time stamp (SO_TIMESTAMPNS) of a frame, else now."""
-    for level, kind, payload in anc:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-            sec, nsec = _TIMESPEC.unpack(payload)
-            return sec * 1_000_000_000 + nsec
-    return time.time_ns()
+    """The kernel's receive time stamp (SO_TIMESTAMPNS) of a frame on the real-time clock, else now."""
+    return real_ns(anc)[0]

@@ -5,13 +5,7 @@ namespace, on a thread that entered it) and, on a thread of its own, records eve
 port 4791 whose source or destination is one of ``ips`` as ``(t_ns, port, src, dst)`` (kernel
 receive time, CLOCK_REALTIME).  ``counts(src, since_ns, until_ns)`` -> {port: frames}.
 
-A kernel stamp more than ``STAMP_SLACK_NS`` away from this thread's own clock when it reads the
-frame is not a receive time (a forwarded skb can carry its sender's departure time, on another
-clock): such a frame is stamped with the read time instead, and counted in ``restamped``.
-
-    with RoceWires("lab-switch", {"pf0": "server-pf0", "pf1": "server-pf1"}, {"198.18.0.1"}) as w:
-        ...
-    w.counts(src="198.18.0.1")
+Frames whose kernel stamp was on another clock (``traffic.stamps``) are counted in ``restamped``.
 """
 
 from __future__ import annotations
@@ -20,15 +14,13 @@ import select
 import socket
 import struct
 import threading
-import time
 from typing import Collection, Dict, List, Mapping, Optional, Tuple
 
 from traffic.netns import run_in_netns
+from traffic.stamps import SO_TIMESTAMPNS, real_ns
 
 ETH_P_ALL = 0x0003
 ROCE_PORT = 4791
-SO_TIMESTAMPNS = 35
-STAMP_SLACK_NS = 2_000_000_000
 Frame = Tuple[int, str, str, str]  # t_ns, port, src ip, dst ip
 
 
@@ -93,15 +85,9 @@ class RoceWires:
                         self.frames.append((self._stamp(anc), port, parsed[0], parsed[1]))
 
     def _stamp(self, anc: List[Tuple[int, int, bytes]]) -> int:
-        now = time.clock_gettime_ns(time.CLOCK_REALTIME)
-        for level, kind, val in anc:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(val) >= 16:
-                sec, nsec = struct.unpack("qq", val[:16])
-                t_ns = sec * 1_000_000_000 + nsec
-                if abs(now - t_ns) <= STAMP_SLACK_NS:
-                    return t_ns
-                self.restamped += 1
-        return now
+        t_ns, moved = real_ns(anc)
+        self.restamped += moved
+        return t_ns
 
     def close(self) -> None:
         self._stop.set()

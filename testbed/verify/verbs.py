@@ -164,8 +164,8 @@ class VerbsResult:
         for phase, counts in self.wires.items():
             out.append(f"RoCE frames {phase}: " + ", ".join(f"{p} {n}" for p, n in counts.items()))
         if self.series.get("restamped"):
-            out.append(f"RoCE frames timed when read (their kernel time stamp was off by over 2 s): "
-                       f"{self.series['restamped']}")
+            out.append(f"RoCE frames whose kernel time stamp was on another clock (moved onto the real "
+                       f"time): {self.series['restamped']}")
         for dev, c in self.counters.items():
             shown = {k: v for k, v in c.items() if k not in ("sent_pkts", "rcvd_pkts") and v}
             out.append(f"rxe {dev}: sent {c.get('sent_pkts', 0)}, received {c.get('rcvd_pkts', 0)}" +

@@ -5,9 +5,10 @@ Two labs, each with its agent (``bringup.up``), torn down by their fixture:
 * ARP-monitored active-backup (bonding selftests' ``drivers/net/bonding/bond_options.sh``,
   ``arp_validate_test``): miimon 0, ``arp_interval`` + ``arp_ip_target`` = the client,
   ``arp_validate all``, per-port ``prio``. A failed wire fails over by the ARP verdict and the
-  agent follows. (Taking the ARP target away to show "verdict, not carrier" needs the target's
-  replies filtered per port at the switch: with ``arp_validate all`` the ports validate each
-  other's flooded probes -- not tested yet)::
+  agent follows. Verdict, not carrier: the switch drops every ARP frame it sends down pf0's wire
+  (a flower drop on ``server-pf0``'s egress in the switch namespace; with ``arp_validate all``
+  a port is also validated by the other port's flooded probes, so all ARP must go): pf0 keeps
+  its carrier, the ARP monitor fails it, and the agent leaves it although its link is up::
 
       client 198.18.0.100 (the ARP target) ── br0 ─┬─ server-pf0 ═ pf0 ─┐
                                                    └─ server-pf1 ═ pf1 ─┴─ bond0 (ARP monitor)
@@ -23,11 +24,12 @@ Two labs, each with its agent (``bringup.up``), torn down by their fixture:
 from __future__ import annotations
 
 import os
+import subprocess
 from typing import Any, Dict, Iterator
 
 import pytest
 
-from testbed import bringup, loader, teardown, wire
+from testbed import bringup, loader, naming, teardown, wire
 from testbed.agent import status as agent_status
 from testbed.demo import ping
 from testbed.nl import open_ns, wait_until
@@ -96,6 +98,31 @@ def test_arp_monitored_failover_moves_the_offload(arpab):
     finally:
         wire.set_wire(arpab.name, "server", "pf0", up=True)
     wait_until(lambda: usable(arpab) == ["pf0"], 30, "the agent back on the primary pf0")
+
+
+def switch_tc(topo: Topology, *args: str) -> None:
+    subprocess.run(["ip", "netns", "exec", topo.switch_netns, "tc", *args], check=True)
+
+
+def test_arp_verdict_not_carrier_moves_the_offload(arpab):
+    """pf0 keeps its carrier but hears no ARP: the bond fails it by its ARP verdict, and the agent, keyed on
+    the bond's verdict as the drivers are, moves the VF's traffic to pf1; without the drop pf0 comes back."""
+    wire_dev = naming.switch_port("server", "pf0")
+    wait_until(lambda: usable(arpab) == ["pf0"], 30, "the agent to use the primary pf0")
+    switch_tc(arpab, "qdisc", "add", "dev", wire_dev, "clsact")
+    try:
+        switch_tc(arpab, "filter", "add", "dev", wire_dev, "egress", "protocol", "arp", "prio", "1",
+                  "flower", "action", "drop")
+        wait_until(lambda: bond(arpab)["active_port"] == "pf1", 30, "the ARP monitor to fail pf0 over to pf1")
+        b = bond(arpab)
+        assert port(b, "pf0")["carrier"] is True, f"pf0's link stays up: {port(b, 'pf0')}"
+        assert port(b, "pf0")["mii_status"] != "up", f"the bond's verdict on pf0 is down: {port(b, 'pf0')}"
+        wait_until(lambda: usable(arpab) == ["pf1"], 30, "the agent to leave pf0 although its carrier is up")
+        assert pings(arpab, "198.18.0.11"), "client -> vf0 through pf1"
+    finally:
+        switch_tc(arpab, "qdisc", "del", "dev", wire_dev, "clsact")
+    wait_until(lambda: bond(arpab)["active_port"] == "pf0", 30, "pf0 back by its ARP verdict (primary)")
+    wait_until(lambda: usable(arpab) == ["pf0"], 30, "the agent back on pf0")
 
 
 def test_passive_lacp_comes_up_and_carries_vf_traffic(plac):

@@ -12,7 +12,7 @@ import pytest
 from testbed import loader, naming, rdma
 from testbed.errors import CapabilityError, TopologyError
 from testbed.verify import verbs
-from traffic import rocewire, verbs_peer
+from traffic import rocewire, stamps, verbs_peer
 
 BASE = """
 name: v
@@ -263,10 +263,14 @@ def test_rocewire_keeps_a_receive_stamp_and_replaces_one_on_another_clock():
     w = rocewire.RoceWires("ns", {"pf0": "server-pf0"}, {"198.18.0.1"})
     now = _time.clock_gettime_ns(_time.CLOCK_REALTIME)
     near = now - 5_000_000
-    anc = [(_socket.SOL_SOCKET, rocewire.SO_TIMESTAMPNS, struct.pack("qq", near // 10**9, near % 10**9))]
+    anc = [(_socket.SOL_SOCKET, stamps.SO_TIMESTAMPNS, struct.pack("qq", near // 10**9, near % 10**9))]
     assert w._stamp(anc) == near and w.restamped == 0
-    boot = _time.clock_gettime_ns(_time.CLOCK_MONOTONIC)  # a departure time on the monotonic clock
-    anc = [(_socket.SOL_SOCKET, rocewire.SO_TIMESTAMPNS, struct.pack("qq", boot // 10**9, boot % 10**9))]
+    # a delivery time on the monotonic clock, 500 ms old: moved onto the real-time clock, not to the read time
+    mono = _time.clock_gettime_ns(_time.CLOCK_MONOTONIC) - 500_000_000
+    anc = [(_socket.SOL_SOCKET, stamps.SO_TIMESTAMPNS, struct.pack("qq", mono // 10**9, mono % 10**9))]
     t = w._stamp(anc)
-    assert abs(t - _time.clock_gettime_ns(_time.CLOCK_REALTIME)) < 10**9 and w.restamped == 1
-    assert abs(w._stamp([]) - now) < 10**9 and w.restamped == 1  # no stamp: the read time, not counted
+    real = _time.clock_gettime_ns(_time.CLOCK_REALTIME)
+    assert 400_000_000 < real - t < 600_000_000 and w.restamped == 1
+    anc = [(_socket.SOL_SOCKET, stamps.SO_TIMESTAMPNS, struct.pack("qq", 12, 0))]  # fits no clock
+    assert abs(w._stamp(anc) - _time.clock_gettime_ns(_time.CLOCK_REALTIME)) < 10**9 and w.restamped == 2
+    assert abs(w._stamp([]) - now) < 10**9 and w.restamped == 2  # no stamp: the read time, not counted

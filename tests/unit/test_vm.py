@@ -473,7 +473,8 @@ def test_console_log_goes_to_a_second_serial_port_at_warning_level():
     argv = build(["true"], console="/work/main/out/console.log")
     assert "--append=earlycon=uart8250,io,0x2f8,115200 keep_bootcon loglevel=5" in argv
     opts = [a for a in argv if a.startswith("--qemu-opts=")]
-    assert opts == ["--qemu-opts=-accel tcg,thread=single", "--qemu-opts=-chardev file,id=testbedlog,path=/work/main/out/console.log "
+    assert opts == ["--qemu-opts=-accel tcg,thread=single",
+                    "--qemu-opts=-chardev file,id=testbedlog,path=/work/main/out/console.log "
                     "-serial chardev:testbedlog"]
     assert argv[-1].startswith("--exec=")  # vng wants its command last
     assert not any(a.startswith("--append") or "chardev" in a for a in build(["true"]))
