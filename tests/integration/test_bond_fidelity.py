@@ -19,12 +19,19 @@ Two labs, each with its agent (``bringup.up``), torn down by their fixture:
   actor's ACTIVITY bit stays clear, ``status`` shows the aggregator ids, and VF traffic flows::
 
       client ── br0 ── server-lag (802.3ad, active) ═ pf0, pf1 ─ bond0 (802.3ad, passive)
+
+* peer notification (``bond_options.sh``, ``garp_test``): ``num_grat_arp 5`` with
+  ``peer_notify_delay 100``; after a failover the switch counts, with a flower rule on the new
+  active port's wire as the selftest does, exactly 5 gratuitous ARPs (request, sender = target =
+  the bond's address), and the agent has moved the VF's traffic to the same port.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import time
 from typing import Any, Dict, Iterator
 
 import pytest
@@ -57,6 +64,11 @@ def arpab() -> Iterator[Topology]:
 @pytest.fixture(scope="module")
 def plac() -> Iterator[Topology]:
     yield from agent_lab("passive-lacp.yaml")
+
+
+@pytest.fixture(scope="module")
+def garp() -> Iterator[Topology]:
+    yield from agent_lab("garp.yaml")
 
 
 def bond(topo: Topology) -> Dict[str, Any]:
@@ -141,3 +153,48 @@ def test_passive_lacp_comes_up_and_carries_vf_traffic(plac):
         assert "activity" in entry["lacp_partner"], f"the switch's partner is active: {entry['lacp_partner']}"
     wait_until(lambda: usable(plac) == ["pf0", "pf1"], 30, "the agent to use both distributing ports")
     assert pings(plac, "198.18.0.11"), "client -> vf0 over the passive LAG"
+
+
+GARP_HANDLE = 101
+
+
+def garp_count(topo: Topology, dev: str) -> int:
+    """Packets of the switch's gratuitous-ARP counting rule on ``dev``'s ingress (``tc -s -j``)."""
+    out = subprocess.run(["ip", "netns", "exec", topo.switch_netns, "tc", "-s", "-j", "filter", "show", "dev", dev,
+                          "ingress"], check=True, capture_output=True, text=True).stdout
+    for f in json.loads(out or "[]"):
+        if f.get("options", {}).get("handle") == GARP_HANDLE:
+            return sum(a.get("stats", {}).get("packets", 0) for a in f["options"].get("actions", []))
+    raise AssertionError(f"no counting rule {GARP_HANDLE} on {dev}: {out}")
+
+
+def test_failover_sends_num_grat_arp_gratuitous_arps(garp):
+    b = bond(garp)
+    n = b["options"]["num_grat_arp"]
+    assert n == 5 and b["options"]["peer_notify_delay"] == 100, b["options"]
+    wait_until(lambda: usable(garp) == ["pf0"], 30, "the agent to use the primary pf0")
+    bond_ip = str(garp.nic_host().nic.address.ip)
+    for p in ("pf0", "pf1"):
+        dev = naming.switch_port("server", p)
+        switch_tc(garp, "qdisc", "add", "dev", dev, "clsact")
+        switch_tc(garp, "filter", "add", "dev", dev, "ingress", "protocol", "arp", "pref", "1", "handle",
+                  str(GARP_HANDLE), "flower", "arp_op", "request", "arp_sip", bond_ip, "arp_tip", bond_ip,
+                  "action", "pass")
+    try:
+        wire.set_wire(garp.name, "server", "pf0", up=False)
+        try:
+            wait_until(lambda: bond(garp)["active_port"] == "pf1", 30, "the bond to fail over to pf1")
+            new_wire = naming.switch_port("server", "pf1")
+            wait_until(lambda: garp_count(garp, new_wire) >= n, 30, f"{n} gratuitous ARPs on pf1's wire")
+            # peer_notify_delay apart: a sixth would come within 100 ms; watch for three of those
+            until = time.monotonic() + 0.3
+            while time.monotonic() < until:
+                assert garp_count(garp, new_wire) == n, "exactly num_grat_arp, as bond_options.sh checks"
+            wait_until(lambda: usable(garp) == ["pf1"], 30, "the agent to follow to pf1")
+            assert pings(garp, "198.18.0.11"), "client -> vf0 through pf1"
+        finally:
+            wire.set_wire(garp.name, "server", "pf0", up=True)
+    finally:
+        for p in ("pf0", "pf1"):
+            switch_tc(garp, "qdisc", "del", "dev", naming.switch_port("server", p), "clsact")
+    wait_until(lambda: usable(garp) == ["pf0"], 30, "the agent back on the primary pf0")
