@@ -72,17 +72,20 @@ class RoceWires:
         while not self._stop.is_set():
             ready, _, _ = select.select(fds, [], [], 0.1)
             for fd in ready:
-                sock, port = self._socks[fd]
-                while True:
-                    try:
-                        data, anc, _flags, _addr = sock.recvmsg(128, 64)
-                    except BlockingIOError:
-                        break
-                    except OSError:
-                        break
-                    parsed = parse_roce(data)
-                    if parsed and (parsed[0] in self.ips or parsed[1] in self.ips):
-                        self.frames.append((self._stamp(anc), port, parsed[0], parsed[1]))
+                self._drain(fd)
+        for fd in fds:  # frames that crossed before close() but were not read yet (a slow guest lags)
+            self._drain(fd)
+
+    def _drain(self, fd: int) -> None:
+        sock, port = self._socks[fd]
+        while True:
+            try:
+                data, anc, _flags, _addr = sock.recvmsg(128, 64)
+            except OSError:  # BlockingIOError: drained
+                return
+            parsed = parse_roce(data)
+            if parsed and (parsed[0] in self.ips or parsed[1] in self.ips):
+                self.frames.append((self._stamp(anc), port, parsed[0], parsed[1]))
 
     def _stamp(self, anc: List[Tuple[int, int, bytes]]) -> int:
         t_ns, moved = real_ns(anc)

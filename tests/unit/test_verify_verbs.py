@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+import time
 
 import pytest
 
@@ -256,21 +257,26 @@ def test_peer_refuses_retry_7_which_rxe_treats_as_forever():
         verbs_peer.parse_args(["--role", "connect", "--address", "1.2.3.4", "--peer", "1.2.3.5", "--retry", "7"])
 
 
-def test_rocewire_keeps_a_receive_stamp_and_replaces_one_on_another_clock():
-    import socket as _socket
-    import time as _time
+def _anc(t_ns):
+    return [(socket.SOL_SOCKET, stamps.SO_TIMESTAMPNS, stamps.TIMESPEC.pack(t_ns // 10**9, t_ns % 10**9))]
 
+
+def test_stamps_keep_a_real_time_stamp_read_late_and_move_one_on_another_clock():
+    real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    late = real - 30 * 10**9  # read 30 s after it crossed: a slow guest's capture thread
+    assert stamps.real_ns(_anc(late)) == (late, False)
+    mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC) - 500_000_000  # a delivery time, 500 ms old
+    t, moved = stamps.real_ns(_anc(mono))
+    assert moved and 400_000_000 < time.clock_gettime_ns(time.CLOCK_REALTIME) - t < 600_000_000
+    t, moved = stamps.real_ns(_anc(real + 3600 * 10**9))  # an hour ahead: fits no clock -> the read time
+    assert moved and abs(t - time.clock_gettime_ns(time.CLOCK_REALTIME)) < 10**9
+    t, moved = stamps.real_ns([])  # no stamp: the read time, not counted as moved
+    assert not moved and abs(t - real) < 10**9
+
+
+def test_rocewire_counts_the_frames_whose_stamp_it_moved():
     w = rocewire.RoceWires("ns", {"pf0": "server-pf0"}, {"198.18.0.1"})
-    now = _time.clock_gettime_ns(_time.CLOCK_REALTIME)
-    near = now - 5_000_000
-    anc = [(_socket.SOL_SOCKET, stamps.SO_TIMESTAMPNS, struct.pack("qq", near // 10**9, near % 10**9))]
-    assert w._stamp(anc) == near and w.restamped == 0
-    # a delivery time on the monotonic clock, 500 ms old: moved onto the real-time clock, not to the read time
-    mono = _time.clock_gettime_ns(_time.CLOCK_MONOTONIC) - 500_000_000
-    anc = [(_socket.SOL_SOCKET, stamps.SO_TIMESTAMPNS, struct.pack("qq", mono // 10**9, mono % 10**9))]
-    t = w._stamp(anc)
-    real = _time.clock_gettime_ns(_time.CLOCK_REALTIME)
-    assert 400_000_000 < real - t < 600_000_000 and w.restamped == 1
-    anc = [(_socket.SOL_SOCKET, stamps.SO_TIMESTAMPNS, struct.pack("qq", 12, 0))]  # fits no clock
-    assert abs(w._stamp(anc) - _time.clock_gettime_ns(_time.CLOCK_REALTIME)) < 10**9 and w.restamped == 2
-    assert abs(w._stamp([]) - now) < 10**9 and w.restamped == 2  # no stamp: the read time, not counted
+    real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    assert w._stamp(_anc(real)) == real and w.restamped == 0
+    w._stamp(_anc(time.clock_gettime_ns(time.CLOCK_MONOTONIC)))
+    assert w.restamped == 1
