@@ -50,7 +50,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import figures  # noqa: E402
 import yaml  # noqa: E402
-from pyroute2 import IPRoute, netns  # noqa: E402
 
 from testbed import (  # noqa: E402
     labstore,
@@ -64,7 +63,7 @@ from testbed.agent.reconcile import NicReconciler  # noqa: E402
 from testbed.agent.status import ReactionStatus  # noqa: E402
 from testbed.bond.ports import usable_ports  # noqa: E402
 from testbed.bond.state import read_state  # noqa: E402
-from testbed.nl import wait_until  # noqa: E402
+from testbed.nl import open_ns, wait_until  # noqa: E402
 from testbed.tc import ops  # noqa: E402
 from testbed.tc.rule import Rule  # noqa: E402
 from testbed.topology import Host  # noqa: E402
@@ -87,11 +86,16 @@ hosts:
 """
 
 
+def remove(host: Host) -> None:
+    subprocess.run(["ip", "netns", "del", host.netns], check=True)
+
+
 def build(host: Host) -> None:
     """The NIC namespace of ``host``: ports with live peers, the bond, representors, clsact."""
     nic = host.nic
     ns = host.netns
-    netns.create(ns)
+    # ip, not pyroute2's netns.create: its helper process timed out under TCG in a loaded boot
+    subprocess.run(["ip", "netns", "add", ns], check=True)
     lines = ["link set lo up"]
     for i, port in enumerate(nic.ports):
         lines += [f"link add {port} type veth peer name swp{i}", f"link set swp{i} up"]
@@ -184,7 +188,7 @@ def failover(topo_text: str, host: Host, lab: str, rounds: int) -> Dict[str, Any
         return agent_status.nic(lab, "server").reactions_since(int(t_set * 1e9))
 
     try:
-        with IPRoute(netns=host.netns, flags=0) as ipr:
+        with open_ns(host.netns) as ipr:
             swp0 = ipr.link_lookup(ifname="swp0")[0]
             for i in range(2 * rounds):
                 failed = i % 2 == 0
@@ -200,7 +204,7 @@ def failover(topo_text: str, host: Host, lab: str, rounds: int) -> Dict[str, Any
                            interval=0.02)  # poll agent.json
                 done = [r for r in since(t_set) if r.changed]
                 if any(r.full or r.error for r in done):
-                    raise SystemExit(f"{lab}: a full resync or an error during the rounds: {done[-1].text}")
+                    raise RuntimeError(f"{lab}: a full resync or an error during the rounds: {done[-1].text}")
                 out["event_ms"] += [r.latency_ms for r in done]
                 out["apply_ms"] += [r.apply_ms for r in done]
                 out["wire_ms"].append((done[-1].done_ns / 1e9 - t_set) * 1000)
@@ -235,13 +239,17 @@ def run_failovers(offloads: List[str], counts: List[int], buckets: int, rounds: 
             text = topology_text(vfs, offload, buckets)
             host = loader.loads(text, lab_name=lab).host("server")
             print(f"-- failover: offload {offload}, {vfs} VFs, {rounds} rounds of swp0 down + up", flush=True)
-            build(host)
             try:
-                with IPRoute(netns=host.netns, flags=0, groups=0) as ipr:
-                    wait_bond_up(ipr, host)
-                row = dict(offload=offload, vfs=vfs, **failover_summary(failover(text, host, lab, rounds)))
-            finally:
-                netns.remove(host.netns)
+                build(host)
+                try:
+                    with open_ns(host.netns, groups=0) as ipr:
+                        wait_bond_up(ipr, host)
+                    row = dict(offload=offload, vfs=vfs, **failover_summary(failover(text, host, lab, rounds)))
+                finally:
+                    remove(host)
+            except Exception as exc:  # noqa: BLE001 - one failed run must not cost the others' figures
+                print(f"  FAILED: {type(exc).__name__}: {exc}", flush=True)
+                continue
             print(f"  event->applied p50 {row['event_p50_ms']:.1f} ms p99 {row['event_p99_ms']:.1f} ms "
                   f"(max {row['event_max_ms']:.1f}, {row['reactions']} reactions, "
                   f"apply p50 {row['apply_p50_ms']:.1f}); "
@@ -265,7 +273,7 @@ def run_resync(vfs: int, buckets: int, repeat: int, profile: bool) -> Dict[str, 
         t = time.perf_counter()
         build(host)
         try:
-            with IPRoute(netns=host.netns, flags=0, groups=0) as ipr:
+            with open_ns(host.netns, groups=0) as ipr:
                 wait_bond_up(ipr, host)  # (not through rules.plan: the agent's runs below compute their own)
                 devs = list(rules.devices(host.nic))
                 print(f"  built {host.netns} ({len(devs)} devices) in {time.perf_counter() - t:.1f} s", flush=True)
@@ -310,7 +318,7 @@ def run_resync(vfs: int, buckets: int, repeat: int, profile: bool) -> Dict[str, 
                     print(f"  adopt  {n} rules {dt:7.3f} s (a second full resync: dump + diff, nothing applied)",
                           flush=True)
         finally:
-            netns.remove(host.netns)
+            remove(host)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"vfs": vfs, "rules": n, "runs": repeat, "tc_s": round(med["tc"], 3), "agent_s": round(med["agent"], 3),
             "adopt_s": round(med["adopt"], 3), "ratio": round(med["tc"] / med["agent"], 2)}
@@ -330,8 +338,9 @@ def main() -> int:
     ap.add_argument("--json-out", help="write the figures here (JSON)")
     args = ap.parse_args()
     subprocess.run(["modprobe", "-a", *MODULES], check=True)
-    resync = run_resync(args.resync_vfs, args.buckets, args.repeat, args.profile) if args.resync_vfs else None
     fos = run_failovers(args.offload, args.vfs, args.buckets, args.rounds) if args.rounds else []
+    figures.write(args.json_out, {"resync": None, "failover": fos, "rounds": args.rounds})  # kept if resync fails
+    resync = run_resync(args.resync_vfs, args.buckets, args.repeat, args.profile) if args.resync_vfs else None
     if resync:
         print(f"\n== full resync, {resync['vfs']} VFs: {resync['rules']} rules, medians of {resync['runs']}: "
               f"tc -batch {resync['tc_s']:.3f} s, agent {resync['agent_s']:.3f} s (adopt {resync['adopt_s']:.3f} s); "

@@ -154,7 +154,7 @@ def main() -> int:
     ap.add_argument("--only", type=figures.comma_list(str), default=list(STEPS), help=f"of {','.join(STEPS)}")
     ap.add_argument("--rounds", type=int, default=25, help="failover + recovery rounds per agent run")
     ap.add_argument("--lab-rounds", type=int, default=1, help="rounds of each bench_lab size")
-    ap.add_argument("--startup-runs", type=int, default=7, help="runs per CLI command")
+    ap.add_argument("--startup-runs", type=int, default=5, help="runs per CLI command (median shown)")
     ap.add_argument("--profile", action="store_true", help="bench_agent: one full resync under cProfile")
     ap.add_argument("--summary", action="store_true", help="only print the table from --out")
     args = ap.parse_args()
