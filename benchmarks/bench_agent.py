@@ -228,7 +228,7 @@ def failover_summary(fo: Dict[str, Any]) -> Dict[str, Any]:
             "event_p50_ms": round(figures.pct(ev, 0.5), 2), "event_p99_ms": round(figures.pct(ev, 0.99), 2),
             "event_max_ms": round(max(ev), 2), "apply_p50_ms": round(figures.pct(fo["apply_ms"], 0.5), 2),
             "wire_p50_ms": round(figures.pct(wire, 0.5), 2), "wire_p99_ms": round(figures.pct(wire, 0.99), 2),
-            "changes": sorted(set(fo["changes"]))}
+            "changes": sorted(set(fo["changes"])), "event_ms_each": [round(v, 1) for v in ev]}  # (in order)
 
 
 def run_failovers(offloads: List[str], counts: List[int], buckets: int, rounds: int) -> List[Dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 Run from the checkout's root, in the VM lane (the benchmarks need root, bonding and cls_flower)::
 
-    flock /tmp/testbed-guest.lock testbed vm --kernel 7.3 --timeout 1800 -- \\
+    flock /tmp/testbed-guest.lock testbed vm --kernel 7.3 --timeout 2400 -- \\
         python benchmarks/run_all.py --out bench-out
 
 Steps, each a process of its own that writes its figures (``--json-out``) into ``--out``:
@@ -152,7 +152,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", help="directory for the figures files (default: a new temporary one)")
     ap.add_argument("--only", type=figures.comma_list(str), default=list(STEPS), help=f"of {','.join(STEPS)}")
-    ap.add_argument("--rounds", type=int, default=25, help="failover + recovery rounds per agent run")
+    ap.add_argument("--rounds", type=int, default=15, help="failover + recovery rounds per agent run")
     ap.add_argument("--lab-rounds", type=int, default=1, help="rounds of each bench_lab size")
     ap.add_argument("--startup-runs", type=int, default=5, help="runs per CLI command (median shown)")
     ap.add_argument("--profile", action="store_true", help="bench_agent: one full resync under cProfile")
