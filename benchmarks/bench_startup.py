@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+import figures
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = [sys.executable]
 TESTBED = PY + ["-m", "testbed"]
@@ -97,6 +99,7 @@ def main() -> int:
     ap.add_argument("--port", default="server:pf0", help="HOST:PORT to fail and restore (default server:pf0)")
     ap.add_argument("--file", help="topology file for the refused up (default: the lab's own)")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    ap.add_argument("--json-out", help="also write that object here")
     args = ap.parse_args()
     table = rows(args)
     times: Dict[str, List[float]] = {label: [] for label, _, _ in table}
@@ -109,8 +112,10 @@ def main() -> int:
         med = statistics.median(times[label])
         result.append({"command": label, "median_s": round(med, 4), "ratio": round(med / base, 2),
                        "modules": module_count(argvs[0], ok), "runs": args.runs})
+    doc = {"python": sys.version.split()[0], "root": ROOT, "rows": result}
+    figures.write(args.json_out, doc)
     if args.json:
-        json.dump({"python": sys.version.split()[0], "root": ROOT, "rows": result}, sys.stdout, indent=2)
+        json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print(f"{'command':36} {'median':>9} {'x bare':>7} {'modules':>8}   ({args.runs} runs each)")

@@ -15,16 +15,26 @@ import select
 import socket
 import struct
 import time
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Optional
 
-from pyroute2 import IPRoute
-
-from testbed.errors import WaitTimeout
+from testbed import nlpipe
+from testbed.errors import NetlinkOpError, WaitTimeout
 from testbed.nl import TIMEOUT_SCALE_ENV, timeout_scale
 
 RTNLGRP_NSID = 28
+RTM_NEWNSID = 88
 RTM_DELNSID = 89
+RTM_GETNSID = 90
 NETNSA_NSID = 1
+NETNSA_FD = 3
+NSID_ANY = -1  # RTM_NEWNSID: the kernel picks the id
+_RTGEN_FD = struct.Struct("=4xHHI")  # struct rtgenmsg (padded to 4), NETNSA_FD
+_NLA_S32 = struct.Struct("=HHi")
+
+
+def _fd_body(fd: int, nsid: Optional[int] = None) -> bytes:
+    body = _RTGEN_FD.pack(8, NETNSA_FD, fd)
+    return body if nsid is None else body + _NLA_S32.pack(8, NETNSA_NSID, nsid)
 
 
 def _nsid_of(msg: bytes, off: int, length: int) -> int:
@@ -41,13 +51,6 @@ def _nsid_of(msg: bytes, off: int, length: int) -> int:
     return -1
 
 
-def _signed(nsid: object) -> int:
-    """pyroute2 reports NETNSA_NSID_NOT_ASSIGNED (-1) as an unsigned 4294967295."""
-    if not isinstance(nsid, int):
-        return -1
-    return nsid - (1 << 32) if nsid >= (1 << 31) else nsid
-
-
 class NetnsDeletion:
     """Context: ``arm(names)`` before removing them, ``wait(timeout)`` after."""
 
@@ -58,21 +61,32 @@ class NetnsDeletion:
         self.pending: Dict[int, str] = {}
 
     def arm(self, paths: Iterable[str]) -> None:
-        with IPRoute() as ipr:
+        """Give each namespace an id in ours (if it has none) and remember it: raw rtnetlink, the new ids
+        asked for in pipelined batches (one with an id already is refused with EEXIST: fine), then one
+        RTM_GETNSID each (was three pyroute2 requests each: ~4 s for 260 namespaces under TCG)."""
+        fds: Dict[str, int] = {}
+        try:
             for path in paths:
                 try:
-                    fd = os.open(path, os.O_RDONLY)
+                    fds[os.path.basename(path)] = os.open(path, os.O_RDONLY)
                 except FileNotFoundError:
                     continue
-                try:
-                    nsid = _signed(ipr.get_netnsid(fd=fd).get("nsid"))
-                    if nsid < 0:
-                        ipr.set_netnsid(fd=fd)
-                        nsid = _signed(ipr.get_netnsid(fd=fd).get("nsid"))
-                finally:
-                    os.close(fd)
-                if nsid >= 0:
-                    self.pending[nsid] = os.path.basename(path)
+            if not fds:
+                return
+            with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+                sock.setblocking(False)
+                nlpipe.transact(sock, [(RTM_NEWNSID, 0, _fd_body(fd, NSID_ANY)) for fd in fds.values()])
+                for name, fd in fds.items():
+                    try:
+                        msg = nlpipe.get(sock, RTM_GETNSID, _fd_body(fd), f"netns id of {name}")
+                    except NetlinkOpError:
+                        continue  # not waited for, as before when it got no id
+                    nsid = _nsid_of(msg, 0, len(msg))
+                    if nsid >= 0:
+                        self.pending[nsid] = name
+        finally:
+            for fd in fds.values():
+                os.close(fd)
 
     def wait(self, timeout: float = 10.0) -> float:
         """Block until every armed namespace is destroyed; returns the seconds waited."""

@@ -7,6 +7,7 @@ representor, switch port) is a property here so all layers agree on it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
@@ -70,8 +71,8 @@ class Function:
     kind: str = "vf"  # "vf" or "rdma"
     verbs: bool = False  # a Soft-RoCE device on this netdev (testbed.rdma)
 
-    @property
-    def rep(self) -> str:
+    @functools.cached_property
+    def rep(self) -> str:  # cached: the agent's plan asks 65,000 times for 256 VFs (not a field: eq/hash ignore it)
         return naming.representor(self.name)
 
 
