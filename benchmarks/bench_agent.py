@@ -193,8 +193,7 @@ def failover(host: Host, lab: str, rounds: int) -> Dict[str, List[float]]:
                 out["wire->applied"].append((r.done_ns / 1e9 - t_set) * 1000)
                 out["apply"].append(r.apply_ms)
                 out["changed"].append(r.changed)
-                print(f"  swp1 {state:4s}: {r['text']} [read {r['read_ms']:.0f} ms, plan+diff {r['plan_ms']:.0f} ms]",
-                      flush=True)
+                print(f"  swp1 {state:4s}: {r.text}", flush=True)  # ReactionStatus: not subscriptable
     except BaseException:
         with open(labstore.lab_file(lab, "agent.log")) as fh:
             print("agent.log:\n" + "".join(fh.readlines()[-15:]))
