@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import gc
 import os
 import select
 import signal
@@ -144,6 +145,9 @@ class Agent:
                 t = time.monotonic()
                 reaction = n.rec.reconcile("start", t, full=True)
                 self._record(reaction)
+            # What start-up built (topology, plans, rules) lives as long as the agent: out of the
+            # collector's generations, a full collection never scans it in the middle of a reaction.
+            gc.freeze()
             self.reporter.ready = True
             self.reporter.write_status([n.rec for n in self.nics])
             self.reporter.line(f"agent ready: lab {self.lab}, {len(self.nics)} NIC(s), pid {os.getpid()}; "

@@ -338,12 +338,26 @@ def test_a_kernel_error_on_the_fast_path_resyncs(lab):
 
 
 def test_no_rule_change_no_reaction(lab):
-    """Carrier lost but the bond has not decided yet (miimon): nothing for the rules; a verify is due."""
-    nic, ns, kernel, rec, _, _ = lab()
-    sent = len(kernel.sends)
-    ns.mii["pf1"] = 2  # a backup port goes down
+    """A backup port goes down: nothing for the rules, no dump; the state is still followed. No verify
+    either: its dump would race the bond's own next notifications."""
+    nic, ns, kernel, rec, reads, _ = lab()
+    sent, read = len(kernel.sends), len(reads)
+    ns.mii["pf1"] = 2
     assert rec.react("pf1", 0.0, ns.events("pf1"), ["pf1"]) is None
-    assert len(kernel.sends) == sent and rec.busy()
+    assert len(kernel.sends) == sent and len(reads) == read and not rec.busy()
+    assert rec.state == table_of(ns.dump(), nic).state
+
+
+def test_the_read_path_sends_a_prepared_change_too(lab):
+    """Events queued during a dump send the agent down the read path; a foreseen state is still one
+    sendmsg after the dump."""
+    nic, ns, kernel, rec, reads, quiet = lab()
+    rec.trusted = False
+    sent = len(kernel.sends)
+    ns.fail("pf0", active="pf2")
+    r = rec.react("bond0", 0.0, ns.events("bond0"), ["bond0"])
+    assert r.path == "read" and len(kernel.sends) == sent + 1 and kernel.holds(truth(nic, ns))
+    assert (r.added, r.replaced, r.deleted) == (1, 3, 1)
 
 
 # --- the buffer ------------------------------------------------------------------------
