@@ -66,7 +66,10 @@ def overlay(table: LinkTable, nic: Nic, links: Mapping[str, bytes], names: Itera
             if ln is None:
                 return None
             merged[name] = ln
-    state = state_of(merged.values(), nic, table.index)
+    # the reading's own frozenset (frozenset() of one returns it): no copy of every interface's name
+    # per event, and its hash (a plan cache key) is computed once
+    devices = table.state.devices if table.state.devices is not None else table.index
+    state = state_of(merged.values(), nic, devices)
     return LinkTable(state=state, links=MappingProxyType(merged), index=table.index)
 
 
