@@ -9,9 +9,9 @@
            events of NIC n  -> drain them all -> react: the events' link messages laid
                                over the last reading, the change prepared for that state
                                sent in one sendmsg (reconcile.NicReconciler.react)
-           nothing queued   -> one step of background work (select with timeout 0):
-                               verify the last fast reaction with a dump, then prepare
-                               the changes for the states the bond may move to next
+           nothing queued   -> one step of background work when it is due (select's
+                               timeout): verify the last fast reaction with a dump, then
+                               prepare the changes for the states the bond may move to next
            ENOBUFS          -> full reconcile of n (dump state and rules)
            SIGHUP           -> full reconcile of every NIC
            SIGTERM / SIGINT -> exit 0, rules left in place (traffic keeps flowing;
@@ -187,12 +187,14 @@ class Agent:
                 for n in self.nics:
                     self._record(safe_reconcile(n.rec, "SIGHUP", time.monotonic(), full=True))
                 continue
-            busy = [n for n in self.nics if n.rec.busy()]
-            readable, _, _ = select.select(fds, [], [], 0 if busy else None)
+            dues = [d for d in (n.rec.due_in() for n in self.nics) if d is not None]
+            readable, _, _ = select.select(fds, [], [], min(dues) if dues else None)
             t_event = time.monotonic()
-            if not readable and busy:
-                n = busy[0]
-                self._record(safe_call(n.rec, "background", t_event, n.rec.step))
+            if not readable:
+                for n in self.nics:
+                    if n.rec.busy():
+                        self._record(safe_call(n.rec, "background", t_event, n.rec.step))
+                        break
                 continue
             if self._wake_r in readable:
                 try:

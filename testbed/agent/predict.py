@@ -33,7 +33,7 @@ from types import MappingProxyType
 from typing import Iterable, List, Mapping, Optional, Tuple
 
 from testbed import rawnl
-from testbed.bond.ports import receiving_ports, usable_ports
+from testbed.bond.ports import link_up, receiving_ports, usable_ports
 from testbed.bond.state import BondState, LinkTable, link_of, state_of
 from testbed.topology import Nic
 
@@ -71,6 +71,30 @@ def overlay(table: LinkTable, nic: Nic, links: Mapping[str, bytes], names: Itera
     devices = table.state.devices if table.state.devices is not None else table.index
     state = state_of(merged.values(), nic, devices)
     return LinkTable(state=state, links=MappingProxyType(merged), index=table.index)
+
+
+def in_failover(nic: Nic, state: BondState) -> bool:
+    """The bond is in the middle of its own failover: active-backup, its active port already declared
+    down by the monitor while another enslaved port is link-up.
+
+    ``bond_miimon_commit`` (and the ARP monitor's commit) marks the port down
+    and then, under the same RTNL hold, selects the next active port; a port's
+    notification can reach the agent before the bond's own. The state in
+    between (no usable port) never carries traffic; acting on it would cost a
+    whole reaction before the one that matters. (With no other port up the
+    bond keeps none active: that state is final and is followed at once.)
+    """
+    if (state.mode or nic.bond.mode) != "active-backup" or state.active is None:
+        return False
+    if link_up(state.port(state.active)) or state.port(state.active).mii is None:
+        return False
+    return any(p.name != state.active and link_up(p) for p in state.ports)
+
+
+def monitor_interval(nic: Nic) -> float:
+    """Seconds between the bond's link checks (ARP/NS monitor or miimon): by then it has decided."""
+    ms = nic.bond.value("arp_interval") if nic.bond.arp_monitor else nic.bond.miimon
+    return max(int(ms or 0), 10) / 1000  # type: ignore[call-overload]
 
 
 def _ordered(nic: Nic, ports: Iterable[str]) -> Tuple[str, ...]:

@@ -167,6 +167,7 @@ class NicReconciler:
         self.prepared: Dict[predict.Key, Optional[Prepared]] = {}  # next state -> its change (None: too big)
         self._todo: Deque[predict.Key] = deque()  # next states still to prepare
         self._verify: Optional[Tuple[str, float]] = None  # (trigger, t_event) of a fast reaction to verify
+        self._verify_at = 0.0  # time.monotonic() from which the verify may run
         self._limit: Optional[int] = None  # messages one buffer may hold (nlpipe.max_requests)
         self.stats = {"fast": 0, "precomputed": 0, "planned": 0, "read": 0, "verified": 0, "corrected": 0}
 
@@ -326,7 +327,14 @@ class NicReconciler:
             # race the bond's own notifications and act on them before they are read.
             self.state = state
             return None
-        self._verify = (trigger, t_event)
+        if predict.in_failover(self.nic, state):
+            # The bond's next active port is on its way (predict.in_failover). self.state stays the
+            # applied one, so if no notification follows within a monitor interval the verify's dump
+            # finds the difference and applies whatever the bond then says.
+            self._verify = (trigger, t_event)
+            self._verify_at = time.monotonic() + predict.monitor_interval(self.nic)
+            return None
+        self._verify, self._verify_at = (trigger, t_event), 0.0
         prepared = self.prepared.get(key)
         path = "precomputed" if prepared is not None else "planned"
         if prepared is None:
@@ -373,9 +381,17 @@ class NicReconciler:
         return Prepared(plan, change, len(add), len(replace), len(delete))
 
     # -- background work -------------------------------------------------------------
+    def due_in(self) -> Optional[float]:
+        """Seconds until background work is due (0: now; None: there is none)."""
+        if self._todo:
+            return 0.0
+        if self._verify is not None:
+            return max(0.0, self._verify_at - time.monotonic())
+        return None
+
     def busy(self) -> bool:
-        """Work is waiting for a quiet moment (``step``)."""
-        return self._verify is not None or bool(self._todo)
+        """Work is due now, waiting for a quiet moment (``step``)."""
+        return self.due_in() == 0.0
 
     def step(self) -> Optional[Reaction]:
         """One unit of background work: verify the last fast reaction (a dump; a Reaction only if it had
@@ -383,7 +399,7 @@ class NicReconciler:
 
         Call it only when no event is queued: a reaction always goes first.
         """
-        if self._verify is not None:
+        if self._verify is not None and time.monotonic() >= self._verify_at:
             trigger, t_event = self._verify
             self._verify = None
             self.stats["verified"] += 1

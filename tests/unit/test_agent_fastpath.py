@@ -360,6 +360,45 @@ def test_the_read_path_sends_a_prepared_change_too(lab):
     assert (r.added, r.replaced, r.deleted) == (1, 3, 1)
 
 
+def test_the_bonds_own_intermediate_state_is_not_acted_on(lab, monkeypatch):
+    """pf0's notification (MII down) arrives while the bond still names pf0 active: the bond is selecting
+    pf1 under the same RTNL hold. No reaction to that (it would drop everything first); the bond's
+    message follows and is one prepared sendmsg."""
+    nic, ns, kernel, rec, _, _ = lab()
+    sent = len(kernel.sends)
+    ns.fail("pf0", active="pf0")  # the port is down, the bond has not moved yet
+    assert predict.in_failover(nic, table_of(ns.dump(), nic).state)
+    assert rec.react("pf0", 0.0, ns.events("pf0"), ["pf0"]) is None
+    assert len(kernel.sends) == sent and not rec.busy() and 0 < rec.due_in() <= 0.1
+    ns.active = "pf1"
+    r = rec.react("bond0,pf1", 0.0, ns.events("bond0", "pf1"), ["bond0", "pf1"])
+    assert r.path == "precomputed" and r.usable == ("pf1",) and len(kernel.sends) == sent + 1
+    assert kernel.holds(truth(nic, ns))
+
+
+def test_an_intermediate_state_nothing_follows_is_read_when_due(lab, monkeypatch):
+    nic, ns, kernel, rec, _, _ = lab()
+    ns.fail("pf0", active="pf0")
+    rec.react("pf0", 0.0, ns.events("pf0"), ["pf0"])
+    ns.active = "pf2"  # the bond moved; its notification got lost
+    assert rec.step() is None and kernel.holds(rules.plan(nic, rec.state))  # not due: nothing done
+    rec._verify_at = 0.0
+    fixed = rec.step()
+    assert fixed is not None and fixed.path == "verify" and fixed.usable == ("pf2",)
+    assert kernel.holds(truth(nic, ns))
+
+
+def test_the_last_port_lost_is_followed_at_once(lab):
+    """No other port up: the bond keeps none active, a final state -- applied (drop) at once."""
+    nic, ns, kernel, rec, _, _ = lab("active-backup", ports=2)
+    ns.fail("pf1")
+    rec.react("pf1", 0.0, ns.events("pf1"), ["pf1"])
+    ns.fail("pf0", active="pf0")
+    assert not predict.in_failover(nic, table_of(ns.dump(), nic).state)
+    r = rec.react("pf0", 0.0, ns.events("pf0"), ["pf0"])
+    assert r is not None and r.usable == () and kernel.holds(truth(nic, ns))
+
+
 # --- the buffer ------------------------------------------------------------------------
 
 
