@@ -337,12 +337,12 @@ class NicReconciler:
         self._verify, self._verify_at = (trigger, t_event), 0.0
         prepared = self.prepared.get(key)
         path = "precomputed" if prepared is not None else "planned"
-        if prepared is None:
-            prepared = self._prepare(key, state.devices)
-        plan = prepared.plan if prepared is not None else rules_mod.plan_for(self.nic, *key, state.devices)
-        reaction = Reaction(host=self.host.name, trigger=trigger, full=False, usable=plan.usable,
+        reaction = Reaction(host=self.host.name, trigger=trigger, full=False, usable=key[0],
                             read_ms=(t_plan - t_read) * 1000, path=path)
         try:
+            if prepared is None:
+                prepared = self._prepare(key, state.devices)
+            plan = prepared.plan if prepared is not None else rules_mod.plan_for(self.nic, *key, state.devices)
             t_apply = time.monotonic()
             reaction.plan_ms = (t_apply - t_plan) * 1000
             if prepared is not None:
@@ -413,7 +413,10 @@ class NicReconciler:
         if self._todo and self.installed is not None and self.state is not None and self.links is not None:
             key = self._todo.popleft()
             if key not in self.prepared:
-                self.prepared[key] = self._prepare(key, self.state.devices)
+                try:
+                    self.prepared[key] = self._prepare(key, self.state.devices)
+                except NetlinkOpError:  # cannot be encoded (an interface missing): left to the event path
+                    self.prepared[key] = None
         return None
 
     def status(self) -> Dict[str, Any]:
