@@ -74,7 +74,7 @@ representors is split into chunks of 31 mirrors chained with ``continue``
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
@@ -125,6 +125,11 @@ class Plan:
     receiving: Tuple[str, ...]  # ports that deliver what arrives from the wire (a superset of usable)
     table: Tuple[Optional[str], ...]  # entry -> port (None: drop); active-backup: one entry
     tx: Mapping[str, Tuple[Optional[str], ...]]  # function -> the ports its TX entries use (read-only)
+    # rules = varying (gates, ARP passes, the TX table: what a state change touches) + fixed (the same
+    # objects in every plan of one device set): a diff between two plans sharing ``fixed`` needs only
+    # ``varying`` (``reconcile.plan_diff``)
+    varying: Tuple[Rule, ...] = field(default=(), repr=False, compare=False)
+    fixed: Tuple[Rule, ...] = field(default=(), repr=False, compare=False)
 
     def summary(self) -> str:
         """``usable pf1; table 32xpf1`` (entries per port) — for the log line."""
@@ -284,9 +289,10 @@ def _plan(nic: Nic, usable: Tuple[str, ...], receiving: Tuple[str, ...], devices
     next (one per port lost or regained).
     """
     table = mapping.for_nic(nic, usable)
-    rules = _gate_rules(nic, devices, receiving) + list(_fixed_rules(nic, devices)) + _table_rules(nic, table)
+    gates, fixed, entries = _gate_rules(nic, devices, receiving), _fixed_rules(nic, devices), _table_rules(nic, table)
     tx = {fn.name: table for fn in nic.functions}
-    return Plan(rules=tuple(rules), usable=usable, receiving=receiving, table=table, tx=MappingProxyType(tx))
+    return Plan(rules=tuple(gates) + fixed + tuple(entries), usable=usable, receiving=receiving, table=table,
+                tx=MappingProxyType(tx), varying=tuple(gates + entries), fixed=fixed)
 
 
 @functools.lru_cache(maxsize=8)

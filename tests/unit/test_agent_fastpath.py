@@ -224,6 +224,34 @@ def test_next_keys_put_a_lost_port_back_first():
     assert predict.next_keys(ab, s, (("pf0",), ("pf0",))) == [(("pf1",), ("pf1",)), (("pf2",), ("pf2",)), ((), ())]
 
 
+@pytest.mark.parametrize("bond_mode,offload", [("active-backup", None), ("balance-xor", "hash"),
+                                               ("802.3ad", "vf-split")])
+def test_the_diff_of_the_varying_rules_is_the_whole_diff(bond_mode, offload):
+    """reconcile.plan_diff compares only gates and table entries when two plans share their fixed rules:
+    the same diff as over every rule, for every pair of states (and every rule either varies or is
+    shared)."""
+    nic = make_nic(bond_mode, offload, ports=3, vfs=3)
+    plans = {}
+    for _c, _a, st in states_for(nic):
+        if st.devices == states_for_devices(nic):
+            p = rules.plan(nic, st)
+            plans[(p.usable, p.receiving)] = p
+    assert len(plans) > 3
+    for old, new in itertools.product(plans.values(), plans.values()):
+        assert new.fixed is old.fixed and len(new.varying) + len(new.fixed) == len(new.rules)
+        installed = {r.key: r for r in old.rules}
+        want = reconcile.fast_diff(new.rules, installed)
+        assert tuple(map(sorted_keys, reconcile.plan_diff(old, new, installed))) == tuple(map(sorted_keys, want))
+
+
+def states_for_devices(nic):
+    return next(st for _c, _a, st in states_for(nic)).devices
+
+
+def sorted_keys(rules_):
+    return sorted(r.key for r in rules_)
+
+
 # --- the reaction ----------------------------------------------------------------------
 
 
