@@ -20,9 +20,7 @@ from testbed import nlpipe, rawnl, rtnlmsg
 from testbed.errors import NetlinkOpError
 from testbed.nl import ns_socket
 
-# IF_OPER_* (include/uapi/linux/if.h), named as pyroute2 and `ip` print them
-OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
-IFLA_OPERSTATE = 16
+IFLA_OPERSTATE = rawnl.IFLA_OPERSTATE
 
 
 def iface(ns: str, ifname: str) -> Dict[str, Any]:
@@ -47,7 +45,7 @@ def describe(link: bytes, addrs: list) -> Dict[str, Any]:
     oper = got.get(IFLA_OPERSTATE, b"\0")[0]
     return {"name": got.get(rawnl.IFLA_IFNAME, b"").split(b"\0")[0].decode(), "present": True,
             "mac": got[rtnlmsg.IFLA_ADDRESS].hex(":") if rtnlmsg.IFLA_ADDRESS in got else None,
-            "operstate": OPERSTATES[oper] if oper < len(OPERSTATES) else str(oper),
+            "operstate": rawnl.operstate(oper),
             "up": bool(flags & rtnlmsg.IFF_UP),
             "alias": got[rtnlmsg.IFLA_IFALIAS].split(b"\0")[0].decode() if rtnlmsg.IFLA_IFALIAS in got else None,
             "addresses": [rtnlmsg.ifaddr_v4(a) for a in addrs

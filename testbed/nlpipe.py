@@ -169,25 +169,100 @@ def transact(
     return replies
 
 
-def _send_window(ipr, chunk: List[Request], ack_each: bool) -> List[Reply]:
-    seqs = []
+@dataclass(frozen=True)
+class Packed:
+    """Requests encoded as one netlink buffer, ready for one ``sendmsg`` (``pack`` / ``send_packed``).
+
+    ``offsets``: where each message starts (its sequence number is stamped
+    anew at every send, so a buffer kept for later can be sent many times).
+    ``acked``: the positions of the messages that ask for an ack.
+    """
+
+    data: bytes
+    offsets: Tuple[int, ...]
+    acked: Tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+def pack(requests: Iterable[Request], ack_each: bool = False) -> Packed:
+    """Encode requests back to back: NLM_F_REQUEST on each, NLM_F_ACK on the last (``ack_each``: on all).
+
+    The kernel handles the messages of one ``sendmsg`` one after the other, in
+    order, and answers a failed one with an error whether or not it asked for
+    an ack: the last message's ack tells that all were handled.
+    """
+    reqs = list(requests)
     parts = []
-    for n, (msg_type, flags, body) in enumerate(chunk, 1):
-        seq = next(_seq) & 0xFFFFFFFF
-        seqs.append(seq)
-        ack = NLM_F_ACK if ack_each or n == len(chunk) else 0
-        parts.append(header(len(body), msg_type, flags | NLM_F_REQUEST | ack, seq))
+    offsets = []
+    acked = []
+    size = 0
+    for n, (msg_type, flags, body) in enumerate(reqs, 1):
+        ack = NLM_F_ACK if ack_each or n == len(reqs) else 0
+        if ack:
+            acked.append(n - 1)
+        offsets.append(size)
+        parts.append(header(len(body), msg_type, flags | NLM_F_REQUEST | ack, 0))
         parts.append(body)
+        size += HDR.size + rawnl.align(len(body))
+        if len(body) != rawnl.align(len(body)):
+            parts.append(b"\0" * (rawnl.align(len(body)) - len(body)))
+    return Packed(b"".join(parts), tuple(offsets), tuple(acked))
+
+
+_SEQ = struct.Struct("=I")
+_SEQ_AT = 8  # offset of nlmsg_seq in struct nlmsghdr
+
+
+def send_packed(ipr, packed: Packed) -> List[Reply]:
+    """Send a ``Packed`` buffer with one ``sendmsg`` and wait for its replies (one Reply per message).
+
+    No ext-ack toggling here (``enable_ext_ack`` once on the socket): this is
+    the agent's reaction path, where every system call counts.
+    """
+    if not packed.offsets:
+        return []
+    buf = bytearray(packed.data)
+    seqs = []
+    for off in packed.offsets:
+        seq = next(_seq) & 0xFFFFFFFF
+        _SEQ.pack_into(buf, off + _SEQ_AT, seq)
+        seqs.append(seq)
+    return _exchange(ipr, bytes(buf), seqs, [seqs[i] for i in packed.acked])
+
+
+def enable_ext_ack(ipr) -> None:
+    """Turn NETLINK_EXT_ACK on for good (the kernel's error texts); a kernel without it: plain errnos."""
     try:
-        ipr.send(b"".join(parts))
+        ipr.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+    except OSError:
+        pass
+
+
+def max_requests(ipr) -> int:
+    """How many requests one buffer may hold so that every reply (and notification) fits the socket's
+    receive buffer (see ``transact``)."""
+    return max(1, ipr.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // BYTES_PER_REQUEST)
+
+
+def _send_window(ipr, chunk: List[Request], ack_each: bool) -> List[Reply]:
+    packed = pack(chunk, ack_each)
+    return send_packed(ipr, packed)
+
+
+def _exchange(ipr, data: bytes, seqs: List[int], acked: List[int]) -> List[Reply]:
+    """Send one buffer, then read until every acked message is answered (in order, so then all are)."""
+    try:
+        ipr.send(data)
     except OSError as exc:
         raise NetlinkOpError(
-            f"netlink send of {len(chunk)} requests failed: {exc}",
+            f"netlink send of {len(seqs)} requests failed: {exc}",
             errno=exc.errno,
             fix="use a smaller window" if exc.errno == errno_mod.EMSGSIZE else None,
         ) from exc
     got = {}
-    waiting = set(seqs) if ack_each else {seqs[-1]}
+    waiting = set(acked)
     mine = set(seqs)
     deadline = time.monotonic() + ACK_TIMEOUT
     while waiting:

@@ -28,8 +28,14 @@ RTM_GETLINK = 18
 RTM_SETLINK = 19
 IFF_UP = 0x1
 IFLA_IFNAME = 3
+IFLA_MASTER = 10
+IFLA_OPERSTATE = 16
+IFLA_LINKINFO = 18
+IFLA_CARRIER = 33
 IFLA_EXT_MASK = 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3
+# IF_OPER_* (include/uapi/linux/if.h), named as pyroute2 and `ip` print them
+OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 
 
 def align(n: int) -> int:
@@ -95,3 +101,8 @@ def link_name(msg: bytes) -> Optional[str]:
 def link_index(msg: bytes) -> int:
     """ifi_index of a raw RTM_NEWLINK/RTM_DELLINK message."""
     return IFINFO.unpack_from(msg, HDR.size)[2]
+
+
+def operstate(code: int) -> str:
+    """IFLA_OPERSTATE's value by name (``"UP"``), as pyroute2 and ``ip`` print it."""
+    return OPERSTATES[code] if code < len(OPERSTATES) else str(code)

@@ -1,9 +1,12 @@
 """Link events of one namespace as a plain netlink socket the agent can ``select()`` on.
 
-Events are only *triggers*: after one, the agent drains whatever else is
-queued and reads the whole state with a fresh RTM_GETLINK dump, so it never
-acts on a stale or partial message (ifupdown2's ``nlcache`` documents
-duplicate RTM_NEWLINKs and stale IFLA_MASTER in notifications). A plain
+After an event the agent drains whatever else is queued. The batch keeps
+the last RTM_NEWLINK of each interface: the agent's fast path lays them
+over the links it last read (``agent.predict``) and acts on that at once,
+then verifies with a fresh RTM_GETLINK dump when the socket is quiet, so a
+stale or partial message (ifupdown2's ``nlcache`` documents duplicate
+RTM_NEWLINKs and stale IFLA_MASTER in notifications) is corrected within
+one dump. A plain
 socket rather than pyroute2's IPRoute because pyroute2's buffered reader can
 hold messages that ``select()`` then no longer reports (see ``nswait``).
 
@@ -22,10 +25,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import select
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import List, Set
+from typing import Dict, List, Set
 
 from testbed import rawnl
 from testbed.errors import AgentError
@@ -46,6 +50,7 @@ class Batch:
     lost: bool = False  # ENOBUFS: notifications were dropped
     names: Set[str] = field(default_factory=set)  # interfaces mentioned
     deleted: Set[str] = field(default_factory=set)  # RTM_DELLINK
+    links: Dict[str, bytes] = field(default_factory=dict)  # name -> its last RTM_NEWLINK (AF_UNSPEC), raw
 
 
 def parse(data: bytes, batch: Batch) -> None:
@@ -58,6 +63,9 @@ def parse(data: bytes, batch: Batch) -> None:
                 batch.names.add(name)
                 if mtype == rawnl.RTM_DELLINK:
                     batch.deleted.add(name)
+                    batch.links.pop(name, None)
+                elif msg[rawnl.HDR.size] == socket.AF_UNSPEC:  # not a bridge port's AF_BRIDGE record
+                    batch.links[name] = bytes(msg)
 
 
 def rcvbuf() -> int:
@@ -102,6 +110,11 @@ class LinkEvents:
                 raise AgentError(f"{self.netns}: reading link events failed: {exc}") from None
             parse(data, batch)
         return batch
+
+    def pending(self) -> bool:
+        """Something is queued (an event, or an overrun to report) -- without reading it."""
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return bool(readable)
 
     def close(self) -> None:
         self.sock.close()

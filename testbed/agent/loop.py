@@ -6,7 +6,12 @@
            change can slip between the first dump and the subscription), then a
            full reconcile (adopts existing rules) -> agent.json "ready": true
     loop:  select(link-event sockets, /run/netns inotify, signal pipe)
-           events of NIC n  -> drain them all -> fast reconcile of n
+           events of NIC n  -> drain them all -> react: the events' link messages laid
+                               over the last reading, the change prepared for that state
+                               sent in one sendmsg (reconcile.NicReconciler.react)
+           nothing queued   -> one step of background work when it is due (select's
+                               timeout): verify the last fast reaction with a dump, then
+                               prepare the changes for the states the bond may move to next
            ENOBUFS          -> full reconcile of n (dump state and rules)
            SIGHUP           -> full reconcile of every NIC
            SIGTERM / SIGINT -> exit 0, rules left in place (traffic keeps flowing;
@@ -20,6 +25,8 @@ applied (``report``).
 from __future__ import annotations
 
 import fcntl
+import functools
+import gc
 import os
 import select
 import signal
@@ -28,9 +35,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from pyroute2 import IPRoute
 
-from testbed import labstore
+from testbed import labstore, nlpipe
 from testbed.agent.events import LinkEvents, NetnsWatch
-from testbed.agent.reconcile import NicReconciler, Reaction, safe_reconcile
+from testbed.agent.reconcile import NicReconciler, Reaction, safe_call, safe_reconcile
 from testbed.agent.report import Reporter
 from testbed.errors import AgentError
 from testbed.nl import netns_exists, open_ns
@@ -69,7 +76,8 @@ class NicWatch:
         except BaseException:
             self.events.close()
             raise
-        self.rec = NicReconciler(host, self.ipr)
+        nlpipe.enable_ext_ack(self.ipr)  # once: the event path sends without toggling it
+        self.rec = NicReconciler(host, self.ipr, quiet=lambda: not self.events.pending())
 
     def fileno(self) -> int:
         return self.events.fileno()
@@ -137,6 +145,9 @@ class Agent:
                 t = time.monotonic()
                 reaction = n.rec.reconcile("start", t, full=True)
                 self._record(reaction)
+            # What start-up built (topology, plans, rules) lives as long as the agent: out of the
+            # collector's generations, a full collection never scans it in the middle of a reaction.
+            gc.freeze()
             self.reporter.ready = True
             self.reporter.write_status([n.rec for n in self.nics])
             self.reporter.line(f"agent ready: lab {self.lab}, {len(self.nics)} NIC(s), pid {os.getpid()}; "
@@ -176,8 +187,15 @@ class Agent:
                 for n in self.nics:
                     self._record(safe_reconcile(n.rec, "SIGHUP", time.monotonic(), full=True))
                 continue
-            readable, _, _ = select.select(fds, [], [])
+            dues = [d for d in (n.rec.due_in() for n in self.nics) if d is not None]
+            readable, _, _ = select.select(fds, [], [], min(dues) if dues else None)
             t_event = time.monotonic()
+            if not readable:
+                for n in self.nics:
+                    if n.rec.busy():
+                        self._record(safe_call(n.rec, "background", t_event, n.rec.step))
+                        break
+                continue
             if self._wake_r in readable:
                 try:
                     os.read(self._wake_r, 512)
@@ -195,4 +213,6 @@ class Agent:
                 elif batch.messages:
                     self._check_netns(watch)
                     trigger = ",".join(sorted(batch.names)) or "link event"
-                    self._record(safe_reconcile(n.rec, trigger, t_event))
+                    react = functools.partial(n.rec.react, trigger, t_event, batch.links, batch.names,
+                                              batch.deleted)
+                    self._record(safe_call(n.rec, trigger, t_event, react))

@@ -27,6 +27,9 @@ With ``--json-log`` each line is instead the reaction's JSON object (below).
                                                    # active-backup: one entry, the active port
           "tx": {"vf0": [...], "rdma0": [...]},    # each function's entries (same table today)
           "rules": 25, "resyncs": 1,
+          "fast": {"fast": 9, "precomputed": 8, "planned": 1, "read": 2,   # reactions per path
+                   "verified": 9, "corrected": 0,          # verify dumps after fast reactions; fixes
+                   "prepared": ["usable pf0 / receiving pf0", ...]},  # next states ready to send
           "reactions": [ REACTION, ... ]           # the last 20 of this NIC, oldest first
         }
       },
@@ -45,7 +48,14 @@ With ``--json-log`` each line is instead the reaction's JSON object (below).
                 "plan_ms": 0.3,      # rules computed and diffed
                 "apply_ms": 2.9,     # the phased tc batches
                 "latency_ms": 3.2,   # event read from the socket -> last rule applied
-                "error": null, "text": "<the log line without the timestamp>"}
+                "error": null,
+                "path": "precomputed" | "planned" | "read" | "verify" | "full",
+                    # precomputed: the change prepared for this state, one sendmsg, no dump;
+                    # planned: the events' state was not foreseen, planned and sent the same way;
+                    # read: the links dumped first (events not trusted, or a new interface);
+                    # verify: the dump after a fast reaction found and fixed a wrong guess
+                    #   (latency_ms still from the original event); full: a resync
+                "text": "<the log line without the timestamp>"}
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ representors is split into chunks of 31 mirrors chained with ``continue``
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
@@ -125,6 +125,11 @@ class Plan:
     receiving: Tuple[str, ...]  # ports that deliver what arrives from the wire (a superset of usable)
     table: Tuple[Optional[str], ...]  # entry -> port (None: drop); active-backup: one entry
     tx: Mapping[str, Tuple[Optional[str], ...]]  # function -> the ports its TX entries use (read-only)
+    # rules = varying (gates, ARP passes, the TX table: what a state change touches) + fixed (the same
+    # objects in every plan of one device set): a diff between two plans sharing ``fixed`` needs only
+    # ``varying`` (``reconcile.plan_diff``)
+    varying: Tuple[Rule, ...] = field(default=(), repr=False, compare=False)
+    fixed: Tuple[Rule, ...] = field(default=(), repr=False, compare=False)
 
     def summary(self) -> str:
         """``usable pf1; table 32xpf1`` (entries per port) — for the log line."""
@@ -270,25 +275,39 @@ def plan(nic: Nic, state: BondState) -> Plan:
     return _plan(nic, usable_ports(nic, state), receiving_ports(nic, state), state.devices)
 
 
-@functools.lru_cache(maxsize=16)
+def plan_for(nic: Nic, usable: Tuple[str, ...], receiving: Tuple[str, ...], devices: Devices) -> Plan:
+    """The plan for a state given by its usable and receiving ports (the agent's precomputed next states)."""
+    return _plan(nic, usable, receiving, devices)
+
+
+@functools.lru_cache(maxsize=64)
 def _plan(nic: Nic, usable: Tuple[str, ...], receiving: Tuple[str, ...], devices: Devices) -> Plan:
     """The rules depend only on the topology, the usable and receiving ports and which devices exist.
 
-    Cached (the result is immutable): a flapping port alternates between two plans.
+    Cached (the result is immutable): a flapping port alternates between two
+    plans, and the agent prepares the plans of the states the bond may move to
+    next (one per port lost or regained).
     """
     table = mapping.for_nic(nic, usable)
+    gates, fixed, entries = _gate_rules(nic, devices, receiving), _fixed_rules(nic, devices), _table_rules(nic, table)
+    tx = {fn.name: table for fn in nic.functions}
+    return Plan(rules=tuple(gates) + fixed + tuple(entries), usable=usable, receiving=receiving, table=table,
+                tx=MappingProxyType(tx), varying=tuple(gates + entries), fixed=fixed)
+
+
+@functools.lru_cache(maxsize=8)
+def _fixed_rules(nic: Nic, devices: Devices) -> Tuple[Rule, ...]:
+    """The rules no bond state changes (delivery, loopback, what each function transmits): built once per
+    set of devices and shared by every plan (the same objects, so comparing two plans' copies is cheap)."""
     vf_reps = [vf for vf in nic.vfs if _present(devices, vf.rep)]
-    rules: List[Rule] = _gate_rules(nic, devices, receiving) + _delivery_rules(nic, devices, vf_reps)
+    rules: List[Rule] = _delivery_rules(nic, devices, vf_reps)
     for port in nic.ports:
         if _present(devices, port):
             rules += _loopback_rules(nic, devices, port, vf_reps)
-    tx: Dict[str, Tuple[Optional[str], ...]] = {}
     for i, fn in enumerate(nic.functions):
-        tx[fn.name] = table
         if _present(devices, fn.rep):
             rules += _function_rules(nic, devices, i, fn, vf_reps)
-    rules += _table_rules(nic, table)
-    return Plan(rules=tuple(rules), usable=usable, receiving=receiving, table=table, tx=MappingProxyType(tx))
+    return tuple(rules)
 
 
 def desired_rules(nic: Nic, state: BondState) -> List[Rule]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from testbed import nlpipe, rawnl
@@ -182,31 +183,13 @@ def _op_error(what: str, reply: nlpipe.Reply, fix: Optional[str]) -> NetlinkOpEr
     )
 
 
-def apply(
-    ipr,
-    add: Iterable[Rule] = (),
-    replace: Iterable[Rule] = (),
-    delete: Iterable[Rule] = (),
-    window: int = WINDOW,
-    ack_each: bool = False,
-) -> None:
-    """Delete, then replace, then add rules, pipelined ``window`` requests per sendmsg.
+Job = Tuple[str, Rule, int]  # (op, rule, dev ifindex; 0 for a block's rule)
+Phase = Tuple[Iterable[Rule], Iterable[Rule], Iterable[Rule]]  # (add, replace, delete)
 
-    Only the last request of a window asks for an ack (``ack_each=True``:
-    all); failures are reported either way (see nlpipe.transact).
 
-    Every rule is checked (and every interface resolved) before anything is
-    sent, so a bad rule changes nothing (rules are then packed window by
-    window as they are sent).  Kernel failures do not stop the
-    batch; afterwards one NetlinkOpError reports them all, carrying the first
-    one's errno.  Replace creates a rule that is missing (tc's ``replace``).
-    """
-    links = _links(ipr)
-
-    def ifindex(name: str) -> int:
-        return _index(links, name, "mirred target")
-
-    jobs: List[Tuple[str, Rule, int]] = []  # (op, rule, dev ifindex), in sending order
+def _jobs(links: Dict[str, int], add: Iterable[Rule], replace: Iterable[Rule], delete: Iterable[Rule]) -> List[Job]:
+    """Check every rule (and resolve every interface) before anything is sent: deletes, replaces, adds."""
+    jobs: List[Job] = []
     for op, rules in (("delete", delete), ("replace", replace), ("add", add)):
         for rule in rules:
             dev = 0 if rule.block else _index(links, rule.dev, canonical.where(rule))
@@ -216,18 +199,25 @@ def apply(
                     if action.dev is not None and action.dev not in links:
                         _index(links, action.dev, f"{canonical.where(rule)}: mirred target")
             jobs.append((op, rule, dev))
-    if not jobs:
-        return
+    return jobs
 
-    def requests() -> Iterator[nlpipe.Request]:
-        for op, rule, dev in jobs:
-            if op == "delete":
-                yield RTM_DELTFILTER, 0, codec.pack_delete(rule, dev)
-            else:
-                flags = REPLACE_FLAGS if op == "replace" else ADD_FLAGS
-                yield RTM_NEWTFILTER, flags, codec.pack(rule, dev, ifindex, checked=True)
 
-    replies = nlpipe.transact(ipr, requests(), window=window, ack_each=ack_each)
+def _requests(links: Dict[str, int], jobs: Iterable[Job]) -> Iterator[nlpipe.Request]:
+    """The netlink request of each job, packed when asked for (``apply`` packs window by window)."""
+
+    def ifindex(name: str) -> int:
+        return _index(links, name, "mirred target")
+
+    for op, rule, dev in jobs:
+        if op == "delete":
+            yield RTM_DELTFILTER, 0, codec.pack_delete(rule, dev)
+        else:
+            flags = REPLACE_FLAGS if op == "replace" else ADD_FLAGS
+            yield RTM_NEWTFILTER, flags, codec.pack(rule, dev, ifindex, checked=True)
+
+
+def _check_replies(jobs: List[Job], replies: List[nlpipe.Reply]) -> None:
+    """One NetlinkOpError for every failed job (the first one's errno), or nothing."""
     failed = [(op, rule, r) for (op, rule, _), r in zip(jobs, replies) if r.errno]
     if not failed:
         return
@@ -242,6 +232,68 @@ def apply(
             f"{err.message} (also failed: {more}{tail})", errno=err.errno, fix=err.fix
         )
     raise err
+
+
+def apply(
+    ipr,
+    add: Iterable[Rule] = (),
+    replace: Iterable[Rule] = (),
+    delete: Iterable[Rule] = (),
+    window: int = WINDOW,
+    ack_each: bool = False,
+    links: Optional[Dict[str, int]] = None,
+) -> None:
+    """Delete, then replace, then add rules, pipelined ``window`` requests per sendmsg.
+
+    Only the last request of a window asks for an ack (``ack_each=True``:
+    all); failures are reported either way (see nlpipe.transact).
+
+    Every rule is checked (and every interface resolved) before anything is
+    sent, so a bad rule changes nothing (rules are then packed window by
+    window as they are sent).  Kernel failures do not stop the
+    batch; afterwards one NetlinkOpError reports them all, carrying the first
+    one's errno.  Replace creates a rule that is missing (tc's ``replace``).
+    ``links`` (name -> ifindex of the namespace) saves the link dump when the
+    caller has just read it.
+    """
+    links = _links(ipr) if links is None else links
+    jobs = _jobs(links, add, replace, delete)
+    if not jobs:
+        return
+    replies = nlpipe.transact(ipr, _requests(links, jobs), window=window, ack_each=ack_each)
+    _check_replies(jobs, replies)
+
+
+@dataclass(frozen=True)
+class Change:
+    """Rule changes encoded once, in their order, as one netlink buffer: ``send`` is one sendmsg.
+
+    Phases follow each other in the buffer (each one: deletes, replaces,
+    adds, as ``apply``), so the kernel handles them in that order -- what
+    ``apply`` called once per phase does, without a round trip in between.
+    """
+
+    packed: nlpipe.Packed
+    jobs: Tuple[Job, ...]
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+
+def encode(links: Dict[str, int], phases: Iterable[Phase]) -> Change:
+    """The ``Change`` for ``phases``, (add, replace, delete) each, with the namespace's ifindexes ``links``.
+
+    The same checks and encoder as ``apply``: the buffer holds exactly the
+    messages ``apply`` would send for these phases, one after the other.
+    """
+    jobs = [job for add, replace, delete in phases for job in _jobs(links, add, replace, delete)]
+    return Change(nlpipe.pack(_requests(links, jobs)), tuple(jobs))
+
+
+def send(ipr, change: Change) -> None:
+    """Send a ``Change`` (one sendmsg) and read its ack; NetlinkOpError as ``apply`` for any failure."""
+    if change.jobs:
+        _check_replies(list(change.jobs), nlpipe.send_packed(ipr, change.packed))
 
 
 # --- dump -------------------------------------------------------------------

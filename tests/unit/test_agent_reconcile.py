@@ -12,6 +12,7 @@ from testbed import labstore
 from testbed.agent import launcher, rules
 from testbed.agent.reconcile import Reaction, fast_diff
 from testbed.agent.report import Reporter
+from testbed.bond.state import LinkTable
 from testbed.agent.status import read_raw as read_status
 from testbed.cli import build_parser
 from testbed.tc import ops
@@ -144,7 +145,8 @@ hosts:
     now = {"state": bond_state(nic, ps, active="pf0", missing={"vf1-rep"})}
     bound = {"pf0": (0, 0), "vf0-rep": (rules.BLOCK_PORTS, 0)}  # realize's unshared clsact; a wrong binding
     calls = []
-    monkeypatch.setattr(reconcile, "read_state", lambda ipr, nic, netns=None: now["state"])
+    monkeypatch.setattr(reconcile, "read_links",
+                        lambda ipr, nic, netns=None: LinkTable(state=now["state"], links={}, index={}))
     monkeypatch.setattr(ops, "clsact_blocks", lambda ipr: dict(bound))
 
     def ensure(ipr, dev, ingress_block=0, egress_block=0):
@@ -154,7 +156,7 @@ hosts:
     monkeypatch.setattr(ops, "ensure_clsact", ensure)
     monkeypatch.setattr(ops, "dump",
                         lambda ipr, devs, blocks=(): calls.append(("dump", tuple(devs), tuple(blocks))) or [])
-    monkeypatch.setattr(ops, "apply", lambda ipr, add=(), replace=(), delete=(): calls.append(
+    monkeypatch.setattr(ops, "apply", lambda ipr, add=(), replace=(), delete=(), links=None: calls.append(
         ("apply", len(add), len(replace), len(delete))))
     rec = reconcile.NicReconciler(host, ipr=None)
     first = rec.reconcile("start", 0.0, full=True)
