@@ -57,6 +57,16 @@ RoCEv2 arrives with intact ICRC and its PSNs in order per QP; with
 mode, whose table is native again once every port is back) every flow
 ends on the port it used before the failure.
 
+The negative control (``agent=False``: the agent was stopped before the
+fault, so nothing moves the offload's rules): each offload stream's one
+check is that it lost packets beyond the bond's window -- the traffic died,
+proof that the fault reached it and that a PASS owes its survival to the
+agent. The bond's own streams are reported, not judged: with the rules
+left as they were, the inactive port's drop rule meets the bond's received
+traffic too, as it would on a NIC whose driver stopped following the bond;
+so its losses are not its window either -- the windows are the event calls
+alone (widened by ``agent_allowance_ms``).
+
 Public API:
     FailoverTolerance(agent_allowance_ms=50.0, agent_notice_ms=150.0, max_agent_latency_ms=500.0,
                       window_ms=500.0, max_duplicated=0, max_reordered_in_flow=0,
@@ -67,12 +77,14 @@ Public API:
     FailoverResult                                                         dataclass; kind "failover",
         .passed, .verdict, .checks, .invalid, .earlier_attempts, .lost (beyond the bond's window and the
         agent's reaction, offload streams), .lost_total, .stream(name), .bond_gap_ms, .offload_gap_ms,
-        .summary, .to_dict(series=False)
+        .summary, .gap_spread (per direction: the offload's gaps, least/median/worst, beside the bond's),
+        .negative_control, .to_dict(series=False)
     RdmaResult(FailoverResult)                                             kind "rdma"; .icrc_bad, .psn_errors
     SendTimes(record_lists, start_ns, rate_pps)(seq) -> ns                 send time of a sequence number
     evaluate_failover(metas, records, wire_records, *, ticks, rate_pps, start_ns, events,
                       failed_port, refused=None, reactions=(), extra_ms=0.0, expect_return=False,
-                      tolerance=FailoverTolerance()) -> (list[StreamFigures], list[Check], series dict)
+                      tolerance=FailoverTolerance(), wires_captured=True, agent=True)
+        -> (list[StreamFigures], list[Check], series dict)
 """
 
 from __future__ import annotations
@@ -107,6 +119,7 @@ class _Run:
     reactions: Sequence[Reaction]
     extra_ms: float
     tol: FailoverTolerance
+    agent: bool = True  # False: the negative control -- windows from the event calls alone
 
     PRE_NS = 5_000_000  # 5 ms before an event: the threads read the clock separately
 
@@ -127,9 +140,11 @@ def evaluate_failover(
     expect_return: bool = False,
     tolerance: Optional[FailoverTolerance] = None,
     wires_captured: bool = True,
+    agent: bool = True,
 ) -> Tuple[List[StreamFigures], List[Check], Dict[str, Any]]:
     """``events``: (name, start ns[, end ns]) in CLOCK_REALTIME -- names start with ``fail`` or ``restore``;
-    ``extra_ms``: how much later than ``window_ms`` a repair's effect may come (the bond's updelay)."""
+    ``extra_ms``: how much later than ``window_ms`` a repair's effect may come (the bond's updelay);
+    ``agent=False``: the negative control (see the module docstring)."""
     tolerance = tolerance or FailoverTolerance()
     spans = [(ev[1], ev[2] if len(ev) > 2 else ev[1]) for ev in events]
     fail = next((sp for ev, sp in zip(events, spans) if ev[0].startswith("fail")), None)
@@ -140,12 +155,17 @@ def evaluate_failover(
                {m.name: analyze_stream(records.get(m.name, ()), expected=ticks, first_seq=0,
                                        event_ns=fail[0] if fail else None, window_ms=tolerance.window_ms)
                 for m in metas},
-               {m.direction: m for m in metas if m.kind == "bond"}, reactions, extra_ms, tolerance)
+               {m.direction: m for m in metas if m.kind == "bond"}, reactions, extra_ms, tolerance, agent)
     figures: List[StreamFigures] = []
     checks: List[Check] = []
     for m in metas:
         f = _figures(run, m, records.get(m.name, ()), wire_records.get(m.name, ()), (refused or {}).get(m.name, 0))
         figures.append(f)
+        if not agent:
+            if m.offload:
+                checks.append(check(f"{m.name}: lost beyond the bond's window (agent stopped: the traffic must "
+                                    "die)", f.lost_beyond_bond, f.lost_beyond_bond > 0, "> 0"))
+            continue
         checks += _stream_checks(m, f, tolerance, failed_port, fail[0] if fail else None,
                                  restore[0] if restore else None, expect_return, wires_captured)
     for r in reactions:
@@ -165,7 +185,8 @@ def _classify(run: _Run, m: StreamMeta) -> Tuple[List[List[int]], List[Optional[
     tol, pre = run.tol, _Run.PRE_NS
     slack_ns = int(tol.agent_allowance_ms * 1e6)
     ref = run.bonds.get(m.direction) or next(iter(run.bonds.values()), None)
-    ref_runs = [(run.when(a), run.when(b)) for a, b in run.reports[ref.name].lost_runs] if ref is not None else []
+    ref_runs = ([(run.when(a), run.when(b)) for a, b in run.reports[ref.name].lost_runs]
+                if ref is not None and run.agent else [])
     windows = tw.bond_windows(ref_runs, run.spans, pre, run.posts)
     done = (tw.agent_windows(windows, run.reactions, run.start_ns, int(tol.agent_notice_ms * 1e6))
             if m.offload else [None] * len(windows))
