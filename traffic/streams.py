@@ -46,6 +46,8 @@ Public API:
 
 from __future__ import annotations
 
+import os
+import resource
 import socket
 import threading
 import time
@@ -62,6 +64,7 @@ from traffic.receivers import ReceiverGroup
 from traffic.records import RxRecord
 from traffic.sender import RawSender
 
+FD_HEADROOM = 64  # file descriptors beyond the run's own sockets (the caller's, netlink, pcap, pipes)
 START_LEAD_NS = 50_000_000  # the schedule starts 50 ms after the call: every thread is ready
 
 Progress = Callable[[str], None]
@@ -203,6 +206,27 @@ def _check(specs: Sequence[StreamSpec], rate_pps: float, count: int) -> None:
         raise UsageError("run_streams: stream ids and names must be distinct")
 
 
+def _reserve_fds(specs: Sequence[StreamSpec]) -> None:
+    """Room for the run's sockets (a sender per sending interface, a sink and a receiver per destination, the
+    wires'): the soft RLIMIT_NOFILE raised toward the hard one when 256 VFs would not fit the usual 1,024."""
+    want = (len({(s.tx.netns, s.tx.ifname) for s in specs}) + 2 * len({(s.rx.netns, s.rx.ifname) for s in specs})
+            + FD_HEADROOM + _open_fds())
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or want <= soft:
+        return
+    if hard != resource.RLIM_INFINITY and want > hard:
+        raise UsageError(f"{len(specs)} streams need about {want} file descriptors; the hard limit is {hard}",
+                         fix=f"raise it (ulimit -Hn {want}) or run fewer targets at once")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 64
+
+
 def _warm_up(senders: Sequence[RawSender], specs: Sequence[StreamSpec]) -> None:
     """Each sender's first frame once, not captured: the switch's bridge learns the sources."""
     for snd, s in zip(senders, specs):
@@ -289,6 +313,7 @@ def run_streams(
     warmup: bool = True,
 ) -> StreamsRun:
     _check(specs, rate_pps, count)
+    _reserve_fds(specs)
     senders: Dict[Tuple[Optional[str], str], RawSender] = {}  # one socket per sending interface, shared
     caps = _Captures()
     runner = EventRunner(events, "verify-events")

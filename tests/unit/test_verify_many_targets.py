@@ -274,3 +274,36 @@ def test_one_thread_serves_several_receivers_each_with_its_own_records():
     assert len(b.stop()) == 6 and {r.stream_id for r in b.stop()} == {77}
     assert a.stats()["matched"] == 9 and b.stats()["socket_drops"] == 0
     assert a._sock.fileno() == -1 and b._sock.fileno() == -1  # closed by the group's stop
+
+
+# -- file descriptors for 256 VFs ------------------------------------------------------------------------
+
+
+def vf_specs(n: int):
+    from traffic.streams import Station, StreamSpec
+
+    client = Station("client", "t1-client", "eth0", "02:00:00:00:01:00", "198.18.0.100")
+    out = []
+    for i in range(n):
+        vf = Station(f"vf{i}", f"t1-server-vf{i}", f"vf{i}", "02:00:00:00:00:01", "198.18.0.2")
+        out += [StreamSpec(f"vf{i} rx", 2 * i, client, vf, []), StreamSpec(f"vf{i} tx", 2 * i + 1, vf, client, [])]
+    return out
+
+
+def test_the_soft_fd_limit_is_raised_for_256_vfs_and_a_low_hard_limit_is_named(monkeypatch):
+    import resource
+
+    from traffic import streams
+
+    set_to = []
+    monkeypatch.setattr(streams, "_open_fds", lambda: 20)
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (512, 4096))
+    monkeypatch.setattr(resource, "setrlimit", lambda what, lim: set_to.append(lim))
+    streams._reserve_fds(vf_specs(64))  # 65 senders + 2 x 65 destinations + headroom + 20 open: fits 512
+    assert set_to == []
+    streams._reserve_fds(vf_specs(256))  # 257 + 2 x 257 + headroom + 20 open: raised
+    assert set_to == [(257 + 2 * 257 + streams.FD_HEADROOM + 20, 4096)]
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (512, 512))
+    with pytest.raises(UsageError, match="512 streams need about .* the hard limit is 512") as info:
+        streams._reserve_fds(vf_specs(256))
+    assert "ulimit -Hn" in info.value.fix
