@@ -202,8 +202,8 @@ def run(ctx: RunContext, cls: Any, plan: FailoverPlan, settle_on: Optional[Seque
             f.close()
     res = _judge(ctx, cls, plan, rate, host, port, usable, metas, streams, updelay_s, total_s)
     if not plan.agent:
-        pass  # no agent to agree with: the lab stays as the run left it
-    elif _expect_return(plan, host, port):
+        return res  # no agent to agree with: the lab stays as the run left it
+    if _expect_return(plan, host, port):
         ctx.progress(f"waiting for {host.name}:{port} to be in use again")
         ctx.view.wait_settled(host, usable, SETTLE_TIMEOUT_S)
     elif streams.events:
