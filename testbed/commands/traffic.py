@@ -12,7 +12,7 @@ import textwrap
 from typing import Any
 
 from testbed.commands.common import Progress, add_json, add_quiet, emit_json, require_root
-from traffic.pacing import FRAME_BUDGET_PPS, STREAM_RATE_PPS
+from traffic.pacing import FRAME_BUDGET_PPS, STREAM_RATE_PPS, stream_rate
 
 RAW = argparse.RawDescriptionHelpFormatter
 FAIL_EXIT = 11  # VerificationFailed.exit_code, without importing it here
@@ -156,7 +156,8 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
                    help="carrier: the wire goes down (default); lacp: LACPDUs dropped on the wire (802.3ad)")
     p.add_argument("--rate", type=float, metavar="PPS",
                    help=f"packets/s per stream (default {STREAM_RATE_PPS:g}, lowered when the streams together "
-                        f"would send more than {FRAME_BUDGET_PPS:g} frames/s: 15.3 for 64 VFs both ways)")
+                        f"would send more than {FRAME_BUDGET_PPS:g} frames/s: {stream_rate(130):g} for 64 VFs "
+                        "both ways)")
     p.add_argument("--duration", type=float, default=3.0, metavar="S", help="stream length (default 3; "
                    "extended to 1 s past the last event)")
     p.add_argument("--fail-at", type=float, default=1.0, metavar="S", help="failure this far in (default 1)")

@@ -27,8 +27,8 @@ Methods (tolerances are dataclasses with stated defaults; see the modules):
   failed (``lab.restore(...)`` repairs it).  ``fail="server:active"`` picks the bond's active port.
   ``targets`` takes ranges: ``["server:vf0-vf63"]`` (64 VFs), ``["server:vfs"]`` (every VF of the host).
   ``rate_pps=None``: 100 per stream, lowered for many streams so that all of them together send at
-  most ``traffic.pacing.FRAME_BUDGET_PPS`` (2,000 frames/s: 64 VFs x 2 directions + the bond's run at
-  15.3 pps each).  ``agent=False`` is the negative control: the agent is stopped before the fault (and
+  most ``traffic.pacing.FRAME_BUDGET_PPS`` (400 frames/s: 64 VFs x 2 directions + the bond's run at
+  3 pps each).  ``agent=False`` is the negative control: the agent is stopped before the fault (and
   left stopped) and the result passes when every offload stream lost packets beyond the bond's window.
 - ``rdma(target="server:rdma0", fail="server:pf0", *, qps=4, ...) -> RdmaResult`` -- the same with
   RoCEv2 (one flow per QP); ``fail=None`` checks integrity without a failure.

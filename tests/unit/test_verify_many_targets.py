@@ -94,7 +94,7 @@ def test_a_host_without_vfs_has_no_vfs_target():
 
 def test_the_rate_per_stream_is_lowered_to_fit_the_budget():
     assert stream_rate(4) == STREAM_RATE_PPS  # one VF and the bond, both ways: as before
-    assert stream_rate(130) == 15.3  # 64 VFs + the bond, both ways
+    assert stream_rate(130) == 3.0  # 64 VFs + the bond, both ways: 400 frames/s
     for n in (1, 20, 21, 130, 514, 100_000):
         assert stream_rate(n) * n <= max(FRAME_BUDGET_PPS, 0.1 * n) and stream_rate(n) > 0
 
@@ -110,9 +110,9 @@ def test_source_ports_stay_distinct_and_in_range_for_many_streams():
 
 # -- the verdict for 64 targets -------------------------------------------------------------------------
 
-RATE = 15.3
-TICKS = 60
-FAIL_TICK = 15  # ~1 s in
+RATE = 3.0
+TICKS = 12
+FAIL_TICK = 3  # 1 s in
 VFS = 64
 
 
@@ -160,7 +160,8 @@ def in_window(m: StreamMeta) -> List[int]:
     return [FAIL_TICK, FAIL_TICK + 1] if m.name in ("vf17 rx", "vf40 tx") else [FAIL_TICK]
 
 
-REACTION = [Reaction(tx_at(FAIL_TICK + 1) + 10 * MS, 60.0, "bond0 active pf1")]
+# the agent heard of it 50 ms after the bond's lost packet was due, and took 250 ms: the VFs' second loss is its
+REACTION = [Reaction(tx_at(FAIL_TICK) + 300 * MS, 250.0, "bond0 active pf1")]
 
 
 def test_64_vfs_that_lose_only_in_the_bonds_window_and_the_agents_reaction_pass():
