@@ -30,7 +30,11 @@ target -> client, TX steering):
   event) that heard of the change at most ``agent_notice_ms`` after a
   window ended extends that window to when its rules were in place.  A
   reaction heard later (a port that comes back after updelay) extends
-  nothing: what the offload lost before it is not the bond's doing;
+  nothing: what the offload lost before it is not the bond's doing.  For
+  hearing, a window ends no sooner than the bond's stream shows: at the
+  first packet of it sent after the event's call that arrived -- at 3 pps a
+  bond stream that lost nothing may have been cut for 300 ms, and the
+  agent hears of the bond's change when the bond makes it;
 - per lost packet, by send time: ``lost_in_bond_window``, else
   ``lost_in_agent_reaction``, else ``lost_beyond_bond`` -- windows widened
   by ``agent_allowance_ms`` (packets in flight, the agent's millisecond
@@ -117,6 +121,7 @@ class _Run:
     reports: Mapping[str, Any]  # stream -> traffic.analysis.StreamReport
     bonds: Mapping[str, StreamMeta]  # direction -> the bond's stream
     reactions: Sequence[Reaction]
+    delivered: Mapping[str, List[int]]  # the bond's streams: send times of what arrived, sorted
     extra_ms: float
     tol: FailoverTolerance
     agent: bool = True  # False: the negative control -- windows from the event calls alone
@@ -155,7 +160,9 @@ def evaluate_failover(
                {m.name: analyze_stream(records.get(m.name, ()), expected=ticks, first_seq=0,
                                        event_ns=fail[0] if fail else None, window_ms=tolerance.window_ms)
                 for m in metas},
-               {m.direction: m for m in metas if m.kind == "bond"}, reactions, extra_ms, tolerance, agent)
+               {m.direction: m for m in metas if m.kind == "bond"}, reactions,
+               {m.name: sorted(r.tx_ns for r in records.get(m.name, ())) for m in metas if m.kind == "bond"},
+               extra_ms, tolerance, agent)
     figures: List[StreamFigures] = []
     checks: List[Check] = []
     for m in metas:
@@ -188,7 +195,9 @@ def _classify(run: _Run, m: StreamMeta) -> Tuple[List[List[int]], List[Optional[
     ref_runs = ([(run.when(a), run.when(b)) for a, b in run.reports[ref.name].lost_runs]
                 if ref is not None and run.agent else [])
     windows = tw.bond_windows(ref_runs, run.spans, pre, run.posts)
-    done = (tw.agent_windows(windows, run.reactions, run.start_ns, int(tol.agent_notice_ms * 1e6))
+    seen = tw.known_until(windows, tw.until_delivered(run.delivered[ref.name], run.spans, run.posts)
+                          if ref is not None and run.agent else [])
+    done = (tw.agent_windows(windows, run.reactions, run.start_ns, int(tol.agent_notice_ms * 1e6), seen)
             if m.offload else [None] * len(windows))
     pad = slack_ns if m.offload else pre
     in_bond = in_agent = beyond = 0
