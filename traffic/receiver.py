@@ -110,6 +110,7 @@ class Receiver:
         self._thread: Optional[threading.Thread] = None
         self._stop_r = self._stop_w = -1  # the stop pipe, made by start()
         self._sock: Optional[socket.socket] = None
+        self._ifindex: Dict[str, int] = {}  # its namespace's, for a ReceiverGroup's thread
         self._pcap: Optional[PcapWriter] = None
         self._stats = {"frames": 0, "matched": 0, "outgoing_skipped": 0, "socket_drops": 0}
         self._stopped = False
@@ -117,7 +118,7 @@ class Receiver:
     # -- life cycle ----------------------------------------------------------
 
     def start(self) -> Receiver:
-        if self._thread is not None:
+        if self._thread is not None or self._sock is not None:
             raise UsageError(f"{self._where}: already started")
         if self.pcap_path:
             self._pcap = PcapWriter(self.pcap_path, linktype=self.pcap_linktype)
@@ -240,10 +241,14 @@ class Receiver:
             raise
         return sock
 
+    def _open_with_names(self) -> Tuple[socket.socket, Dict[str, int]]:
+        """The socket, and the namespace's interface indexes (on a thread that may enter the namespace)."""
+        sock = self._open()
+        return sock, {name: idx for idx, name in socket.if_nameindex()}
+
     def _run(self) -> None:
         try:
-            sock = self._open()
-            ifindex = {name: idx for idx, name in socket.if_nameindex()}
+            sock, ifindex = self._open_with_names()
         except BaseException as exc:
             self._error = exc
             self._ready.set()
@@ -258,9 +263,7 @@ class Receiver:
                     break
             while self._drain(sock, ifindex):
                 pass
-            drops = self._socket_drops(sock)
-            with self._cond:
-                self._stats["socket_drops"] += drops
+            self._count_drops(sock)
         except BaseException as exc:  # surfaced by wait_*() and stop()
             self._error = exc
         finally:
@@ -268,10 +271,11 @@ class Receiver:
             with self._cond:
                 self._cond.notify_all()
 
-    @staticmethod
-    def _socket_drops(sock: socket.socket) -> int:
+    def _count_drops(self, sock: socket.socket) -> None:
+        """Add the frames the kernel dropped for want of buffer (PACKET_STATISTICS) to the stats."""
         raw = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS.size)
-        return _TPACKET_STATS.unpack(raw)[1]
+        with self._cond:
+            self._stats["socket_drops"] += _TPACKET_STATS.unpack(raw)[1]
 
     def _drain(self, sock: socket.socket, ifindex: Dict[str, int]) -> int:
         """Read up to BATCH frames the socket holds, publish them; return how many were read."""

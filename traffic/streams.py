@@ -8,6 +8,10 @@ every stream and the VF's losses can be laid over the bond's packet by packet.  
 
 - one ``traffic.receiver.Receiver`` per destination (namespace, interface),
   shared by the streams ending there and split by ``stream_id`` afterwards;
+  one thread serves all of them (``traffic.receivers.ReceiverGroup``: 64
+  VFs are 65 destinations, not 65 threads);
+- one raw socket per sending interface, shared by the streams leaving
+  there (the client's ``eth0`` sends every VF's ``rx`` stream);
 - one for the wires: in the switch namespace, kept to the NIC's switch-side
   ports, both directions (``include_outgoing``: frames the switch sends *to*
   the NIC are outgoing there), so every record says which port carried it
@@ -42,6 +46,8 @@ Public API:
 
 from __future__ import annotations
 
+import os
+import resource
 import socket
 import threading
 import time
@@ -54,9 +60,11 @@ from traffic.netns import run_in_netns
 from traffic.pacing import REFUSED, Lane, run_schedule
 from traffic.pcap import PcapWriter
 from traffic.receiver import CapturedFrame, Receiver
+from traffic.receivers import ReceiverGroup
 from traffic.records import RxRecord
 from traffic.sender import RawSender
 
+FD_HEADROOM = 64  # file descriptors beyond the run's own sockets (the caller's, netlink, pcap, pipes)
 START_LEAD_NS = 50_000_000  # the schedule starts 50 ms after the call: every thread is ready
 
 Progress = Callable[[str], None]
@@ -198,6 +206,27 @@ def _check(specs: Sequence[StreamSpec], rate_pps: float, count: int) -> None:
         raise UsageError("run_streams: stream ids and names must be distinct")
 
 
+def _reserve_fds(specs: Sequence[StreamSpec]) -> None:
+    """Room for the run's sockets (a sender per sending interface, a sink and a receiver per destination, the
+    wires'): the soft RLIMIT_NOFILE raised toward the hard one when 256 VFs would not fit the usual 1,024."""
+    want = (len({(s.tx.netns, s.tx.ifname) for s in specs}) + 2 * len({(s.rx.netns, s.rx.ifname) for s in specs})
+            + FD_HEADROOM + _open_fds())
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or want <= soft:
+        return
+    if hard != resource.RLIM_INFINITY and want > hard:
+        raise UsageError(f"{len(specs)} streams need about {want} file descriptors; the hard limit is {hard}",
+                         fix=f"raise it (ulimit -Hn {want}) or run fewer targets at once")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 64
+
+
 def _warm_up(senders: Sequence[RawSender], specs: Sequence[StreamSpec]) -> None:
     """Each sender's first frame once, not captured: the switch's bridge learns the sources."""
     for snd, s in zip(senders, specs):
@@ -239,19 +268,20 @@ def _split(specs: Sequence[StreamSpec], dest: Mapping[Tuple[str, str], List[RxRe
 
 
 class _Captures:
-    """The receivers of a run: one per destination (namespace, interface), one for the wires."""
+    """The receivers of a run: one per destination (namespace, interface), all served by one thread (a
+    ``ReceiverGroup``), and one for the wires."""
 
     def __init__(self) -> None:
         self.dest: Dict[Tuple[str, str], Receiver] = {}
+        self.group: Optional[ReceiverGroup] = None
         self.wire: Optional[Receiver] = None
 
     def start(self, specs: Sequence[StreamSpec], wires: Optional[Tuple[str, Mapping[str, str]]],
               keep_frames: bool) -> None:
-        """Each receiver is kept as soon as it runs: ``stop()`` stops those started before a failure."""
-        for s in specs:
-            key = (s.rx.netns, s.rx.ifname)
-            if key not in self.dest:
-                self.dest[key] = Receiver(s.rx.netns, s.rx.ifname).start()
+        """Each capture is kept as soon as it runs: ``stop()`` stops those started before a failure."""
+        dest = {(s.rx.netns, s.rx.ifname): Receiver(s.rx.netns, s.rx.ifname) for s in specs}
+        self.group = ReceiverGroup(list(dest.values())).start()
+        self.dest = dest
         if wires is not None:
             # namespace-wide, kept to the ports: a socket bound to a port that goes admin down (a failure)
             # would end with ENETDOWN
@@ -259,6 +289,8 @@ class _Captures:
                                  keep_frames=keep_frames).start()
 
     def stop(self) -> Tuple[Dict[Tuple[str, str], List[RxRecord]], List[RxRecord]]:
+        if self.group is not None:
+            self.group.stop()
         return {k: rx.stop() for k, rx in self.dest.items()}, (self.wire.stop() if self.wire else [])
 
     def stats(self, wires: Optional[Tuple[str, Mapping[str, str]]]) -> Dict[str, Dict[str, int]]:
@@ -281,23 +313,26 @@ def run_streams(
     warmup: bool = True,
 ) -> StreamsRun:
     _check(specs, rate_pps, count)
-    senders: List[RawSender] = []
+    _reserve_fds(specs)
+    senders: Dict[Tuple[Optional[str], str], RawSender] = {}  # one socket per sending interface, shared
     caps = _Captures()
     runner = EventRunner(events, "verify-events")
     ticker = _Ticker(progress, count / rate_pps, "traffic", count)
     try:
         for s in specs:
-            senders.append(RawSender(s.tx.netns, s.tx.ifname))
+            if (s.tx.netns, s.tx.ifname) not in senders:
+                senders[(s.tx.netns, s.tx.ifname)] = RawSender(s.tx.netns, s.tx.ifname)
+        lanes = [senders[(s.tx.netns, s.tx.ifname)] for s in specs]
         with Sinks(specs):
             if warmup:
-                _warm_up(senders, specs)
+                _warm_up(lanes, specs)
             caps.start(specs, wires, keep_frames=pcap is not None)
             t0 = time.monotonic_ns() + START_LEAD_NS
             runner.start(t0)
             ticker.start(t0)
             try:
                 sched = run_schedule([Lane(snd.sock.send, [t.stamp for t in s.templates])
-                                      for snd, s in zip(senders, specs)],
+                                      for snd, s in zip(lanes, specs)],
                                      count=count, rate_pps=rate_pps, start_mono_ns=t0, tick=ticker.tick)
             except BaseException:
                 runner.finish(cancel=True)
@@ -311,7 +346,7 @@ def run_streams(
                          f"(at most {sched.max_late_ns / 1e6:.0f} ms behind the schedule); collecting")
             _settle(caps.dest, specs, count, settle_s)
     finally:
-        for snd in senders:
+        for snd in senders.values():
             snd.close()
         dest, wire = caps.stop()
     if runner.errors:

@@ -12,7 +12,7 @@ import textwrap
 from typing import Any
 
 from testbed.commands.common import Progress, add_json, add_quiet, emit_json, require_root
-from traffic.pacing import STREAM_RATE_PPS
+from traffic.pacing import FRAME_BUDGET_PPS, STREAM_RATE_PPS, stream_rate
 
 RAW = argparse.RawDescriptionHelpFormatter
 FAIL_EXIT = 11  # VerificationFailed.exit_code, without importing it here
@@ -63,6 +63,9 @@ def _finish(args: argparse.Namespace, result: Any) -> int:
         if getattr(args, "restore_after", 1) is None and result.kind in ("failover", "rdma") and result.fail != "none":
             host, _, port = result.fail.partition(":")
             print(f"note: {result.fail} stays failed; repair it with `testbed restore {result.lab} {host} {port}`")
+        if getattr(result, "negative_control", False):
+            print(f"note: the agent of lab {result.lab} stays stopped; start it with "
+                  f"`testbed agent {result.lab} --daemon`")
     return 0 if result.passed else FAIL_EXIT
 
 
@@ -87,7 +90,8 @@ def cmd_failover(args: argparse.Namespace) -> int:
     res = tr.failover(targets=args.target or ["server:vf0"], fail=args.fail, rate_pps=args.rate,
                       duration_s=args.duration, fail_at_s=args.fail_at, restore_after_s=args.restore_after,
                       flap=args.flap, directions=args.direction, flows=args.flows, compare_bond=not args.no_bond,
-                      fault=args.fault, tolerance=_tolerance(args), pcap=args.pcap, attempts=args.attempts)
+                      fault=args.fault, tolerance=_tolerance(args), pcap=args.pcap, attempts=args.attempts,
+                      agent=not args.without_agent)
     return _finish(args, res)
 
 
@@ -145,12 +149,15 @@ def _outputs(p: argparse.ArgumentParser) -> None:
                                                   "hash: FILE, FILE.failed, FILE.restored per phase")
 
 
-def _stream_options(p: argparse.ArgumentParser, rate: float) -> None:
+def _stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fail", default="server:pf0", metavar="HOST:PORT",
                    help="the port whose wire fails (default server:pf0; HOST:active = the bond's active port)")
     p.add_argument("--fault", choices=("carrier", "lacp"), default="carrier",
                    help="carrier: the wire goes down (default); lacp: LACPDUs dropped on the wire (802.3ad)")
-    p.add_argument("--rate", type=float, default=rate, metavar="PPS", help=f"packets/s per stream (default {rate:g})")
+    p.add_argument("--rate", type=float, metavar="PPS",
+                   help=f"packets/s per stream (default {STREAM_RATE_PPS:g}, lowered when the streams together "
+                        f"would send more than {FRAME_BUDGET_PPS:g} frames/s: {stream_rate(130):g} for 64 VFs "
+                        "both ways)")
     p.add_argument("--duration", type=float, default=3.0, metavar="S", help="stream length (default 3; "
                    "extended to 1 s past the last event)")
     p.add_argument("--fail-at", type=float, default=1.0, metavar="S", help="failure this far in (default 1)")
@@ -194,18 +201,31 @@ def register(sub: Any) -> None:
                                     "before and after. PASS: no offload stream loses a packet beyond the bond's "
                                     "window and the agent's reaction, none is duplicated or reordered, after the "
                                     "failure nothing crosses the failed port, the agent reacts within "
-                                    "--max-agent-latency."),
+                                    "--max-agent-latency. Many targets at once (a range of VFs, or all of "
+                                    "them): one sending loop and one capture thread serve them all, the rate per "
+                                    "stream is lowered to fit (see --rate), and a summary per direction sets the "
+                                    "spread of the VFs' gaps (the worst named) beside the bond's. "
+                                    "--without-agent is the negative control: the agent is stopped before the "
+                                    "fault and every offload stream must lose packets beyond the bond's window "
+                                    "(exit 0 when they all did)."),
                         epilog="examples:\n"
                                "  sudo testbed traffic failover ab --target server:vf0 --target server:rdma0\n"
-                               "  sudo testbed traffic failover ab --restore-after 1.5 --plot failover.png\n\n"
+                               "  sudo testbed traffic failover ab --restore-after 1.5 --plot failover.png\n"
+                               "  sudo testbed traffic failover mv --target server:vf0-vf63 --restore-after 1.5\n"
+                               "  sudo testbed traffic failover mv --target server:vfs --without-agent   # negative "
+                               "control\n\n"
                                + COMMON_EPILOG)
     p.add_argument("lab")
     p.add_argument("--target", action="append", metavar="HOST:FN",
-                   help="server:vf0 (default), server:rdma0, server:bond; repeat for several side by side")
+                   help="server:vf0 (default), server:rdma0, server:bond; server:vf0-vf63 (a range of VFs), "
+                        "server:vfs (every VF); repeat for several side by side")
     p.add_argument("--flows", type=int, default=1, help="flows per stream (default 1; hash labs spread them)")
     p.add_argument("--flap", metavar="HOST:PORT",
                    help="fail this port at the repair (bonding selftests' recovery case; needs --restore-after)")
-    _stream_options(p, STREAM_RATE_PPS)
+    p.add_argument("--without-agent", action="store_true",
+                   help="negative control: stop the agent before the fault (it stays stopped); the offload's "
+                        "traffic must die")
+    _stream_options(p)
     _outputs(p)
     p.set_defaults(func=cmd_failover)
 
@@ -221,7 +241,7 @@ def register(sub: Any) -> None:
     p.add_argument("--target", default="server:rdma0", metavar="HOST:FN", help="default server:rdma0")
     p.add_argument("--qps", type=int, default=4, help="queue pairs (flows), default 4")
     p.add_argument("--no-fail", action="store_true", help="no failure: integrity only")
-    _stream_options(p, STREAM_RATE_PPS)
+    _stream_options(p)
     _outputs(p)
     p.set_defaults(func=cmd_rdma)
 

@@ -30,7 +30,11 @@ target -> client, TX steering):
   event) that heard of the change at most ``agent_notice_ms`` after a
   window ended extends that window to when its rules were in place.  A
   reaction heard later (a port that comes back after updelay) extends
-  nothing: what the offload lost before it is not the bond's doing;
+  nothing: what the offload lost before it is not the bond's doing.  For
+  hearing, a window ends no sooner than the bond's stream shows: at the
+  first packet of it sent after the event's call that arrived -- at 3 pps a
+  bond stream that lost nothing may have been cut for 300 ms, and the
+  agent hears of the bond's change when the bond makes it;
 - per lost packet, by send time: ``lost_in_bond_window``, else
   ``lost_in_agent_reaction``, else ``lost_beyond_bond`` -- windows widened
   by ``agent_allowance_ms`` (packets in flight, the agent's millisecond
@@ -57,6 +61,16 @@ RoCEv2 arrives with intact ICRC and its PSNs in order per QP; with
 mode, whose table is native again once every port is back) every flow
 ends on the port it used before the failure.
 
+The negative control (``agent=False``: the agent was stopped before the
+fault, so nothing moves the offload's rules): each offload stream's one
+check is that it lost packets beyond the bond's window -- the traffic died,
+proof that the fault reached it and that a PASS owes its survival to the
+agent. The bond's own streams are reported, not judged: with the rules
+left as they were, the inactive port's drop rule meets the bond's received
+traffic too, as it would on a NIC whose driver stopped following the bond;
+so its losses are not its window either -- the windows are the event calls
+alone (widened by ``agent_allowance_ms``).
+
 Public API:
     FailoverTolerance(agent_allowance_ms=50.0, agent_notice_ms=150.0, max_agent_latency_ms=500.0,
                       window_ms=500.0, max_duplicated=0, max_reordered_in_flow=0,
@@ -67,12 +81,14 @@ Public API:
     FailoverResult                                                         dataclass; kind "failover",
         .passed, .verdict, .checks, .invalid, .earlier_attempts, .lost (beyond the bond's window and the
         agent's reaction, offload streams), .lost_total, .stream(name), .bond_gap_ms, .offload_gap_ms,
-        .summary, .to_dict(series=False)
+        .summary, .gap_spread (per direction: the offload's gaps, least/median/worst, beside the bond's),
+        .negative_control, .to_dict(series=False)
     RdmaResult(FailoverResult)                                             kind "rdma"; .icrc_bad, .psn_errors
     SendTimes(record_lists, start_ns, rate_pps)(seq) -> ns                 send time of a sequence number
     evaluate_failover(metas, records, wire_records, *, ticks, rate_pps, start_ns, events,
                       failed_port, refused=None, reactions=(), extra_ms=0.0, expect_return=False,
-                      tolerance=FailoverTolerance()) -> (list[StreamFigures], list[Check], series dict)
+                      tolerance=FailoverTolerance(), wires_captured=True, agent=True)
+        -> (list[StreamFigures], list[Check], series dict)
 """
 
 from __future__ import annotations
@@ -105,8 +121,10 @@ class _Run:
     reports: Mapping[str, Any]  # stream -> traffic.analysis.StreamReport
     bonds: Mapping[str, StreamMeta]  # direction -> the bond's stream
     reactions: Sequence[Reaction]
+    delivered: Mapping[str, List[int]]  # the bond's streams: send times of what arrived, sorted
     extra_ms: float
     tol: FailoverTolerance
+    agent: bool = True  # False: the negative control -- windows from the event calls alone
 
     PRE_NS = 5_000_000  # 5 ms before an event: the threads read the clock separately
 
@@ -127,9 +145,11 @@ def evaluate_failover(
     expect_return: bool = False,
     tolerance: Optional[FailoverTolerance] = None,
     wires_captured: bool = True,
+    agent: bool = True,
 ) -> Tuple[List[StreamFigures], List[Check], Dict[str, Any]]:
     """``events``: (name, start ns[, end ns]) in CLOCK_REALTIME -- names start with ``fail`` or ``restore``;
-    ``extra_ms``: how much later than ``window_ms`` a repair's effect may come (the bond's updelay)."""
+    ``extra_ms``: how much later than ``window_ms`` a repair's effect may come (the bond's updelay);
+    ``agent=False``: the negative control (see the module docstring)."""
     tolerance = tolerance or FailoverTolerance()
     spans = [(ev[1], ev[2] if len(ev) > 2 else ev[1]) for ev in events]
     fail = next((sp for ev, sp in zip(events, spans) if ev[0].startswith("fail")), None)
@@ -140,12 +160,19 @@ def evaluate_failover(
                {m.name: analyze_stream(records.get(m.name, ()), expected=ticks, first_seq=0,
                                        event_ns=fail[0] if fail else None, window_ms=tolerance.window_ms)
                 for m in metas},
-               {m.direction: m for m in metas if m.kind == "bond"}, reactions, extra_ms, tolerance)
+               {m.direction: m for m in metas if m.kind == "bond"}, reactions,
+               {m.name: sorted(r.tx_ns for r in records.get(m.name, ())) for m in metas if m.kind == "bond"},
+               extra_ms, tolerance, agent)
     figures: List[StreamFigures] = []
     checks: List[Check] = []
     for m in metas:
         f = _figures(run, m, records.get(m.name, ()), wire_records.get(m.name, ()), (refused or {}).get(m.name, 0))
         figures.append(f)
+        if not agent:
+            if m.offload:
+                checks.append(check(f"{m.name}: lost beyond the bond's window (agent stopped: the traffic must "
+                                    "die)", f.lost_beyond_bond, f.lost_beyond_bond > 0, "> 0"))
+            continue
         checks += _stream_checks(m, f, tolerance, failed_port, fail[0] if fail else None,
                                  restore[0] if restore else None, expect_return, wires_captured)
     for r in reactions:
@@ -165,9 +192,12 @@ def _classify(run: _Run, m: StreamMeta) -> Tuple[List[List[int]], List[Optional[
     tol, pre = run.tol, _Run.PRE_NS
     slack_ns = int(tol.agent_allowance_ms * 1e6)
     ref = run.bonds.get(m.direction) or next(iter(run.bonds.values()), None)
-    ref_runs = [(run.when(a), run.when(b)) for a, b in run.reports[ref.name].lost_runs] if ref is not None else []
+    ref_runs = ([(run.when(a), run.when(b)) for a, b in run.reports[ref.name].lost_runs]
+                if ref is not None and run.agent else [])
     windows = tw.bond_windows(ref_runs, run.spans, pre, run.posts)
-    done = (tw.agent_windows(windows, run.reactions, run.start_ns, int(tol.agent_notice_ms * 1e6))
+    seen = tw.known_until(windows, tw.until_delivered(run.delivered[ref.name], run.spans, run.posts)
+                          if ref is not None and run.agent else [])
+    done = (tw.agent_windows(windows, run.reactions, run.start_ns, int(tol.agent_notice_ms * 1e6), seen)
             if m.offload else [None] * len(windows))
     pad = slack_ns if m.offload else pre
     in_bond = in_agent = beyond = 0

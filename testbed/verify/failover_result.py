@@ -92,6 +92,7 @@ class FailoverResult(Verdicts):
     series: Dict[str, Any] = field(default_factory=dict, repr=False)  # per-wire timelines, for plots
     earlier_attempts: List[Dict[str, Any]] = field(default_factory=list)  # runs redone as not valid
     bound: Dict[str, Any] = field(default_factory=dict)  # bounds.judge_gaps: the gap the configuration promises
+    negative_control: bool = False  # the agent was stopped before the fault: PASS means the offload died
     kind: str = "failover"
 
     @property
@@ -137,6 +138,13 @@ class FailoverResult(Verdicts):
         return {s.name: s.fail_gap_ms for s in self.streams if s.kind != "bond"}
 
     @property
+    def gap_spread(self) -> Dict[str, Dict[str, Any]]:
+        """Per direction, the offload streams' gaps at the failure set beside the bond's: how many streams,
+        the least, median and largest gap (and whose), how many showed none, what they lost (see
+        ``gap_spread``)."""
+        return gap_spread(self.streams)
+
+    @property
     def summary(self) -> str:
         """``vf0 rx gap 31.2 ms (bond 24.0 ms), lost 9 (0 beyond the bond's window); ...``"""
         bond = {s.direction: s for s in self.streams if s.kind == "bond"}
@@ -155,11 +163,11 @@ class FailoverResult(Verdicts):
             "kind": self.kind, "lab": self.lab, "verdict": self.verdict, "passed": self.passed,
             "fail": self.fail, "rate_pps": self.rate_pps, "duration_s": self.duration_s, "ticks": self.ticks,
             "lost": self.lost, "lost_total": self.lost_total, "lost_in_agent_reaction": self.lost_in_agent_reaction,
-            "bond_gap_ms": self.bond_gap_ms, "offload_gap_ms": self.offload_gap_ms,
+            "bond_gap_ms": self.bond_gap_ms, "offload_gap_ms": self.offload_gap_ms, "gap_spread": self.gap_spread,
             "events": self.events, "tolerance": self.tolerance.to_dict(),
             "streams": [s.to_dict() for s in self.streams], "checks": [c.to_dict() for c in self.checks],
             "agent": self.agent, "send": self.send, "earlier_attempts": self.earlier_attempts,
-            "gap_bound": self.bound or None,
+            "gap_bound": self.bound or None, "negative_control": self.negative_control,
         }
         if series:
             out["series"] = self.series
@@ -186,4 +194,29 @@ def _ms(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:.1f} ms"
 
 
-# -- evaluation ----------------------------------------------------------------------------------------
+def gap_spread(streams: List[StreamFigures]) -> Dict[str, Dict[str, Any]]:
+    """Per direction with offload streams: ``{"streams", "with_gap", "min_ms", "median_ms", "max_ms", "worst",
+    "bond_gap_ms", "over_bond": streams whose gap exceeds the bond's, "lost", "lost_beyond_bond"}`` -- the
+    offload's gaps at the failure (``fail_gap_ms``; None when no failure or no gap) beside the bond's."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for d in sorted({s.direction for s in streams if s.kind != "bond"}):
+        offload = [s for s in streams if s.kind != "bond" and s.direction == d]
+        bond = next((s for s in streams if s.kind == "bond" and s.direction == d), None)
+        gaps = sorted((s.fail_gap_ms, s.name) for s in offload if s.fail_gap_ms is not None)
+        ref = bond.fail_gap_ms if bond is not None else None
+        out[d] = {
+            "streams": len(offload), "with_gap": len(gaps),
+            "min_ms": gaps[0][0] if gaps else None,
+            "median_ms": _median([g for g, _ in gaps]),
+            "max_ms": gaps[-1][0] if gaps else None, "worst": gaps[-1][1] if gaps else None,
+            "bond_gap_ms": ref, "over_bond": sum(1 for g, _ in gaps if ref is not None and g > ref),
+            "lost": sum(s.lost for s in offload), "lost_beyond_bond": sum(s.lost_beyond_bond for s in offload),
+        }
+    return out
+
+
+def _median(values: List[float]) -> Optional[float]:
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else round((values[mid - 1] + values[mid]) / 2, 3)

@@ -17,7 +17,7 @@ plugin attaches to the JUnit report.
 
 Methods (tolerances are dataclasses with stated defaults; see the modules):
 
-- ``failover(target="server:vf0", fail="server:pf0", *, targets=None, rate_pps=100, duration_s=3.0,
+- ``failover(target="server:vf0", fail="server:pf0", *, targets=None, rate_pps=None, duration_s=3.0,
   fail_at_s=1.0, restore_after_s=None, flap=None, directions=("rx", "tx"), flows=1, compare_bond=True,
   fault="carrier", tolerance=None, pcap=None, peer=None) -> FailoverResult`` -- the port fails
   ``fail_at_s`` into the streams (and is repaired ``restore_after_s`` later; ``flap="server:pf1"``
@@ -25,6 +25,11 @@ Methods (tolerances are dataclasses with stated defaults; see the modules):
   0.5 s after the failure's netlink call returned); a bond stream per
   direction runs beside the targets' (``compare_bond``).  Without ``restore_after_s`` the port stays
   failed (``lab.restore(...)`` repairs it).  ``fail="server:active"`` picks the bond's active port.
+  ``targets`` takes ranges: ``["server:vf0-vf63"]`` (64 VFs), ``["server:vfs"]`` (every VF of the host).
+  ``rate_pps=None``: 100 per stream, lowered for many streams so that all of them together send at
+  most ``traffic.pacing.FRAME_BUDGET_PPS`` (400 frames/s: 64 VFs x 2 directions + the bond's run at
+  3 pps each).  ``agent=False`` is the negative control: the agent is stopped before the fault (and
+  left stopped) and the result passes when every offload stream lost packets beyond the bond's window.
 - ``rdma(target="server:rdma0", fail="server:pf0", *, qps=4, ...) -> RdmaResult`` -- the same with
   RoCEv2 (one flow per QP); ``fail=None`` checks integrity without a failure.
 - ``hash(flows=256, fail=None, *, target="server:vf0", directions=("rx", "tx"), packets_per_flow=4,
@@ -46,7 +51,6 @@ from testbed.verify.context import DIRECTIONS, RunContext
 from testbed.verify.failover import FailoverResult, FailoverTolerance, RdmaResult
 from testbed.verify.hashdist import HashResult, HashTolerance
 from testbed.verify.txhash import BondHashResult
-from traffic.pacing import STREAM_RATE_PPS
 
 
 class LabTraffic:
@@ -61,18 +65,19 @@ class LabTraffic:
         return self.ctx.progress
 
     def failover(self, target: str = "server:vf0", fail: Optional[str] = "server:pf0", *,
-                 targets: Optional[Sequence[str]] = None, rate_pps: float = STREAM_RATE_PPS, duration_s: float = 3.0,
+                 targets: Optional[Sequence[str]] = None, rate_pps: Optional[float] = None, duration_s: float = 3.0,
                  fail_at_s: float = 1.0, restore_after_s: Optional[float] = None, flap: Optional[str] = None,
                  directions: Union[str, Sequence[str]] = DIRECTIONS, flows: int = 1, compare_bond: bool = True,
                  fault: str = "carrier", tolerance: Optional[FailoverTolerance] = None, pcap: Optional[str] = None,
-                 peer: Optional[str] = None, attempts: int = 2) -> FailoverResult:
+                 peer: Optional[str] = None, attempts: int = 2, agent: bool = True) -> FailoverResult:
         plan = failover_run.FailoverPlan(
             tuple(targets or [target]), fail, rate_pps, duration_s, fail_at_s, restore_after_s, flap,
-            context.directions(directions), flows, compare_bond, fault, tolerance or FailoverTolerance(), pcap, peer)
+            context.directions(directions), flows, compare_bond, fault, tolerance or FailoverTolerance(), pcap, peer,
+            agent)
         return self._run(FailoverResult, plan, attempts)
 
     def rdma(self, target: str = "server:rdma0", fail: Optional[str] = "server:pf0", *, qps: int = 4,
-             rate_pps: float = STREAM_RATE_PPS, duration_s: float = 3.0, fail_at_s: float = 1.0,
+             rate_pps: Optional[float] = None, duration_s: float = 3.0, fail_at_s: float = 1.0,
              restore_after_s: Optional[float] = None, directions: Union[str, Sequence[str]] = DIRECTIONS,
              compare_bond: bool = True, fault: str = "carrier", tolerance: Optional[FailoverTolerance] = None,
              pcap: Optional[str] = None, peer: Optional[str] = None, attempts: int = 2) -> RdmaResult:

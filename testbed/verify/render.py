@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
+MANY_STREAMS = 8  # more offload streams: a row per target, and their gaps summed up against the bond's
 
 def _ms(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:.1f} ms"
@@ -39,34 +40,68 @@ def _wires(d: Dict[str, int]) -> str:
     return ",".join(f"{k}:{v}" for k, v in d.items()) or "-"
 
 
+def _wire_path(s: Any) -> str:
+    return " > ".join(w or "-" for w in (s.wire_before, s.wire_after, s.wire_end))
+
+
+def _target_table(r: Any) -> List[str]:
+    """A row per target (the bond's first), its directions side by side: many targets at a glance."""
+    dirs = [d for d in ("rx", "tx") if any(s.direction == d for s in r.streams)]
+    by_target: Dict[str, Dict[str, Any]] = {}
+    for s in sorted(r.streams, key=lambda s: s.kind != "bond"):  # stable: the bond's first, else as run
+        by_target.setdefault(s.target, {})[s.direction] = s
+    header = (["target"] + [f"gap@fail {d}" for d in dirs] + [f"gap@repair {d}" for d in dirs]
+              + ["lost", "in agent reaction", "beyond", "dup", "reord"] + [f"wire {d} before>after>end" for d in dirs])
+    rows = []
+    for target, per in by_target.items():
+        ss = list(per.values())
+        bond = ss[0].kind == "bond"
+        rows.append([target] + [_ms(per[d].fail_gap_ms) if d in per else "-" for d in dirs]
+                    + [_ms(per[d].restore_gap_ms) if d in per else "-" for d in dirs]
+                    + [sum(s.lost for s in ss), "-" if bond else sum(s.lost_in_agent_reaction for s in ss),
+                       sum(s.lost_beyond_bond for s in ss), sum(s.duplicated for s in ss),
+                       sum(s.reordered_in_flow for s in ss)]
+                    + [_wire_path(per[d]) if d in per else "-" for d in dirs])
+    return _table(header, rows)
+
+
+def _spread(r: Any) -> List[str]:
+    """Per direction with several offload streams: their gaps at the failure, least to worst, by the bond's."""
+    lines = []
+    for d, g in r.gap_spread.items():
+        if g["streams"] < 2:
+            continue
+        if g["with_gap"]:
+            gaps = (f"gap at the failure {g['min_ms']:.1f}..{g['max_ms']:.1f} ms (median {g['median_ms']:.1f}, "
+                    f"worst {g['worst']})")
+            if g["with_gap"] < g["streams"]:
+                gaps += f", {g['streams'] - g['with_gap']} without a gap"
+        else:
+            gaps = "no gap at the failure"
+        bond = (f" next to the bond's {_ms(g['bond_gap_ms'])} ({g['over_bond']} above it)"
+                if g["bond_gap_ms"] is not None else "")
+        lines.append(f"{d}: {g['streams']} offload streams, {gaps}{bond}; lost {g['lost']}, "
+                     f"{g['lost_beyond_bond']} beyond the bond's window and the agent's reaction")
+    return lines
+
+
 def render_failover(r: Any, verbose: bool = False) -> str:
     ev = ", ".join(f"{e['name']} at {e['at_s']:g} s" for e in r.events) or "no failure"
     lines = [f"lab {r.lab}: {ev}; {len(r.streams)} streams x {r.rate_pps:g} pps for {r.duration_s:g} s"]
-    roce = any(s.roce for s in r.streams)
-    header = ["stream", "sent", "lost", "in bond window", "in agent reaction", "beyond", "dup", "reord",
-              "gap@fail", "gap@repair", "largest gap", "wire before>after>end"]
-    if roce:
-        header += ["ICRC bad", "PSN errors"]
-    rows = []
-    for s in r.streams:
-        wires = " > ".join(w or "-" for w in (s.wire_before, s.wire_after, s.wire_end))
-        agent = s.lost_in_agent_reaction if s.kind != "bond" else "-"
-        row = [s.name, s.sent, s.lost, s.lost_in_bond_window, agent, s.lost_beyond_bond, s.duplicated,
-               s.reordered_in_flow, _ms(s.fail_gap_ms), _ms(s.restore_gap_ms), _ms(s.largest_gap_ms), wires]
-        if roce:
-            ro = s.roce or {}
-            row += [ro.get("icrc_bad", "-"), (ro.get("regressions", 0) + ro.get("duplicates", 0)
-                                              + ro.get("psn_mismatch", 0)) if ro else "-"]
-        rows.append(row)
-    lines += _table(header, rows)
+    if getattr(r, "negative_control", False):
+        lines.append("negative control: the agent was stopped before the fault; every offload stream must lose "
+                     "packets beyond the bond's window (PASS: they all did)")
+    many = sum(s.kind != "bond" for s in r.streams) > MANY_STREAMS
+    lines += _target_table(r) if many else _stream_table(r)
     bond = {s.direction: s for s in r.streams if s.kind == "bond"}
-    for s in r.streams:
+    for s in r.streams if not many else ():
         if s.kind != "bond" and s.direction in bond:
             b = bond[s.direction]
             lines.append(f"{s.name}: gap {_ms(s.fail_gap_ms)} next to the bond's {_ms(b.fail_gap_ms)}; "
                          f"lost {s.lost} (bond {b.lost}): {s.lost_in_bond_window} in the bond's window, "
                          f"{s.lost_in_agent_reaction} while the agent reacted, {s.lost_beyond_bond} beyond")
-    lines += _gap_bound(getattr(r, "bound", None) or {})
+    lines += _spread(r)
+    lines += _gap_bound(getattr(r, "bound", None) or {}, many)
     for rc in (r.agent or {}).get("reactions") or []:
         lines.append(f"agent: {rc.get('trigger')}: rules applied {rc.get('done_after_event_ms')} ms after the "
                      f"{'failure' if r.events else 'start'} began (event->applied {rc.get('latency_ms')} ms), "
@@ -84,18 +119,46 @@ def render_failover(r: Any, verbose: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _stream_table(r: Any) -> List[str]:
+    roce = any(s.roce for s in r.streams)
+    header = ["stream", "sent", "lost", "in bond window", "in agent reaction", "beyond", "dup", "reord",
+              "gap@fail", "gap@repair", "largest gap", "wire before>after>end"]
+    if roce:
+        header += ["ICRC bad", "PSN errors"]
+    rows = []
+    for s in r.streams:
+        wires = _wire_path(s)
+        agent = s.lost_in_agent_reaction if s.kind != "bond" else "-"
+        row = [s.name, s.sent, s.lost, s.lost_in_bond_window, agent, s.lost_beyond_bond, s.duplicated,
+               s.reordered_in_flow, _ms(s.fail_gap_ms), _ms(s.restore_gap_ms), _ms(s.largest_gap_ms), wires]
+        if roce:
+            ro = s.roce or {}
+            row += [ro.get("icrc_bad", "-"), (ro.get("regressions", 0) + ro.get("duplicates", 0)
+                                              + ro.get("psn_mismatch", 0)) if ro else "-"]
+        rows.append(row)
+    return _table(header, rows)
+
+
 def _yes(v: Optional[bool]) -> str:
     return "-" if v is None else ("yes" if v else "no")
 
 
-def _gap_bound(b: Dict[str, Any]) -> List[str]:
-    """Each gap at the failure beside the bound the configuration promises (``bounds.judge_gaps``)."""
+def _gap_bound(b: Dict[str, Any], many: bool = False) -> List[str]:
+    """Each gap at the failure beside the bound the configuration promises (``bounds.judge_gaps``); with
+    ``many`` streams the bond's each and the offload's counted, the furthest beyond named."""
     if not b:
         return []
     limit = f"{b['limit_ms']:g} ms"
     lines = [f"gap bound ({b['monitor']}): {b['ms']:g} ms ({b['basis']}) + {b['spacing_ms']:g} ms packet spacing "
              f"= {limit}; informative, not a check"]
-    for name, s in b["streams"].items():
+    shown = {n: s for n, s in b["streams"].items() if not many or s["kind"] == "bond"}
+    if many:
+        off = [(s["over_ms"], n) for n, s in b["streams"].items() if s["kind"] != "bond" and s["gap_ms"] is not None]
+        beyond = sorted(o for o in off if o[0] > 0)
+        worst = f" (furthest: {beyond[-1][1]}, by {beyond[-1][0]:g} ms)" if beyond else ""
+        lines.append(f"  offload: {len(off) - len(beyond)} of {len(off)} gaps within the bound, {len(beyond)} "
+                     f"beyond{worst}")
+    for name, s in shown.items():
         if s["gap_ms"] is None:
             lines.append(f"  {name}: no gap at the failure, bound {limit}")
         else:

@@ -8,6 +8,10 @@ a user names on the command line:
 - ``server:rdma0`` the RDMA function (its namespace; the bond's MAC and address, RoCEv2)
 - ``server:bond``  the bond itself (``bond0`` in the host's namespace): kernel traffic, the reference
 
+Several at once (``expand_targets``): ``server:vf0-vf63`` is every VF of
+``server`` from ``vf0`` to ``vf63`` in the NIC's order, ``server:vfs``
+every VF of it.
+
 The other end is a plain host (``client`` by default).  The *wires* of a NIC
 host are its ports' switch-side peers (``server-pf0`` -> ``pf0``), where a
 capture tells which port carried each frame.
@@ -16,6 +20,7 @@ Public API:
     Station(label, netns, ifname, mac, ip)                       frozen dataclass (traffic.streams)
     Target(spec, kind, host, station, function)                  frozen dataclass; kind "vf" | "rdma" | "bond"
     resolve_target(topo, spec) -> Target
+    expand_targets(topo, specs) -> list[str]                     ranges and ``HOST:vfs`` spelled out, in order
     peer_station(topo, name=None) -> Station                     a plain host (the first, or by name)
     wires(topo, host) -> dict[str, str]                          switch-side port -> host port
     port_endpoint(topo, spec) -> (Host, port)                    "server:pf0" checked against the topology
@@ -24,7 +29,7 @@ Public API:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from testbed import naming
 from testbed.errors import UsageError
@@ -32,6 +37,7 @@ from testbed.topology import Function, Host, Topology, split_endpoint
 from traffic.streams import Station
 
 BOND_ALIASES = ("bond", naming.BOND)
+ALL_VFS = "vfs"  # HOST:vfs -- every VF of the host
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,43 @@ def resolve_target(topo: Topology, spec: str) -> Target:
     names = [fn.name for fn in nic.functions] + ["bond"]
     raise UsageError(f"lab {topo.name}: {spec}: host {hname} has no VF or RDMA function {item!r}",
                      fix=f"one of: {', '.join(f'{hname}:{n}' for n in names)}")
+
+
+def _vf_range(topo: Topology, host: Host, spec: str, item: str) -> List[str]:
+    """``vfA-vfB`` -> the VF names from A to B (inclusive) in the NIC's order; [] when ``item`` is no range."""
+    nic = host.nic
+    assert nic is not None
+    names = [fn.name for fn in nic.vfs]
+    if item == ALL_VFS and ALL_VFS not in names:
+        if not names:
+            raise UsageError(f"lab {topo.name}: {spec}: host {host.name} has no VF", fix="name a function: "
+                             + ", ".join(f"{host.name}:{fn.name}" for fn in nic.functions))
+        return names
+    first, dash, last = item.partition("-")
+    if not dash or item in names:
+        return []
+    if first not in names or last not in names:
+        bad = first if first not in names else last
+        raise UsageError(f"lab {topo.name}: {spec}: host {host.name} has no VF {bad!r}",
+                         fix=f"a range of its VFs, e.g. {host.name}:{names[0]}-{names[-1]}" if names
+                         else f"host {host.name} has no VF")
+    a, b = names.index(first), names.index(last)
+    if a > b:
+        raise UsageError(f"lab {topo.name}: {spec}: {first} comes after {last}",
+                         fix=f"{host.name}:{last}-{first}")
+    return names[a:b + 1]
+
+
+def expand_targets(topo: Topology, specs: Sequence[str]) -> List[str]:
+    """The targets named by ``specs``, one ``HOST:NAME`` each, in the order given: ``HOST:vfA-vfB`` (a range
+    of the host's VFs, inclusive, in the NIC's order) and ``HOST:vfs`` (all of them) spelled out; other
+    specs are kept as given (``resolve_target`` checks them)."""
+    out: List[str] = []
+    for spec in specs:
+        hname, item = split_endpoint(spec)
+        names = _vf_range(topo, _nic_host(topo, hname, spec), spec, item)
+        out += [f"{hname}:{n}" for n in names] if names else [spec]
+    return out
 
 
 def peer_station(topo: Topology, name: Optional[str] = None) -> Station:

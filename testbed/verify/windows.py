@@ -6,7 +6,7 @@ arithmetic on CLOCK_REALTIME nanoseconds that ``evaluate_failover`` uses.
 Public API:
     SendTimes(record_lists, start_ns, rate_pps)(seq) -> ns     send time of a sequence number
     Reaction(done_ns, latency_ms, trigger)                     NamedTuple (the agent's)
-    lost_times, bond_windows, agent_windows, phases, tail, majority, series
+    lost_times, until_delivered, known_until, bond_windows, agent_windows, phases, tail, majority, series
 """
 
 from __future__ import annotations
@@ -59,6 +59,25 @@ def lost_times(lost_runs: Sequence[Tuple[int, int]], when: SendTimes) -> List[in
     return [when(q) for a, b in lost_runs for q in range(a, b + 1)]
 
 
+def until_delivered(delivered: Sequence[int], spans: Sequence[Tuple[int, int]],
+                    posts_ns: Sequence[int]) -> List[Tuple[int, int]]:
+    """Per event: (its start, the send time of the first packet sent after its call returned that arrived) --
+    how late the reference's outage may have ended, as far as its stream can tell -- when that packet was
+    sent within ``post`` of the call's end. ``delivered``: the reference's send times of what arrived, sorted."""
+    out = []
+    for (ev0, ev1), post in zip(spans, posts_ns):
+        i = bisect.bisect_right(delivered, ev1)
+        if i < len(delivered) and delivered[i] <= ev1 + post:
+            out.append((ev0, delivered[i]))
+    return out
+
+
+def known_until(windows: Sequence[Sequence[int]], outages: Sequence[Tuple[int, int]]) -> List[int]:
+    """Per window: its end, or later where an event in it shows the reference's outage may have lasted
+    longer (``until_delivered``)."""
+    return [max([hi] + [end for ev0, end in outages if lo <= ev0 <= hi]) for lo, hi in windows]
+
+
 def merge(spans: Sequence[Tuple[int, int]]) -> List[List[int]]:
     out: List[List[int]] = []
     for a, b in sorted(spans):
@@ -80,8 +99,9 @@ def bond_windows(ref_runs: Sequence[Tuple[int, int]], spans: Sequence[Tuple[int,
 
 
 def agent_windows(windows: Sequence[Sequence[int]], reactions: Sequence[Reaction], start_ns: int,
-                   notice_ns: int) -> List[Optional[int]]:
-    """Per window: until when the agent's reactions that heard of its change in time extend it (or None)."""
+                   notice_ns: int, known: Optional[Sequence[int]] = None) -> List[Optional[int]]:
+    """Per window: until when the agent's reactions that heard of its change in time extend it (or None) --
+    within ``notice_ns`` of its end, or of ``known[i]`` when later (``known_until``)."""
     ends: List[Optional[int]] = [None] * len(windows)
     for r in sorted(reactions, key=lambda r: r.done_ns):
         heard = r.done_ns - int((r.latency_ms or 0.0) * 1e6)
@@ -89,7 +109,7 @@ def agent_windows(windows: Sequence[Sequence[int]], reactions: Sequence[Reaction
             continue
         for i, (lo, hi) in enumerate(windows):
             end = max(hi, ends[i] or hi)
-            if lo <= heard <= end + notice_ns:
+            if lo <= heard <= max(end, known[i] if known else end) + notice_ns:
                 ends[i] = max(end, r.done_ns)
                 break
     return ends

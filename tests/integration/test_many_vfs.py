@@ -11,7 +11,11 @@
 Brought up with its agent as ``testbed up`` does (``bringup.up``); then the active port's wire is cut:
 the bond moves to pf1 and every function's TX, read back from the kernel (``tc.ops``: each representor
 bound to the shared block, its ``tx:<fn>`` rule into the TX table), must redirect to pf1 -- 257 of them;
-after the repair all go back to pf0. ``down`` must leave no namespace,
+after the repair all go back to pf0. Then traffic: the failover verification with 64 VFs as targets
+at once (``server:vf0-vf63``, both directions, the bond's streams beside them: 130 streams on one
+schedule, at the rate lowered to fit, ``pacing.stream_rate``) must PASS, with every VF's gap at the
+failure measured and bounded by the bond's plus the agent's reaction; and, as its negative control with
+the agent stopped before the fault, every VF stream must die. ``down`` must leave no namespace,
 no host link and no rxe device behind. Every VF is checked as built: in its own marked namespace, with
 its MAC and address, up, IPv6 off, and its representor marked with clsact.
 
@@ -28,16 +32,21 @@ from pyroute2 import netns as pr_netns
 
 from testbed import bringup, ifread, loader, teardown, wire
 from testbed.agent import rules
+from testbed.lab import Lab
 from testbed.nl import open_ns, wait_until
 from testbed.status import read_bond
 from testbed.tc import ops
 from testbed.tc.rule import Action
 from testbed.topology import Topology
+from testbed.verify.failover import FailoverTolerance
+from testbed.verify.render import render
+from traffic.pacing import FRAME_BUDGET_PPS
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FILE = os.path.join(ROOT, "topologies", "many-vfs.yaml")
 AGENT_TIMEOUT = 1200.0  # the first reconcile of ~3,600 rules in a loaded TCG guest
+AGENT_LATENCY_MS = 1500.0  # the agent's reaction (event -> rules applied) during the 64-VF failover run
 
 
 def host_links():
@@ -114,3 +123,35 @@ def test_failover_moves_every_vfs_tx_and_back(lab):
         wire.set_wire(lab.name, "server", "pf0", up=True)
     wait_until(lambda: active_port(lab) == "pf0", 30, "bond0 back on pf0 (primary, reselect always)")
     wait_until(lambda: all_tx_to(lab, "pf0"), 600, "all 257 TX rules back on pf0")
+
+
+def test_failover_verification_with_64_vfs_at_once(lab):
+    """64 VFs x rx/tx + the bond's rx/tx: 130 streams; the port fails 1 s in and is repaired 1.5 s later."""
+    # the agent reacts for 257 functions while 130 streams load the 2 TCG vCPUs: 1.5 s, not the default 0.5 s
+    tol = FailoverTolerance(max_agent_latency_ms=AGENT_LATENCY_MS)
+    res = Lab(lab, agent=True).traffic.failover(targets=["server:vf0-vf63"], fail="server:pf0", restore_after_s=1.5,
+                                               tolerance=tol)
+    print(render(res))  # the figures, in the guest's log (pytest -s / -rfEs on failure)
+    assert res.passed, render(res)
+    vf_streams = [s for s in res.streams if s.kind == "vf"]
+    assert sorted({s.target for s in vf_streams}) == sorted(f"server:vf{i}" for i in range(64))
+    assert len(vf_streams) == 128 and len(res.streams) == 130
+    assert res.rate_pps * len(res.streams) <= FRAME_BUDGET_PPS, "the rate per stream is lowered to fit"
+    spacing_ms = 1000.0 / res.rate_pps
+    slack_ms = res.tolerance.max_agent_latency_ms + res.tolerance.agent_allowance_ms + 2 * spacing_ms
+    for d, g in res.gap_spread.items():
+        assert g["streams"] == 64 and g["with_gap"] == 64, (d, g)  # every VF's gap at the failure measured
+        assert g["bond_gap_ms"] is not None, (d, g)
+        assert g["max_ms"] <= g["bond_gap_ms"] + slack_ms, (d, g)  # bounded: the bond's + the agent's reaction
+    assert {s.wire_before for s in vf_streams} == {"pf0"} and {s.wire_after for s in vf_streams} == {"pf1"}
+
+
+def test_negative_control_64_vfs_die_without_the_agent(lab):
+    """The same 64 VFs with the agent stopped before the fault: every VF stream must lose packets beyond the
+    bond's window (so the PASS above owes their survival to the agent). Last in the module: the agent stays
+    stopped, and ``down`` follows."""
+    res = Lab(lab, agent=True).traffic.failover(targets=["server:vf0-vf63"], fail="server:pf0",
+                                               restore_after_s=1.5, agent=False)
+    print(render(res))
+    assert res.negative_control and res.passed, render(res)
+    assert sum(s.kind == "vf" and s.lost_beyond_bond > 0 for s in res.streams) == 128
