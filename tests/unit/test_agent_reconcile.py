@@ -12,8 +12,8 @@ from testbed import labstore
 from testbed.agent import launcher, rules
 from testbed.agent.reconcile import Reaction, fast_diff
 from testbed.agent.report import Reporter
-from testbed.bond.state import LinkTable
 from testbed.agent.status import read_raw as read_status
+from testbed.bond.state import LinkTable
 from testbed.cli import build_parser
 from testbed.tc import ops
 
