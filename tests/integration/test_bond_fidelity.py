@@ -130,6 +130,10 @@ def test_arp_verdict_not_carrier_moves_the_offload(arpab):
         assert port(b, "pf0")["carrier"] is True, f"pf0's link stays up: {port(b, 'pf0')}"
         assert port(b, "pf0")["mii_status"] != "up", f"the bond's verdict on pf0 is down: {port(b, 'pf0')}"
         wait_until(lambda: usable(arpab) == ["pf1"], 30, "the agent to leave pf0 although its carrier is up")
+        # the VF speaks first: pf0's wire never went down, so the switch still holds vf0's MAC on it (a
+        # carrier loss would have flushed it) until vf0 sends through pf1
+        vf0 = arpab.nic_host().nic.vfs[0]
+        assert ping(vf0.netns, "198.18.0.100", count=3)["received"] > 0, "vf0 -> client through pf1"
         assert pings(arpab, "198.18.0.11"), "client -> vf0 through pf1"
     finally:
         switch_tc(arpab, "qdisc", "del", "dev", wire_dev, "clsact")

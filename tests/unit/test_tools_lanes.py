@@ -74,7 +74,7 @@ def most_at_once(log) -> int:
 
 
 def test_two_lanes_run_guests_side_by_side_and_hand_every_status_to_the_judge(repo):
-    res, log = run(repo, {"7.3": [1], "6.12": [255, 0], "6.1": [0]})
+    res, log = run(repo, {"7.3": [1], "6.12": [255, 0], "6.1": [0]}, lanes=2)
     assert res.returncode == 0, res.stderr
     judge = next(line for line in res.stdout.splitlines() if line.startswith("JUDGE"))
     assert "--status 7.3=1" in judge and "--status 6.1=0" in judge
@@ -89,8 +89,8 @@ def test_two_lanes_run_guests_side_by_side_and_hand_every_status_to_the_judge(re
     assert (repo / "out" / "test-6.12.log").read_text().count("the guest died") == 1
 
 
-def test_one_lane_runs_one_guest_at_a_time(repo):
-    res, log = run(repo, {"7.3": [0], "6.12": [0], "6.1": [0]}, lanes=1)
+def test_by_default_one_guest_runs_at_a_time(repo):
+    res, log = run(repo, {"7.3": [0], "6.12": [0], "6.1": [0]})
     assert res.returncode == 0, res.stderr
     assert most_at_once(log) == 1
 
