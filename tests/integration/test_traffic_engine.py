@@ -249,7 +249,11 @@ def test_run_stream_measures_an_outage_made_by_a_timed_event() -> None:
     assert shrink.ns - slack <= r.event_gap_start_ns <= shrink.end_ns + 1_000_000, (r, run.events)
     assert restore.ns <= r.event_gap_end_ns <= restore.end_ns + slack, (r, run.events)
     per_ms = RATE / 1000
-    assert abs(r.lost - r.event_gap_ms * per_ms) <= 10 + r.lost * 0.1, r
+    # a sender running behind its schedule sends late packets in a burst, into the outage or past it: as
+    # many packets either way as the schedule's rate over its worst lateness (a single-threaded TCG guest
+    # shares one host CPU between the sender and the capture)
+    late = per_ms * run.sent.max_late_ns / 1e6
+    assert abs(r.lost - r.event_gap_ms * per_ms) <= 10 + r.lost * 0.1 + late, (r, run.sent)
     assert run.to_dict()["report"]["lost"] == r.lost
 
 
