@@ -93,6 +93,7 @@ def test_by_default_one_guest_runs_at_a_time(repo):
     res, log = run(repo, {"7.3": [0], "6.12": [0], "6.1": [0]})
     assert res.returncode == 0, res.stderr
     assert most_at_once(log) == 1
+    assert "guest 6.12 says 0" in res.stderr and "====" not in res.stderr  # streamed live, not replayed
 
 
 def test_a_bad_lane_count_is_refused(repo):
