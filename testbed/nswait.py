@@ -10,6 +10,7 @@ this uses a plain netlink socket: it only counts message types.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
@@ -28,6 +29,7 @@ RTM_GETNSID = 90
 NETNSA_NSID = 1
 NETNSA_FD = 3
 NSID_ANY = -1  # RTM_NEWNSID: the kernel picks the id
+SO_RCVBUFFORCE = 33
 _RTGEN_FD = struct.Struct("=4xHHI")  # struct rtgenmsg (padded to 4), NETNSA_FD
 _NLA_S32 = struct.Struct("=HHi")
 
@@ -56,7 +58,10 @@ class NetnsDeletion:
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        try:  # a 256-VF lab: ~260 ids made (RTM_NEWNSID, heard here too) and ~260 destroyed
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
+        except PermissionError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((0, 1 << (RTNLGRP_NSID - 1)))
         self.pending: Dict[int, str] = {}
 
@@ -103,7 +108,13 @@ class NetnsDeletion:
             ready, _, _ = select.select([self.sock], [], [], left)
             if not ready:
                 continue
-            data = self.sock.recv(1 << 16)
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                self._resync()  # events were lost: ask the kernel which ids still exist
+                continue
             off = 0
             while off + 16 <= len(data):
                 length, mtype = struct.unpack_from("=IH", data, off)
@@ -113,6 +124,12 @@ class NetnsDeletion:
                     self.pending.pop(_nsid_of(data, off, length), None)
                 off += (length + 3) & ~3
         return time.monotonic() - start
+
+    def _resync(self) -> None:
+        """Keep pending only the ids the kernel still has (one RTM_GETNSID dump of ours)."""
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+            alive = {_nsid_of(m, 0, len(m)) for m in nlpipe.dump(sock, RTM_GETNSID, bytes(4), "netns ids")}
+        self.pending = {nsid: name for nsid, name in self.pending.items() if nsid in alive}
 
     def close(self) -> None:
         self.sock.close()

@@ -252,7 +252,7 @@ def test_run_stream_measures_an_outage_made_by_a_timed_event() -> None:
     # a sender running behind its schedule sends late packets in a burst, into the outage or past it: as
     # many packets either way as the schedule's rate over its worst lateness (a single-threaded TCG guest
     # shares one host CPU between the sender and the capture)
-    late = per_ms * run.sent.max_late_ns / 1e6
+    late = per_ms * run.sent.max_late_us / 1e3
     assert abs(r.lost - r.event_gap_ms * per_ms) <= 10 + r.lost * 0.1 + late, (r, run.sent)
     assert run.to_dict()["report"]["lost"] == r.lost
 

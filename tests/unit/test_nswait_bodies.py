@@ -18,3 +18,54 @@ def test_nsid_of_a_reply():
     assert nswait._nsid_of(msg, 0, len(msg)) == 42
     bare = rawnl.header(4, nswait.RTM_NEWNSID, 0, 1) + b"\0" * 4
     assert nswait._nsid_of(bare, 0, len(bare)) == -1
+
+
+def test_lost_events_resync_from_the_kernels_ids(monkeypatch):
+    """ENOBUFS on the event socket (a 256-VF lab's ~520 nsid messages): the waiter asks the kernel which ids
+    still exist instead of failing `down`."""
+    import errno as _errno
+    import struct as _struct
+
+    from testbed import nswait
+
+    def msg(nsid: int) -> bytes:
+        attr = _struct.pack("=HHi", 8, nswait.NETNSA_NSID, nsid)
+        return _struct.pack("=IHHII", 16 + 4 + len(attr), nswait.RTM_NEWNSID, 0, 0, 0) + bytes(4) + attr
+
+    monkeypatch.setattr(nswait.nlpipe, "dump", lambda sock, t, body, what: [msg(5)])
+
+    class Sock:
+        def __init__(self):
+            self.calls = 0
+
+        def fileno(self):
+            return r
+
+        def recv(self, n):
+            self.calls += 1
+            raise OSError(_errno.ENOBUFS, "No buffer space available")
+
+        def close(self):
+            pass
+
+    import os as _os
+    r, w = _os.pipe()
+    _os.write(w, b"x")  # readable once: select() wakes, recv() reports the overflow
+    waiter = nswait.NetnsDeletion()
+    waiter.sock.close()
+    waiter.sock = Sock()
+    waiter.pending = {5: "lab-vf0", 7: "lab-vf1"}
+    monkeypatch.setattr(nswait.NetnsDeletion, "_resync", lambda self: self.pending.pop(7, None))
+    try:
+        waiter.wait(0.5)
+    except nswait.WaitTimeout as exc:
+        assert "lab-vf0" in str(exc) and "lab-vf1" not in str(exc)
+    finally:
+        _os.close(r)
+        _os.close(w)
+    assert waiter.sock.calls >= 1 and waiter.pending == {5: "lab-vf0"}
+    monkeypatch.undo()
+    monkeypatch.setattr(nswait.nlpipe, "dump", lambda sock, t, body, what: [msg(5)])
+    waiter.pending = {5: "lab-vf0", 7: "lab-vf1"}
+    nswait.NetnsDeletion._resync(waiter)
+    assert waiter.pending == {5: "lab-vf0"}
