@@ -300,7 +300,7 @@ class Receiver:
                 continue
             if ifnames is not None and name not in ifnames:
                 continue
-            rx_ns = _rx_ns(anc)
+            rx_ns = real_ns(anc)[0]  # the kernel's receive stamp on the real-time clock, else now
             frames += 1
             idx = ifindex.get(name)
             if idx is None:  # a new interface: look again (once per name)
@@ -336,7 +336,3 @@ class Receiver:
                 self._records.extend(batch)
             self._cond.notify_all()
 
-
-def _rx_ns(anc: List[Tuple[int, int, bytes]]) -> int:
-    """The kernel's receive time stamp (SO_TIMESTAMPNS) of a frame on the real-time clock, else now."""
-    return real_ns(anc)[0]

@@ -52,14 +52,18 @@ def repo(tmp_path):
     return tmp_path
 
 
-def run(repo: Path, plans, lanes=None):
-    for rel, statuses in plans.items():
-        (repo / f"plan-{rel}").write_text("".join(f"{s}\n" for s in statuses))
+def run_tools_test(repo: Path, lanes=None) -> subprocess.CompletedProcess:
     env = {"PATH": os.environ["PATH"], "HOME": "/"}
     if lanes is not None:
         env["TESTBED_LANES"] = str(lanes)
-    res = subprocess.run([str(repo / "tools" / "test")], capture_output=True, text=True, env=env, timeout=60,
-                         cwd=repo)
+    return subprocess.run([str(repo / "tools" / "test")], capture_output=True, text=True, env=env, timeout=60,
+                          cwd=repo)
+
+
+def run(repo: Path, plans, lanes=None):
+    for rel, statuses in plans.items():
+        (repo / f"plan-{rel}").write_text("".join(f"{s}\n" for s in statuses))
+    res = run_tools_test(repo, lanes)
     log = [line.split() for line in (repo / "fake.log").read_text().splitlines()]
     return res, log
 
@@ -97,7 +101,5 @@ def test_by_default_one_guest_runs_at_a_time(repo):
 
 
 def test_a_bad_lane_count_is_refused(repo):
-    env = {"PATH": os.environ["PATH"], "HOME": "/", "TESTBED_LANES": "two"}
-    res = subprocess.run([str(repo / "tools" / "test")], capture_output=True, text=True, env=env, timeout=60,
-                         cwd=repo)
+    res = run_tools_test(repo, "two")
     assert res.returncode == 2 and "TESTBED_LANES=two" in res.stderr
