@@ -50,7 +50,7 @@ def traffic_failover(topo: Topology, host: Host, agent: bool, progress: Progress
     targets = [f"{host.name}:{fn.name}" for fn in (*nic.vfs[:1], *([nic.rdma] if nic.rdma else []))]
     res = LabTraffic(Lab(topo, agent=agent), progress=progress).failover(
         targets=targets or [f"{host.name}:bond"], fail=f"{host.name}:active", restore_after_s=2.0)
-    return {"verdict": res.verdict, "fail": res.fail, "targets": targets, "lost": res.lost,
+    return {"verdict": res.verdict, "fail": res.fail, "targets": targets, "rate_pps": res.rate_pps, "lost": res.lost,
             "lost_total": res.lost_total, "bond_gap_ms": res.bond_gap_ms, "offload_gap_ms": res.offload_gap_ms,
             "summary": res.summary, "checks": len(res.checks), "failed": [c.to_dict() for c in res.failures]}
 
@@ -150,8 +150,9 @@ def render(result: Dict[str, Any]) -> str:
         lines.append(f"  agent: {text}")
     tr = result.get("traffic")
     if tr:
-        lines.append(f"traffic failover ({', '.join(tr['targets'])} and the bond, 100 pps each way, fail {tr['fail']}, "
-                     f"repair 2 s later): {tr['verdict']} ({tr['checks'] - len(tr['failed'])}/{tr['checks']} checks), "
+        lines.append(f"traffic failover ({', '.join(tr['targets'])} and the bond, {tr.get('rate_pps', 0):g} pps each "
+                     f"way, fail {tr['fail']}, repair 2 s later): {tr['verdict']} "
+                     f"({tr['checks'] - len(tr['failed'])}/{tr['checks']} checks), "
                      f"{tr['lost']} packets lost beyond the bond's own window")
         lines += [f"  {part}" for part in tr["summary"].split("; ")]
         lines += [f"  FAIL {c['name']}: {c['measured']} (want {c['tolerance']})" for c in tr["failed"]]

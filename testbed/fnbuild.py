@@ -36,7 +36,7 @@ from testbed.topology import Function, Nic
 
 Step = Tuple[nlpipe.Request, str]  # a request and what it does, for the error message
 FD_CHUNK = 64  # namespace fds held open at once while their functions' veths are made
-Peer = Tuple[ipaddress.IPv4Address, str]  # (address, MAC) the RDMA function pins as a neighbour
+Peer = Tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str]  # (address, MAC) the RDMA function pins as a neighbour
 
 
 def run(conn, ns: str, steps: Sequence[Step]) -> None:
@@ -92,10 +92,9 @@ def configure_one(sock: socket.socket, fn: Function, mark: str, peers: Iterable[
     index = link_index(sock, fn.netns, fn.name)
     steps: List[Step] = [((rtnlmsg.RTM_NEWLINK, 0, rtnlmsg.link_set(fn.name, alias=mark, up=True)),
                           f"{fn.name}: mark, up")]
-    if fn.address:
-        steps.append(((rtnlmsg.RTM_NEWADDR, rtnlmsg.CREATE, rtnlmsg.addr_v4(index, fn.address)),
-                      f"{fn.name}: address {fn.address}"))
-    steps += [((rtnlmsg.RTM_NEWNEIGH, rtnlmsg.CREATE, rtnlmsg.neigh_v4(index, ip, mac)), f"neighbour {ip}")
+    steps += [((rtnlmsg.RTM_NEWADDR, rtnlmsg.CREATE, rtnlmsg.addr(index, a)), f"{fn.name}: address {a}")
+              for a in (fn.address, fn.address6) if a is not None]
+    steps += [((rtnlmsg.RTM_NEWNEIGH, rtnlmsg.CREATE, rtnlmsg.neigh(index, ip, mac)), f"neighbour {ip}")
               for ip, mac in peers]
     run(sock, fn.netns, steps)
 

@@ -3,7 +3,7 @@
 ``testbed status`` reads every function's netdev in the function's own namespace; through pyroute2 each
 such read cost a helper process (``IPRoute(netns=...)`` forks to enter the namespace), 257 of them for a
 host with 256 VFs. Here a short-lived thread enters the namespace and makes the socket
-(``nl.ns_socket``); one RTM_GETLINK and one address dump follow::
+(``nl.route_socket``); one RTM_GETLINK and one address dump follow::
 
     iface("mv-server-vf0", "vf0")
     # {"name": "vf0", "present": True, "mac": "02:..", "operstate": "UP", "up": True,
@@ -13,21 +13,20 @@ host with 256 VFs. Here a short-lived thread enters the namespace and makes the 
 from __future__ import annotations
 
 import errno
-import socket
 from typing import Any, Dict
 
 from testbed import nlpipe, rawnl, rtnlmsg
 from testbed.errors import NetlinkOpError
-from testbed.nl import ns_socket
+from testbed.nl import route_socket
 
 IFLA_OPERSTATE = rawnl.IFLA_OPERSTATE
 
 
 def iface(ns: str, ifname: str) -> Dict[str, Any]:
-    """``ifname`` in namespace ``ns``: MAC, operstate, IFF_UP, ifalias and IPv4 addresses (``present``
+    """``ifname`` in namespace ``ns``: MAC, operstate, IFF_UP, ifalias and its global
+    IPv4 and IPv6 addresses (``present``
     False when it is not there)."""
-    with ns_socket(ns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
-        sock.setblocking(False)  # nlpipe waits with poll and a deadline
+    with route_socket(ns) as sock:
         try:
             link = nlpipe.get(sock, rawnl.RTM_GETLINK, rtnlmsg.getlink(ifname), f"{ns}: {ifname}")
         except NetlinkOpError as exc:
@@ -48,5 +47,5 @@ def describe(link: bytes, addrs: list) -> Dict[str, Any]:
             "operstate": rawnl.operstate(oper),
             "up": bool(flags & rtnlmsg.IFF_UP),
             "alias": got[rtnlmsg.IFLA_IFALIAS].split(b"\0")[0].decode() if rtnlmsg.IFLA_IFALIAS in got else None,
-            "addresses": [rtnlmsg.ifaddr_v4(a) for a in addrs
-                          if rtnlmsg.IFADDRMSG.unpack_from(a, rawnl.HDR.size)[4] == index]}
+            "addresses": [a for a in (rtnlmsg.ifaddr(m) for m in addrs
+                                      if rtnlmsg.IFADDRMSG.unpack_from(m, rawnl.HDR.size)[4] == index) if a]}

@@ -89,6 +89,7 @@ BOND_OPTION_NAMES: Tuple[str, ...] = (
     "num_grat_arp", "peer_notif_delay", "lacp_active", "arp_missed_max", "ns_ip6_target", "prio",
     "coupled_control", "broadcast_neighbor", "actor_port_prio", "lacp_strict",
 )
+AD_SELECT_PRIO = "ad_select prio"  # in bond_options() when the module's ad_select takes prio (Linux 6.18+)
 MODULE_MAX_BYTES = 64 << 20  # a decompressed bonding.ko is ~0.6 MB; refuse to inflate a bomb
 _DECOMPRESS = {".xz": lzma.open, ".gz": gzip.open}
 
@@ -158,10 +159,17 @@ def bond_options(release: Optional[str] = None, root: str = "/") -> FrozenSet[st
     path = _module_file("bonding", release or running_release(), root)
     if path is None:
         return frozenset()
+    module = _read_module(path)
     words = set()
-    for data in _rodata(_read_module(path)):
+    for data in _rodata(module):
         words.update(re.findall(rb"(?<=\0)[a-z0-9_]+(?=\0)", b"\0" + data))
-    return frozenset(name for name in BOND_OPTION_NAMES if name.encode() in words)
+    names = {name for name in BOND_OPTION_NAMES if name.encode() in words}
+    # ``ad_select prio`` is a value, not an option name: the module's BTF names the enum member
+    # (BOND_AD_PRIO). Debian backported actor_port_prio to 6.1 and 6.12 without it (their bonding
+    # refuses ad_select 3 with EINVAL); without BTF, upstream's pairing is the guess.
+    if (b"\0BOND_AD_PRIO\0" in module if b"\0BOND_AD_COUNT\0" in module else "actor_port_prio" in names):
+        names.add(AD_SELECT_PRIO)
+    return frozenset(names)
 
 
 def needed_kernel(feature: str) -> str:

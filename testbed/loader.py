@@ -21,6 +21,8 @@ from testbed.topology import Bond, Function, Host, Nic, Offload, Topology
 
 DEFAULT_SUBNET = "198.18.0.0/24"  # the lab subnet when the file gives none and the lab's addresses fit in it
 DEFAULT_RANGE = "198.18.0.0/15"  # the benchmarking range (RFC 2544): a larger default subnet is carved from it
+DEFAULT_SUBNET6 = "2001:2::/64"  # a dual-stack lab's IPv6 subnet: from the benchmarking range 2001:2::/48 (RFC 5180)
+NO_ADDRESS = "none"  # a VF's ``address: none``: no IPv4 (an IPv6-only VF)
 MAX_VFS = 256  # per NIC host: what a real SR-IOV port carries (64-256 VFs)
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
@@ -107,7 +109,7 @@ class _Checker:
         self.file = file
         self.lab = lab
         self.macs: Dict[str, str] = {}
-        self.addrs: Dict[ipaddress.IPv4Address, str] = {}
+        self.addrs: Dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
         self.ifnames_switch: Dict[str, str] = {}
         self.subnet_note = ""  # why the subnet is what it is, when the loader chose it
 
@@ -138,15 +140,39 @@ class _Checker:
     def subnet(self) -> ipaddress.IPv4Network:
         if "subnet" not in self.data:
             return self.default_subnet()
-        raw = self.data["subnet"]
+        return self.network("subnet", self.data["subnet"], ipaddress.IPv4Network, DEFAULT_SUBNET, 30)
+
+    def subnet6(self) -> ipaddress.IPv6Network | None:
+        """The IPv6 subnet of a dual-stack lab (``ipv6: true``): ``subnet6`` or 2001:2::/64; None without."""
+        if not self.data.get("ipv6", False):
+            if "subnet6" in self.data:
+                self.fail("subnet6", "only applies to a dual-stack lab; add `ipv6: true` at the top of the file")
+            return None
+        return self.network("subnet6", self.data.get("subnet6", DEFAULT_SUBNET6), ipaddress.IPv6Network,
+                            DEFAULT_SUBNET6, 120)
+
+    def network(self, key: str, raw: Any, kind: Any, example: str, longest: int) -> Any:
+        """``raw`` as a network of ``kind`` with at most ``longest`` prefix bits, usable for a lab."""
         try:
-            net = ipaddress.IPv4Network(raw, strict=True)
-        except ValueError:
-            self.fail("subnet", f"{short(raw)} is not an IPv4 subnet (network address/prefix, no host bits set); "
-                                f"e.g. {DEFAULT_SUBNET}")
-        if net.prefixlen > 30:
-            self.fail("subnet", f"{short(raw)} is too small; use /30 or larger")
+            net = kind(raw, strict=True)
+        except (ValueError, TypeError):
+            version = 4 if kind is ipaddress.IPv4Network else 6
+            self.fail(key, f"{short(raw)} is not an IPv{version} subnet (network address/prefix, no host bits "
+                           f"set); e.g. {example}")
+        if net.prefixlen > longest:
+            self.fail(key, f"{short(raw)} is too small; use /{longest} or larger")
+        if net.is_link_local or net.is_multicast or net.is_loopback or net.is_unspecified:
+            self.fail(key, f"{short(raw)} is not a unicast subnet a lab can use; e.g. {example}")
         return net
+
+    def address6(self, path: str, raw: str | None, net: ipaddress.IPv6Network | None,
+                 pool: Iterator[ipaddress.IPv6Address]) -> ipaddress.IPv6Interface | None:
+        """An IPv6 address of a dual-stack lab (``address``); None in a lab without IPv6."""
+        if net is None:
+            if raw is not None:
+                self.fail(path, "an IPv6 address needs a dual-stack lab; add `ipv6: true` at the top of the file")
+            return None
+        return self.address(path, raw, net, pool)
 
     def default_subnet(self) -> ipaddress.IPv4Network:
         """The file gives no ``subnet``: 198.18.0.0/24, or the smallest larger one at 198.18.0.0 (up to the
@@ -160,25 +186,31 @@ class _Checker:
             self.subnet_note = f" (the default for {needed:,} addresses; give 'subnet' to choose another)"
         return net
 
-    def address(self, path: str, raw: str | None, net: ipaddress.IPv4Network,
-                pool: Iterator[ipaddress.IPv4Address]) -> ipaddress.IPv4Interface:
+    def address(self, path: str, raw: Any, net: Any, pool: Iterator[Any]) -> Any:
+        """``raw`` checked against the lab's subnet ``net`` (IPv4, or IPv6: ``subnet6``), or the next free
+        address of ``pool``; every address of the lab is used once."""
+        v4 = net.version == 4
+        kind, what = (ipaddress.IPv4Interface, "subnet") if v4 else (ipaddress.IPv6Interface, "subnet6")
         if raw is None:
             free = next((ip for ip in pool if ip not in self.addrs), None)  # lazy: a /8 subnet costs nothing
             if free is None:
-                self.fail(path, f"no free address left in subnet {net}; give a larger 'subnet'")
-            ip = ipaddress.IPv4Interface(f"{free}/{net.prefixlen}")
+                self.fail(path, f"no free address left in {what} {net}; give a larger '{what}'")
+            ip = kind(f"{free}/{net.prefixlen}")
         else:
             try:
-                ip = ipaddress.IPv4Interface(raw)
+                ip = kind(raw)
             except ValueError:
-                self.fail(path, f"{short(raw)} is not an IPv4 address with prefix length (e.g. 198.18.0.1/24)")
+                example = "198.18.0.1/24" if v4 else "2001:2::10/64"
+                self.fail(path, f"{short(raw)} is not an IPv{net.version} address with prefix length (e.g. {example})")
             if "/" not in raw:
-                self.fail(path, f"{short(raw)} has no prefix length (e.g. {clip(raw, 20)}/{net.prefixlen})")
+                self.fail(path, f"{short(raw)} has no prefix length (e.g. {clip(raw, 40)}/{net.prefixlen})")
             if ip.network != net:
-                self.fail(path, f"{raw} is not in the lab subnet {net}{self.subnet_note} (all hosts share one "
-                                "L2 segment)")
-            if ip.ip in (ip.network.network_address, ip.network.broadcast_address):
+                note = self.subnet_note if v4 else ""
+                self.fail(path, f"{raw} is not in the lab {what} {net}{note} (all hosts share one L2 segment)")
+            if v4 and ip.ip in (ip.network.network_address, ip.network.broadcast_address):
                 self.fail(path, f"{raw} is the network or broadcast address of {ip.network}")
+            if not v4 and ip.ip == ip.network.network_address:
+                self.fail(path, f"{raw} is the subnet-router anycast address of {ip.network}; pick another")
         if ip.ip in self.addrs:
             self.fail(path, f"address {ip.ip} is already used by {self.addrs[ip.ip]}")
         self.addrs[ip.ip] = path
@@ -189,18 +221,15 @@ class _Checker:
         for hname, h in self.data["hosts"].items():
             nic = h.get("nic")
             base = f"hosts.{hname}"
-            cands = [(f"{base}.address", h.get("address"))]
-            if nic:
-                cands.append((f"{base}.nic.address", nic.get("address")))
-                if isinstance(nic.get("vfs"), list):
-                    cands += [(f"{base}.nic.vfs[{i}].address", vf.get("address"))
-                              for i, vf in enumerate(nic["vfs"])]
-            for _path, raw in cands:
-                if raw is not None:
-                    try:
-                        self.reserved.add(ipaddress.IPv4Interface(raw).ip)
-                    except ValueError:
-                        pass  # reported with its path when that entry is built
+            entries = [h] + ([nic] + (nic["vfs"] if isinstance(nic.get("vfs"), list) else []) if nic else [])
+            for entry in entries:
+                for key, kind in (("address", ipaddress.IPv4Interface), ("address6", ipaddress.IPv6Interface)):
+                    raw = entry.get(key)
+                    if raw is not None:
+                        try:
+                            self.reserved.add(kind(raw).ip)
+                        except ValueError:
+                            pass  # reported with its path when that entry is built
 
     def bond(self, path: str, raw: dict, ports: Tuple[str, ...]) -> Bond:
         mode = raw["mode"]
@@ -289,17 +318,28 @@ class _Checker:
             self.fail(f"{path}.buckets", f"{buckets} is not a power of two (e.g. 16)")
         return Offload(mode=mode, buckets=buckets)
 
-    def nic(self, hname: str, raw: dict, net, pool) -> Tuple[Nic, ipaddress.IPv4Interface, str]:
+    def nic(self, hname: str, raw: dict, net, pool, net6, pool6) -> Nic:
         path = f"hosts.{hname}.nic"
         ports = tuple(naming.port_name(i) for i in range(raw.get("ports", 2)))
         for p in ports:
             self.ifname(f"{path}.ports", naming.switch_port(hname, p), "switch port")
         bond = self.bond(f"{path}.bond", raw["bond"], ports)
-        if bond.mode == "802.3ad":
-            self.ifname(f"hosts.{hname}", naming.partner_bond(hname), "partner bond")
+        partners = raw.get("partners", 1)
+        if partners > 1 and bond.mode != "802.3ad":
+            self.fail(f"{path}.partners", f"two partner switches are an 802.3ad setup (LACP picks the aggregator); "
+                                          f"bond mode is {bond.mode}: drop 'partners' or use mode 802.3ad")
+        partner_select = raw.get("partner_select", "modulo")
+        if partner_select != "modulo" and bond.mode not in options.LAG_MODES:
+            self.fail(f"{path}.partner_select", f"the switch has no LAG toward an {bond.mode} bond (its ports are "
+                                                "plain bridge ports); drop 'partner_select' or use balance-xor "
+                                                "or 802.3ad")
+        if bond.mode in options.LAG_MODES:
+            for i in range(partners):
+                self.ifname(f"hosts.{hname}", naming.partner_bond(hname, i), "partner bond")
         offload = self.offload(f"{path}.offload", raw.get("offload", {}), bond)
         mac = self.mac(f"{path}.mac", raw.get("mac"), hname, "bond")
         address = self.address(f"{path}.address", raw.get("address"), net, pool)
+        address6 = self.address6(f"{path}.address6", raw.get("address6"), net6, pool6)
         vfs_raw = raw.get("vfs", [])
         if isinstance(vfs_raw, int):
             vfs_raw = [{"name": f"vf{i}"} for i in range(vfs_raw)]
@@ -312,10 +352,17 @@ class _Checker:
                 self.fail(f"{vpath}.name", f"duplicate name {short(name)} on host {hname}")
             names[name] = vpath
             self.ifname(f"{vpath}.name", naming.representor(name), "representor")
-            addr = self.address(f"{vpath}.address", vf.get("address"), net, pool)
+            if vf.get("address") == NO_ADDRESS:
+                if net6 is None:
+                    self.fail(f"{vpath}.address", "'none' (an IPv6-only VF) needs a dual-stack lab; add "
+                                                  "`ipv6: true` at the top of the file")
+                addr = None
+            else:
+                addr = self.address(f"{vpath}.address", vf.get("address"), net, pool)
+            addr6 = self.address6(f"{vpath}.address6", vf.get("address6"), net6, pool6)
             vfs.append(Function(name=name, mac=self.mac(f"{vpath}.mac", vf.get("mac"), hname, name),
                                 address=addr, netns=naming.vf_netns(self.lab, hname, name),
-                                verbs=bool(vf.get("verbs", False))))
+                                verbs=bool(vf.get("verbs", False)), address6=addr6))
         rdma = None
         rraw = raw.get("rdma", False)
         if rraw:
@@ -325,16 +372,17 @@ class _Checker:
                 self.fail(f"{path}.rdma.name", f"duplicate name {short(name)} on host {hname}")
             self.ifname(f"{path}.rdma.name", naming.representor(name), "representor")
             # The RDMA function speaks with the bond's own MAC and address, as RoCE does on a real NIC.
-            rdma = Function(name=name, mac=mac, address=address,
-                            netns=naming.vf_netns(self.lab, hname, name), kind="rdma", verbs=verbs)
+            rdma = Function(name=name, mac=mac, address=address, netns=naming.vf_netns(self.lab, hname, name),
+                            kind="rdma", verbs=verbs, address6=address6)
         return Nic(ports=ports, bond=bond, address=address, mac=mac, offload=offload,
-                   vfs=tuple(vfs), rdma=rdma), address, mac
+                   vfs=tuple(vfs), rdma=rdma, address6=address6, partners=partners, partner_select=partner_select)
 
     def build(self, file: str) -> Topology:
-        net = self.subnet()
+        net, net6 = self.subnet(), self.subnet6()
         self.reserved: set = set()
         self.explicit_addresses()
         pool = (ip for ip in net.hosts() if ip not in self.reserved)
+        pool6 = (ip for ip in (net6.hosts() if net6 else ()) if ip not in self.reserved)
         hosts = []
         for hname, h in self.data["hosts"].items():
             if hname == naming.SWITCH:
@@ -345,19 +393,23 @@ class _Checker:
                     self.fail(f"hosts.{hname}.address", "a NIC host's address goes in nic.address (the bond's)")
                 if "mac" in h:
                     self.fail(f"hosts.{hname}.mac", "a NIC host's MAC goes in nic.mac (the bond's)")
-                nic, addr, mac = self.nic(hname, h["nic"], net, pool)
+                if "address6" in h:
+                    self.fail(f"hosts.{hname}.address6", "a NIC host's IPv6 address goes in nic.address6 (the bond's)")
+                nic = self.nic(hname, h["nic"], net, pool, net6, pool6)
+                addr, addr6, mac = nic.address, nic.address6, nic.mac
             else:
                 self.ifname(f"hosts.{hname}", naming.switch_port(hname, naming.HOST_IF), "switch port")
                 nic = None
                 mac = self.mac(f"hosts.{hname}.mac", h.get("mac"), hname, naming.HOST_IF)
                 addr = self.address(f"hosts.{hname}.address", h.get("address"), net, pool)
+                addr6 = self.address6(f"hosts.{hname}.address6", h.get("address6"), net6, pool6)
             if "verbs" in h and nic is not None:
                 self.fail(f"hosts.{hname}.verbs", "a NIC host's verbs devices go on its functions "
                                                   "(nic.rdma.verbs, nic.vfs[i].verbs)")
             hosts.append(Host(name=hname, netns=netns, address=addr, mac=mac, nic=nic,
-                              verbs=bool(h.get("verbs", False))))
+                              verbs=bool(h.get("verbs", False)), address6=addr6))
         return Topology(name=self.lab, file=file, subnet=net, hosts=tuple(hosts),
-                        description=self.data.get("description", ""), raw=self.data)
+                        description=self.data.get("description", ""), raw=self.data, subnet6=net6)
 
 
 def address_count(data: dict) -> int:

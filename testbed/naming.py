@@ -51,9 +51,10 @@ def switch_port(host: str, ifname: str) -> str:
     return f"{host}-{ifname}"
 
 
-def partner_bond(host: str) -> str:
-    """The switch-side LACP partner bond of an 802.3ad NIC."""
-    return f"{host}-lag"
+def partner_bond(host: str, index: int = 0) -> str:
+    """The switch-side partner bond of a balance-xor / 802.3ad NIC: ``server-lag``; with two partner
+    switches (``nic.partners: 2``) the second is ``server-lag1``."""
+    return f"{host}-lag" + (str(index) if index else "")
 
 
 RDMA_PREFIX = "tb_"  # RDMA device names are system-wide: tb_<lab>_<host>_<netdev> (lab/host names have no "_")

@@ -59,6 +59,14 @@ def ns_socket(name: str, family: int, kind: int, proto: int = 0) -> socket.socke
     return run_in_netns(name, socket.socket, family, kind, proto)
 
 
+def route_socket(name: str) -> socket.socket:
+    """A non-blocking rtnetlink socket inside namespace ``name`` (what ``nlpipe`` and ``tc.ops`` take, as
+    they take an IPRoute, without pyroute2's import); never creates a missing namespace."""
+    sock = ns_socket(name, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    sock.setblocking(False)  # nlpipe waits with poll and a deadline
+    return sock
+
+
 def ns_sockets(names: Sequence[str], family: int, kind: int, proto: int = 0) -> List[Optional[socket.socket]]:
     """A socket inside each namespace of ``names`` (None where it cannot be entered: gone, not a
     namespace), all made by one short-lived thread that enters one namespace after another -- what

@@ -191,3 +191,14 @@ def quiet_ipv6_writes() -> Tuple[Tuple[str, str], ...]:
     """No IPv6 in a lab namespace: no router solicitations or MLD reports muddying rule counters."""
     return (("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1"),
             ("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1"))
+
+
+def lab_ipv6_writes() -> Tuple[Tuple[str, str], ...]:
+    """IPv6 on in a dual-stack lab's namespace, with what a lab does not want from it off: duplicate
+    address detection (the lab's addresses are unique by construction, the RDMA function shares its
+    bond's, and DAD would hold each address tentative for a second), router solicitations and
+    autoconfiguration from advertisements (the lab has no router). Neighbour discovery and MLD stay."""
+    conf = "/proc/sys/net/ipv6/conf"
+    return tuple((f"{conf}/{which}/{key}", value) for which in ("all", "default")
+                 for key, value in (("disable_ipv6", "0"), ("accept_dad", "0"), ("router_solicitations", "0"),
+                                    ("accept_ra", "0")))

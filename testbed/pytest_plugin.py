@@ -31,6 +31,12 @@ on any machine), then the machine: missing root or kernel features make the test
 ``--testbed-skip-unsupported`` they skip instead (an explicit opt-in).  ``--testbed-keep`` keeps the
 labs of failed tests for inspection (remove them with ``testbed down``/``testbed clean``).
 
+In the VM lane: under ``testbed vm --timeout`` (which tells the guest its deadline in
+``TESTBED_VM_DEADLINE``), no test runs into the guest's end: a test that could overrun it gets a
+shorter pytest-timeout deadline, and once too little time is left the remaining tests fail at once
+with a message naming the fix, so the session still ends by itself and writes its results
+(``--junitxml``) before the guest is killed.
+
 Results: every verification run through ``lab.traffic`` appends its ``to_dict()`` to ``lab.results``;
 the plugin attaches each to the test's report as a user property ``testbed.<kind>`` (JSON), which
 ``--junitxml`` writes as ``<property name="testbed.failover" value="{...}"/>``.  ``track(request, lab)``
@@ -42,15 +48,21 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import time
 from typing import Any, Dict, List, Optional
 
 import pytest
+
+from testbed.vm import DEADLINE_ENV  # (testbed.vm adds 3 small modules to pytest's own)
 
 _counter = itertools.count()
 LABS = pytest.StashKey[List[Any]]()
 FAILED = pytest.StashKey[bool]()
 SHARED = pytest.StashKey[List[Any]]()  # on the config: labs shared by several tests
 REPORTED = pytest.StashKey[Dict[str, int]]()  # on the config: results of shared labs already attached
+LATE = pytest.StashKey[str]()  # on an item: why it must not start (the lane's deadline)
+LANE_RESERVE_S = 150.0  # kept after the last test: its labs' teardown, the results file, shutdown
+LANE_MIN_TEST_S = 30.0  # a test that would get less is not started
 
 
 def pytest_addoption(parser: Any) -> None:
@@ -142,6 +154,60 @@ def pytest_runtest_makereport(item: Any, call: Any):
     report = outcome.get_result()
     if report.when == "call":
         item.stash[FAILED] = report.failed
+
+
+def lane_budget(deadline: Optional[float], now: float, timeout: Optional[float]) -> Optional[float]:
+    """Seconds the next test may take before the lane's ``deadline`` (Unix time) minus
+    ``LANE_RESERVE_S``: None when that is no tighter than its own ``timeout`` (or there is no
+    deadline), 0 when it is under ``LANE_MIN_TEST_S`` (the test must not start)."""
+    if deadline is None:
+        return None
+    left = deadline - now - LANE_RESERVE_S
+    if left < LANE_MIN_TEST_S:
+        return 0.0
+    if timeout and timeout > 0 and timeout <= left:
+        return None
+    return float(int(left))
+
+
+def _lane_deadline() -> Optional[float]:
+    try:
+        return float(os.environ[DEADLINE_ENV])
+    except (KeyError, ValueError):
+        return None
+
+
+def _own_timeout(item: Any) -> Optional[float]:
+    """The test's pytest-timeout deadline: its marker's, else the ini's (None: none, or no plugin)."""
+    marker = item.get_closest_marker("timeout")
+    try:
+        own = marker.args[0] if marker is not None and marker.args else item.config.getini("timeout")
+        return float(own)
+    except (TypeError, ValueError):
+        return None
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: Any, nextitem: Any):
+    """Outside pytest-timeout's own wrapper: shorten the test's deadline, or mark it late."""
+    deadline = _lane_deadline()
+    if deadline is not None:
+        budget = lane_budget(deadline, time.time(), _own_timeout(item))
+        if budget == 0:
+            item.stash[LATE] = (f"not run: the guest's --timeout ends in {max(deadline - time.time(), 0):.0f} s "
+                                f"and {LANE_RESERVE_S:.0f} s of it are kept for the teardown and the results "
+                                "(fix: raise `testbed vm --timeout`; in tools/test, TESTBED_BUDGET or "
+                                "TESTBED_VM_TIMEOUT)")
+        elif budget is not None:
+            item.add_marker(pytest.mark.timeout(budget), append=False)
+    yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: Any) -> None:
+    late = item.stash.get(LATE, None)
+    if late:
+        pytest.fail(late, pytrace=False)
 
 
 @pytest.fixture

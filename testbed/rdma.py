@@ -22,11 +22,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shutil
-import subprocess
 from typing import Any, Callable, Dict, List, Optional
 
-from testbed import kfeatures, naming
+from testbed import naming
 from testbed.errors import BuildError, CapabilityError, WaitTimeout
 from testbed.nl import wait_until
 from testbed.topology import Topology, VerbsDevice
@@ -57,6 +55,8 @@ def _quiet(_msg: str) -> None:
 def require(topo: Topology) -> None:
     """Refuse, before anything touches the kernel, a topology with verbs devices on a kernel without rxe
     in a namespace."""
+    from testbed import kfeatures  # (reads the kernel's config and BTF: only where a lab is built)
+
     devs = topo.verbs_devices
     if not devs or kfeatures.has("rxe_netns"):
         return
@@ -89,6 +89,8 @@ def with_verbs(topo: Topology) -> Topology:
 
 
 def _tool() -> str:
+    import shutil
+
     tool = shutil.which("rdma") or "/sbin/rdma"
     if not os.path.exists(tool):
         raise CapabilityError("the `rdma` tool (iproute2) is missing", fix="apt-get install iproute2")
@@ -96,6 +98,8 @@ def _tool() -> str:
 
 
 def _run(argv: List[str], what: str) -> str:
+    import subprocess  # the rdma tool's paths only: `status` reads sysfs
+
     try:
         res = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
@@ -107,6 +111,11 @@ def _run(argv: List[str], what: str) -> str:
 
 
 def load_module() -> None:
+    import shutil
+    import subprocess
+
+    from testbed import kfeatures
+
     modprobe = shutil.which("modprobe") or "/sbin/modprobe"
     res = subprocess.run([modprobe, "rdma_rxe"], capture_output=True, text=True, check=False)
     if res.returncode != 0:

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pyroute2 import IPRoute
 
-from testbed import fnbuild, labstore, naming, nlpipe, nsfs, rawnl, rdma
+from testbed import fnbuild, labstore, naming, nlpipe, nsfs, rawnl, rdma, rtnlmsg
 from testbed.bond import options, wire
 from testbed.bond.state import read_state
 from testbed.errors import BuildError, ConflictError, NetlinkOpError, TestbedError
@@ -103,8 +103,12 @@ class Builder:
         then made marked and IPv6-quiet by one thread of this process (``nsfs.create_marked_netns_many``)."""
         self.rec.netns.extend(names)
         labstore.write(self.rec)
-        nsfs.create_marked_netns_many(names, naming.mark(self.topo.name), nsfs.quiet_ipv6_writes(),
-                                      on_each=lambda name: self.progress(f"created namespace {name}"))
+        sw = self.topo.switch_netns  # L2 only: IPv6 stays off there even in a dual-stack lab
+        ipv6 = nsfs.lab_ipv6_writes() if self.topo.subnet6 else nsfs.quiet_ipv6_writes()
+        for group, writes in (([n for n in names if n == sw], nsfs.quiet_ipv6_writes()),
+                              ([n for n in names if n != sw], ipv6)):
+            nsfs.create_marked_netns_many(group, naming.mark(self.topo.name), writes,
+                                          on_each=lambda name: self.progress(f"created namespace {name}"))
 
     # -- links ------------------------------------------------------------
     def veth(self, ns_a: str, name_a: str, ns_b: str, name_b: str, mac_a: Optional[str] = None,
@@ -137,11 +141,15 @@ class Builder:
             ipr.link("set", index=idx[0], **attrs)
         return idx[0]
 
-    def addr(self, ns: str, ifname: str, address) -> None:
+    def addr(self, ns: str, ifname: str, *addresses: Any) -> None:
+        """Each of ``addresses`` (IPv4 or IPv6 interfaces; None skipped) on ``ifname``."""
         ipr = self.ns(ns)
-        with netlink_op(f"{ns}: {ifname}: address {address}"):
-            ipr.addr("add", index=ipr.link_lookup(ifname=ifname)[0], address=str(address.ip),
-                     prefixlen=address.network.prefixlen)
+        for address in addresses:
+            if address is not None:
+                with netlink_op(f"{ns}: {ifname}: address {address}"):
+                    index = ipr.link_lookup(ifname=ifname)[0]
+                self.raw(ns, f"{ifname}: address {address}", rtnlmsg.RTM_NEWADDR, rtnlmsg.CREATE,
+                         rtnlmsg.addr(index, address))
 
     def bond(self, ns: str, name: str, opts: Dict[str, int], mac: str, slaves: List[str],
              extra: Sequence[Tuple[str, Any]] = ()) -> None:
@@ -156,9 +164,12 @@ class Builder:
                 ipr.link("set", index=ipr.link_lookup(ifname=slave)[0], master=master)
 
     def raw_link(self, ns: str, what: str, body: bytes) -> None:
-        """One RTM_NEWLINK built by ``bond.wire`` (what pyroute2 cannot encode); NetlinkOpError with the
-        kernel's own text when it refuses."""
-        reply = nlpipe.transact(self.ns(ns), [(rawnl.RTM_NEWLINK, 0, body)])[0]
+        """One RTM_NEWLINK built by ``bond.wire`` (what pyroute2 cannot encode)."""
+        self.raw(ns, what, rawnl.RTM_NEWLINK, 0, body)
+
+    def raw(self, ns: str, what: str, msg_type: int, flags: int, body: bytes) -> None:
+        """One request built by this project; NetlinkOpError with the kernel's own text when it refuses."""
+        reply = nlpipe.transact(self.ns(ns), [(msg_type, flags, body)])[0]
         if reply.errno:
             raise NetlinkOpError(f"{ns}: {what}: {nlpipe.errno_name(reply.errno)}"
                                  + (f" ({reply.message})" if reply.message else ""), errno=reply.errno)
@@ -191,6 +202,11 @@ class Builder:
                 self.nic_host(host, host.nic)
             else:
                 self.plain_host(host)
+        if any(h.nic and h.nic.resilient_switch for h in topo.hosts):
+            # the switch's resilient tables match skb->hash: RPS computes it as frames enter the switch
+            self.step = f"{sw}: RPS on the switch's ports (resilient partner selection)"
+            nsfs.write_in_netns(sw, nsfs.rps_writes([naming.switch_port(h.name, p) for h in topo.hosts
+                                                      for p in h.uplinks]))
         self.step = "wait for the bonds"
         self.progress(self.step)
         self.wait_bonds(self.bond_timeout)
@@ -203,7 +219,7 @@ class Builder:
         self.step = f"{host.netns}: wire {naming.HOST_IF} <-> {sw}: {swp}"
         self.veth(host.netns, naming.HOST_IF, sw, swp, mac_a=host.mac)
         self.switch_side(host)
-        self.addr(host.netns, naming.HOST_IF, host.address)
+        self.addr(host.netns, naming.HOST_IF, host.address, host.address6)
         self.link_set(host.netns, naming.HOST_IF, state="up")
 
     def nic_host(self, host: Host, nic: Nic) -> None:
@@ -216,24 +232,27 @@ class Builder:
 
     def switch_side(self, host: Host, bridge: str = naming.BRIDGE) -> None:
         """Attach a host's wires (``<host>-eth0`` / ``<host>-pfN``, already in the switch namespace) to
-        ``bridge``: directly, or through the partner bond ``<host>-lag`` for balance-xor/802.3ad."""
+        ``bridge``: directly, or through the partner bond ``<host>-lag`` for balance-xor/802.3ad (with two
+        partner switches, ``<host>-lag`` and ``<host>-lag1``, each over its half of the wires)."""
         sw = self.topo.switch_netns
         br = self.ns(sw).link_lookup(ifname=bridge)[0]
         if host.nic is None:
             self.link_set(sw, naming.switch_port(host.name, naming.HOST_IF), master=br, state="up")
             return
         nic = host.nic
-        swports = [naming.switch_port(host.name, p) for p in nic.ports]
         popts = partner_options(nic.bond)
-        if popts is not None:
-            lag = naming.partner_bond(host.name)
-            self.step = f"{sw}: partner bond {lag}"
-            self.bond(sw, lag, popts, naming.stable_mac(self.topo.name, host.name, "partner"), swports)
-            for p in swports:
-                self.link_set(sw, p, state="up")
-            self.link_set(sw, lag, master=br, state="up")
+        if popts is not None:  # one partner bond per partner switch, each its own LACP system (its MAC)
+            for i, group in enumerate(nic.partner_groups):
+                swports = [naming.switch_port(host.name, p) for p in group]
+                lag = naming.partner_bond(host.name, i)
+                self.step = f"{sw}: partner bond {lag}"
+                mac = naming.stable_mac(self.topo.name, host.name, "partner" + (str(i) if i else ""))
+                self.bond(sw, lag, popts, mac, swports)
+                for p in swports:
+                    self.link_set(sw, p, state="up")
+                self.link_set(sw, lag, master=br, state="up")
         else:
-            for p in swports:
+            for p in (naming.switch_port(host.name, p) for p in nic.ports):
                 self.link_set(sw, p, master=br, state="up")
 
     def nic(self, host: Host) -> None:
@@ -250,7 +269,7 @@ class Builder:
                           bond_primary=self.ns(ns).link_lookup(ifname=nic.bond.primary)[0])
         for port in nic.ports:
             self.link_set(ns, port, state="up")
-        self.addr(ns, nic.bond.name, nic.address)
+        self.addr(ns, nic.bond.name, nic.address, nic.address6)
         self.link_set(ns, nic.bond.name, state="up")
         self.functions(host)
         self.step = f"{ns}: RPS on ports and representors"
@@ -278,9 +297,8 @@ class Builder:
         (plain hosts and every VF) statically."""
         peers = []
         for h in self.topo.hosts:
-            for addr, mac in [(h.address, h.mac)] if not h.nic else [(f.address, f.mac) for f in h.nic.vfs]:
-                if addr is not None:
-                    peers.append((addr.ip, mac))
+            for owner in [h] if not h.nic else h.nic.vfs:
+                peers += [(a.ip, owner.mac) for a in (owner.address, owner.address6) if a is not None]
         return peers
 
     def wait_bonds(self, timeout: float) -> None:
@@ -294,6 +312,9 @@ class Builder:
                 st = read_state(ipr, nic, ns)
                 if nic.bond.mode == "active-backup":
                     return bool(st.active)
+                if nic.bond.mode == "802.3ad" and nic.partners > 1:  # an aggregator per partner: the active one's
+                    mine = [p for p in st.ports if p.ad_aggregator is not None and p.ad_aggregator == st.ad_aggregator]
+                    return bool(mine) and all(p.present and p.collecting_distributing for p in mine)
                 if nic.bond.mode == "802.3ad":
                     return all(p.present and p.collecting_distributing for p in st.ports)
                 return all(p.present and p.mii == "up" for p in st.ports)

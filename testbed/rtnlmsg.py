@@ -102,18 +102,25 @@ def getlink(name: str) -> bytes:
     return _ifinfo() + attr(IFLA_IFNAME, _str(name)) + attr(IFLA_EXT_MASK, struct.pack("=I", RTEXT_FILTER_SKIP_STATS))
 
 
-def addr_v4(index: int, iface: ipaddress.IPv4Interface) -> bytes:
+IFA_F_NODAD = 0x02  # an IPv6 address without duplicate address detection: usable at once
+
+
+def addr(index: int, iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> bytes:
     """RTM_NEWADDR (with ``CREATE``): ``iface`` (address/prefix) on interface ``index``, as ``ip addr add``
-    (no broadcast address given, like it)."""
+    (no broadcast address given, like it). An IPv6 address skips duplicate address detection
+    (``nodad``): a lab's addresses are unique by construction, and the RDMA function shares its bond's."""
     ip = iface.ip.packed
+    if iface.version == 6:
+        return IFADDRMSG.pack(socket.AF_INET6, iface.network.prefixlen, IFA_F_NODAD, 0, index) \
+            + attr(IFA_LOCAL, ip) + attr(IFA_ADDRESS, ip)
     return IFADDRMSG.pack(socket.AF_INET, iface.network.prefixlen, 0, 0, index) + attr(IFA_LOCAL, ip) \
         + attr(IFA_ADDRESS, ip)
 
 
-def neigh_v4(index: int, ip: ipaddress.IPv4Address, mac: str) -> bytes:
-    """RTM_NEWNEIGH (with ``CREATE``): a permanent IPv4 neighbour ``ip`` -> ``mac`` on interface ``index``."""
-    return NDMSG.pack(socket.AF_INET, index, NUD_PERMANENT, 0, 0) + attr(NDA_DST, ip.packed) \
-        + attr(NDA_LLADDR, _mac(mac))
+def neigh(index: int, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, mac: str) -> bytes:
+    """RTM_NEWNEIGH (with ``CREATE``): a permanent neighbour ``ip`` (IPv4 or IPv6) -> ``mac`` on ``index``."""
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    return NDMSG.pack(family, index, NUD_PERMANENT, 0, 0) + attr(NDA_DST, ip.packed) + attr(NDA_LLADDR, _mac(mac))
 
 
 def clsact(index: int) -> bytes:
@@ -121,13 +128,21 @@ def clsact(index: int) -> bytes:
     return TCMSG.pack(socket.AF_UNSPEC, index, TC_H_CLSACT_HANDLE, TC_H_CLSACT, 0) + attr(TCA_KIND, b"clsact\0")
 
 
+RT_SCOPE_UNIVERSE = 0
+
+
 def ifaddr_dump() -> bytes:
-    """RTM_GETADDR dump request body: every IPv4 address of the namespace."""
-    return IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, 0)
+    """RTM_GETADDR dump request body: every address of the namespace (IPv4 and IPv6)."""
+    return IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
 
 
-def ifaddr_v4(msg: bytes) -> str:
-    """``"198.18.0.2/23"`` from a raw RTM_NEWADDR message (its IFA_LOCAL, else IFA_ADDRESS)."""
-    prefixlen = IFADDRMSG.unpack_from(msg, HDR.size)[1]
+def ifaddr(msg: bytes) -> str | None:
+    """``"198.18.0.2/23"`` or ``"2001:2::2/64"`` from a raw RTM_NEWADDR message (its IFA_LOCAL, else
+    IFA_ADDRESS); None for an address of narrower than global scope (IPv6 link-local, loopback)."""
+    family, prefixlen, _flags, scope, _index = IFADDRMSG.unpack_from(msg, HDR.size)
+    if scope != RT_SCOPE_UNIVERSE:
+        return None
     found = dict((t, bytes(p)) for t, p in attrs(msg, HDR.size + IFADDRMSG.size) if t in (IFA_LOCAL, IFA_ADDRESS))
-    return f"{ipaddress.IPv4Address(found.get(IFA_LOCAL) or found[IFA_ADDRESS])}/{prefixlen}"
+    raw = found.get(IFA_LOCAL) or found[IFA_ADDRESS]
+    ip = ipaddress.IPv6Address(raw) if family == socket.AF_INET6 else ipaddress.IPv4Address(raw)
+    return f"{ip}/{prefixlen}"

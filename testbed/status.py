@@ -9,7 +9,7 @@ from testbed.agent import status as agent_status
 from testbed.bond import wire as bondnl
 from testbed.bond.ports import usable_ports
 from testbed.bond.state import read_state
-from testbed.nl import open_ns
+from testbed.nl import route_socket
 from testbed.topology import Host, Nic, Topology
 
 FUNCTION_KEYS = ("present", "mac", "operstate", "addresses")  # what `status` tells of a function's netdev
@@ -63,9 +63,11 @@ def host_status(topo: Topology, host: Host) -> Dict[str, Any]:
         out["interface"] = {k: v for k, v in found.items() if k == "name" or k in FUNCTION_KEYS}
         return out
     nic = host.nic
-    with open_ns(host.netns) as ipr:
+    with route_socket(host.netns) as ipr:  # raw rtnetlink: no pyroute2 on status's path (its import: 3.7x)
         out["bond"] = read_bond(ipr, nic)
         out["bond"]["address"] = str(nic.address)
+        if nic.address6 is not None:
+            out["bond"]["address6"] = str(nic.address6)
         out["offload"] = {"mode": nic.offload.mode, "buckets": nic.offload.buckets}
         out["rules"] = _rules(ipr, nic)
     fns = []
@@ -82,6 +84,19 @@ def host_status(topo: Topology, host: Host) -> Dict[str, Any]:
 def lab_status(lab: str) -> Dict[str, Any]:
     rec = labstore.read(lab)
     topo = rec.model()
-    return {"lab": lab, "file": rec.file, "state": rec.state, "netns": rec.netns,
-            "hosts": [host_status(topo, h) for h in topo.hosts], "agent": agent_status.read_raw(lab),
-            "verbs": rdma.status(topo)}
+    out = {"lab": lab, "file": rec.file, "state": rec.state, "netns": rec.netns,
+           "hosts": [host_status(topo, h) for h in topo.hosts], "agent": agent_status.read_raw(lab),
+           "verbs": rdma.status(topo)}
+    mark_in_step(out)
+    return out
+
+
+def mark_in_step(status: Dict[str, Any]) -> None:
+    """Each NIC host's ``offload_in_step``: the ports the agent programs (``agent.json``) are the ports the bond
+    uses now (``bond.usable_ports``); None without an agent's entry for the host."""
+    nics = (status.get("agent") or {}).get("nics") or {}
+    for h in status["hosts"]:
+        if "bond" in h:
+            entry = nics.get(h["name"])
+            h["offload_in_step"] = (None if entry is None
+                                    else list(entry.get("usable") or []) == list(h["bond"].get("usable_ports") or []))

@@ -81,7 +81,20 @@ def stop_agent(lab: str, timeout: float = 10.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def remove_lab(rec: labstore.LabRecord, *, progress: Progress = quiet, timeout: float = 15.0) -> List[str]:
+# The kernel destroys removed namespaces in batches, one batch after the other (one work queue): a batch
+# taken while the first names were being removed must be gone before the rest are even started. 130
+# namespaces of a 256-VF lab took more than 15 s on 6.12 in a loaded TCG guest, so the deadline grows with
+# the count: 15 s, and a quarter of a second per namespace (80 s for a 256-VF lab's 260).
+NETNS_GONE_S = 15.0
+NETNS_GONE_PER_NS_S = 0.25
+
+
+def destroy_deadline(count: int, base: float = NETNS_GONE_S) -> float:
+    """Seconds (before ``TESTBED_TIMEOUT_SCALE``) to wait for ``count`` removed namespaces to be destroyed."""
+    return base + NETNS_GONE_PER_NS_S * count
+
+
+def remove_lab(rec: labstore.LabRecord, *, progress: Progress = quiet, timeout: float = NETNS_GONE_S) -> List[str]:
     """Delete the lab's marked namespaces (reverse order), wait for their destruction, drop the record."""
     mark = naming.mark(rec.name)
     rec.state = "removing"
@@ -100,9 +113,9 @@ def remove_lab(rec: labstore.LabRecord, *, progress: Progress = quiet, timeout: 
     return removed
 
 
-def delete_netns(names: List[str], what: str, progress: Progress, timeout: float = 15.0) -> List[str]:
+def delete_netns(names: List[str], what: str, progress: Progress, timeout: float = NETNS_GONE_S) -> List[str]:
     """Delete the named namespaces (checked to be ours by the caller) and wait until the kernel destroyed
-    them (RTM_DELNSID); returns the names deleted."""
+    them (RTM_DELNSID), ``destroy_deadline`` at most; returns the names deleted."""
     removed: List[str] = []
     with NetnsDeletion() as waiter:
         waiter.arm(os.path.join(NETNS_DIR, n) for n in names)
@@ -110,7 +123,9 @@ def delete_netns(names: List[str], what: str, progress: Progress, timeout: float
             progress(f"{what} {n}")
             netns.remove(n)
             removed.append(n)
-        waited = waiter.wait(timeout)
+        if len(waiter.pending) > 32:
+            progress(f"waiting for the kernel to destroy {len(waiter.pending)} namespaces")
+        waited = waiter.wait(destroy_deadline(len(names), timeout))
     progress(f"{len(removed)} namespaces destroyed ({waited * 1000:.0f} ms after removal)")
     return removed
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Tuple
 
 from testbed import naming
@@ -60,6 +60,16 @@ class Bond:
         return bool(self.value("arp_interval"))
 
 
+def pick_address(v4: ipaddress.IPv4Interface | None, v6: ipaddress.IPv6Interface | None,
+                 family: int | None) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
+    """``v4`` or ``v6`` for family 4 or 6; for None ``v4`` if given, else ``v6``."""
+    if family == 4:
+        return v4
+    if family == 6:
+        return v6
+    return v4 if v4 is not None else v6
+
+
 @dataclass(frozen=True)
 class Function:
     """A VF or the RDMA function: a netdev in its own namespace with a representor."""
@@ -70,6 +80,11 @@ class Function:
     netns: str
     kind: str = "vf"  # "vf" or "rdma"
     verbs: bool = False  # a Soft-RoCE device on this netdev (testbed.rdma)
+    address6: ipaddress.IPv6Interface | None = None  # a lab with ``ipv6: true``; a VF may have only this
+
+    def ip(self, family: int | None = None) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
+        """Its address of ``family`` (4 or 6), or with None its IPv4 address if it has one, else its IPv6."""
+        return pick_address(self.address, self.address6, family)
 
     @functools.cached_property
     def rep(self) -> str:  # cached: the agent's plan asks 65,000 times for 256 VFs (not a field: eq/hash ignore it)
@@ -91,6 +106,23 @@ class Nic:
     offload: Offload
     vfs: Tuple[Function, ...] = ()
     rdma: Function | None = None
+    address6: ipaddress.IPv6Interface | None = None  # the bond's (and the RDMA function's) IPv6 address
+    partners: int = 1  # 802.3ad: the switch's LACP partner systems (2: the ports split between two)
+    partner_select: str = "modulo"  # how the switch picks the port toward this NIC: its bond's hash, or a table
+
+    @property
+    def resilient_switch(self) -> bool:
+        """The switch picks the port toward this NIC from a bucket table the agent keeps (``agent.switch``)."""
+        return self.partner_select == "resilient"
+
+    @property
+    def partner_groups(self) -> Tuple[Tuple[str, ...], ...]:
+        """The ports each switch-side partner bond holds: all of them, or with two partners the first half
+        (rounded up) and the rest."""
+        if self.partners == 1:
+            return (self.ports,)
+        half = (len(self.ports) + 1) // 2
+        return (self.ports[:half], self.ports[half:])
 
     @property
     def functions(self) -> Tuple[Function, ...]:
@@ -102,6 +134,17 @@ class Nic:
         return self.bond.primary or self.ports[0]
 
 
+def partner_nics(host: "Host") -> Tuple["Nic", ...]:
+    """The switch's partner bonds facing ``host``'s NIC, each as a Nic over its switch-side ports (for the pure
+    bond-state functions): none for active-backup or a plain host, one per partner switch otherwise."""
+    nic = host.nic
+    if nic is None or nic.bond.mode == "active-backup":
+        return ()
+    return tuple(replace(nic, ports=tuple(naming.switch_port(host.name, p) for p in group),
+                         bond=replace(nic.bond, name=naming.partner_bond(host.name, i)), vfs=(), rdma=None)
+                 for i, group in enumerate(nic.partner_groups))
+
+
 @dataclass(frozen=True)
 class Host:
     name: str
@@ -110,6 +153,11 @@ class Host:
     mac: str
     nic: Nic | None = None
     verbs: bool = False  # a Soft-RoCE device on eth0 (plain hosts)
+    address6: ipaddress.IPv6Interface | None = None  # as ``address``: a NIC host's is its bond's
+
+    def ip(self, family: int | None = None) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
+        """The host's address of ``family`` (a NIC host: its bond's), as ``Function.ip``."""
+        return pick_address(self.address, self.address6, family)
 
     @property
     def uplinks(self) -> Tuple[str, ...]:
@@ -138,6 +186,7 @@ class Topology:
     hosts: Tuple[Host, ...]
     description: str = ""
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+    subnet6: ipaddress.IPv6Network | None = None  # set when the lab is dual stack (``ipv6: true``)
 
     @property
     def switch_netns(self) -> str:

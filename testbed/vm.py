@@ -62,6 +62,7 @@ INSTALL = {
 }
 GUEST_INIT_FAILED = 125  # guest-init could not prepare the guest (like env(1)'s 125)
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEADLINE_ENV = "TESTBED_VM_DEADLINE"  # in the guest: when --timeout kills it (Unix time)
 PASSTHROUGH_ENV = ("CI",)  # copied into the guest, with every TESTBED_* variable
 # vng hands the guest its command base64-encoded on the kernel command line, which
 # holds 2047 bytes on x86; a longer one hangs the boot without a word.
@@ -247,6 +248,8 @@ def run_in_vm(
     choice = choose_accel(accel, tools.qemu, kern.path)
     print(f"testbed vm: booting {kern.version} under {choice.accel.upper()}{choice.describe()}...",
           file=sys.stderr, flush=True)
+    if timeout is not None:  # the guest's pytest ends its tests in time (pytest_plugin)
+        host_env[DEADLINE_ENV] = f"{time.time() + timeout - (time.monotonic() - start):.0f}"
     with tempfile.TemporaryDirectory(prefix="testbed-vm-") as tmp:  # vng's temp files
         # qemu writes the log in the temporary directory (vng passes its path through a shell
         # line, so it must be a plain one); --console gets a copy when the guest is gone

@@ -5,6 +5,9 @@
   a passing one.
 * ``--require-integration``: the session fails unless at least one
   integration test ran and passed (CI uses it so "0 integration tests" is red).
+* ``--live-failures``: each failure is named the moment it happens (test, phase, time
+  taken, first line of the error), not only in the summary at the end -- a run that
+  never reaches its end (a guest killed at its deadline) still tells what failed.
 * ``@pytest.mark.needs(FEATURE, ...)`` (features of ``testbed.kfeatures.FEATURES``):
   skipped on a kernel that lacks one, the reason naming the feature, this kernel and
   the kernel needed.  The kernel matrix (``tools/test``, ``testbed.matrix``) fails a
@@ -22,6 +25,27 @@ import pytest
 def pytest_addoption(parser):
     parser.addoption("--require-integration", action="store_true",
                      help="fail the session when no integration test passed")
+    parser.addoption("--live-failures", action="store_true",
+                     help="name each failure when it happens (test, phase, seconds, first error line)")
+
+
+_LIVE = []  # the config, with --live-failures
+
+
+def pytest_configure(config):
+    if config.getoption("--live-failures"):
+        _LIVE.append(config)
+
+
+def live_failure_line(report):
+    """One line for a failed report: ``FAILED nodeid (phase, N s): first line of the error``, then
+    the first failed checks of a verification's verdict (its ``FAIL <check>`` lines), `` | ``-joined."""
+    text = str(report.longrepr or "").strip().splitlines()
+    errors = [ln.strip()[1:].strip() for ln in text if ln.strip().startswith("E ")]
+    first = errors[0] if errors else (text[-1].strip() if text else "")
+    checks = [e for e in errors[1:] if e.startswith("FAIL ")][:3]
+    what = " | ".join([first[:300]] + [c[:200] for c in checks])
+    return f"FAILED {report.nodeid} ({report.when}, {report.duration:.0f} s): {what}"
 
 
 _CAPS_PROBLEM = None
@@ -81,6 +105,10 @@ _PASSED_INTEGRATION = []
 
 
 def pytest_runtest_logreport(report):
+    tr = _LIVE[0].pluginmanager.get_plugin("terminalreporter") if _LIVE and report.failed else None
+    if tr:
+        tr.write_line("")
+        tr.write_line(live_failure_line(report))
     if report.when == "call" and report.passed and "integration" in report.keywords:
         _PASSED_INTEGRATION.append(report.nodeid)
 

@@ -21,7 +21,6 @@ when the process may not enter it (not root).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import socket
@@ -35,7 +34,9 @@ CLONE_NEWNET = 0x40000000
 
 T = TypeVar("T")
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+# the process's own libc symbols: find_library("c") runs ``ldconfig -p`` (a process spawn) and
+# ctypes.util imports subprocess, at every command's start
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
 _libc.setns.restype = ctypes.c_int
 

@@ -9,8 +9,9 @@ stamped with its sequence number and the CLOCK_REALTIME of its own send. A frame
 
 Public API:
     Lane(send, stamps, first_seq=0)           one stream: a socket's send, frame builders stamp(seq, tx_ns)
-    Schedule(sent, start_ns, first_ns, last_ns, elapsed_s, max_late_ns, refused)   what run_schedule did
-    run_schedule(lanes, *, count=None, duration_s=None, rate_pps=None, start_mono_ns=None, tick=None)
+    Schedule(sent, start_ns, first_ns, last_ns, elapsed_s, max_late_ns, refused, stamps_ns)   what it did
+    run_schedule(lanes, *, count=None, duration_s=None, rate_pps=None, start_mono_ns=None, tick=None,
+                 record=False)
     realtime_offset_ns() -> int               CLOCK_REALTIME - CLOCK_MONOTONIC, read tightly
     STREAM_RATE_PPS, FRAME_BUDGET_PPS; stream_rate(streams) -> pps   the default rate per stream of N streams
     SPIN_NS                                   spin (rather than sleep) for the last 80 us before a deadline
@@ -26,6 +27,7 @@ import ctypes
 import errno
 import math
 import time
+from array import array
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence
 
@@ -112,17 +114,21 @@ class Schedule:
     elapsed_s: float
     max_late_ns: int  # worst lateness against the schedule (0 unpaced)
     refused: List[int]  # per lane: frames the device refused
+    stamps_ns: Optional[List[array]] = None  # per lane, with ``record``: tick k's stamp (CLOCK_REALTIME) at [k]
 
 
 def run_schedule(lanes: Sequence[Lane], *, count: Optional[int] = None, duration_s: Optional[float] = None,
                  rate_pps: Optional[float] = None, start_mono_ns: Optional[int] = None,
-                 tick: Optional[List[int]] = None) -> Schedule:
+                 tick: Optional[List[int]] = None, record: bool = False) -> Schedule:
     """Tick k: stamp and send packet k of every lane (see the module docstring). ``tick[0]`` follows k (for a
-    progress reporter on another thread). Paced with only ``duration_s``: ``ceil(rate * duration)`` ticks."""
+    progress reporter on another thread). Paced with only ``duration_s``: ``ceil(rate * duration)`` ticks.
+    ``record``: keep every frame's stamp (``Schedule.stamps_ns``), the send time of what never arrives too --
+    with many lanes a tick's frames go out tens of ms apart, so a lost frame's time is its own, not its tick's."""
     if rate_pps is not None and count is None:
         count = max(1, math.ceil(rate_pps * (duration_s or 0)))
     plan = [(ln.send, ln.stamps, len(ln.stamps), ln.first_seq, j) for j, ln in enumerate(lanes)]
     refused = [0] * len(plan)
+    stamps_ns = [array("q") for _ in plan] if record else None
     mono = time.monotonic_ns
     max_late = 0
     with fine_timer_slack():
@@ -143,6 +149,8 @@ def run_schedule(lanes: Sequence[Lane], *, count: Optional[int] = None, duration
                 tick[0] = k
             for send, stamps, n, first_seq, j in plan:
                 last = mono() + off  # each frame its own stamp: another thread may run between two sends
+                if stamps_ns is not None:
+                    stamps_ns[j].append(last)
                 try:
                     send(stamps[k % n](first_seq + k, last))
                 except OSError as exc:
@@ -153,4 +161,4 @@ def run_schedule(lanes: Sequence[Lane], *, count: Optional[int] = None, duration
                     first = last
             k += 1
         elapsed = (mono() - start) / 1e9
-    return Schedule(k, start + off, first, last, elapsed, max_late, refused)
+    return Schedule(k, start + off, first, last, elapsed, max_late, refused, stamps_ns)

@@ -1,8 +1,8 @@
 """Which wire carried the RoCEv2 frames: AF_PACKET capture on the switch side of a NIC host's ports.
 
 ``RoceWires(netns, {port: wire_ifname}, ips)`` opens one packet socket per wire (in the switch
-namespace, on a thread that entered it) and, on a thread of its own, records every IPv4/UDP frame to
-port 4791 whose source or destination is one of ``ips`` as ``(t_ns, port, src, dst)`` (kernel
+namespace, on a thread that entered it) and, on a thread of its own, records every IPv4 or IPv6 UDP
+frame to port 4791 whose source or destination is one of ``ips`` as ``(t_ns, port, src, dst)`` (kernel
 receive time, CLOCK_REALTIME).  ``counts(src, since_ns, until_ns)`` -> {port: frames}.
 
 Frames whose kernel stamp was on another clock (``traffic.stamps``) are counted in ``restamped``.
@@ -25,8 +25,16 @@ Frame = Tuple[int, str, str, str]  # t_ns, port, src ip, dst ip
 
 
 def parse_roce(frame: bytes) -> Optional[Tuple[str, str]]:
-    """(src, dst) of an Ethernet/IPv4/UDP frame to port 4791, else None."""
-    if len(frame) < 42 or frame[12:14] != b"\x08\x00":
+    """(src, dst) of an Ethernet/IPv4/UDP or Ethernet/IPv6/UDP frame to port 4791 (RoCEv2), else None.
+    IPv6: the fixed header's next header must be UDP (RoCEv2 carries no extension headers)."""
+    ethertype = frame[12:14]
+    if ethertype == b"\x86\xdd":
+        if len(frame) < 14 + 40 + 8 or frame[20] != 17:
+            return None
+        if struct.unpack_from("!H", frame, 14 + 40 + 2)[0] != ROCE_PORT:
+            return None
+        return socket.inet_ntop(socket.AF_INET6, frame[22:38]), socket.inet_ntop(socket.AF_INET6, frame[38:54])
+    if len(frame) < 42 or ethertype != b"\x08\x00":
         return None
     ihl = (frame[14] & 0x0F) * 4
     if frame[23] != 17 or len(frame) < 14 + ihl + 8:

@@ -73,14 +73,19 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Station:
-    """One end of a stream: the namespace and interface a raw socket uses there, the MAC and IPv4 address
-    its frames carry (``testbed.verify.stations`` resolves them from a topology)."""
+    """One end of a stream: the namespace and interface a raw socket uses there, the MAC and IPv4 or IPv6
+    address its frames carry (``testbed.verify.stations`` resolves them from a topology)."""
 
     label: str  # "client", "vf0", "rdma0", "bond"
     netns: str
     ifname: str
     mac: str
     ip: str
+
+    @property
+    def version(self) -> int:
+        """The IP version of ``ip``: 4 or 6."""
+        return 6 if ":" in self.ip else 4
 
 
 @dataclass
@@ -107,6 +112,7 @@ class StreamsRun:
     wire_records: Dict[str, List[RxRecord]]  # stream -> its frames seen on the wires (ifname = host port)
     events: List[EventRecord] = field(default_factory=list)
     rx_stats: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    sent_ns: Dict[str, Sequence[int]] = field(default_factory=dict)  # stream -> its frame k's send stamp at [k]
 
     def tick_of(self, ns: int) -> float:
         """The (fractional) tick due at CLOCK_REALTIME ``ns``."""
@@ -334,7 +340,8 @@ def run_streams(
             try:
                 sched = run_schedule([Lane(snd.sock.send, [t.stamp for t in s.templates])
                                       for snd, s in zip(lanes, specs)],
-                                     count=count, rate_pps=rate_pps, start_mono_ns=t0, tick=ticker.tick)
+                                     count=count, rate_pps=rate_pps, start_mono_ns=t0, tick=ticker.tick,
+                                     record=True)
             except BaseException:
                 runner.finish(cancel=True)
                 raise
@@ -364,4 +371,5 @@ def run_streams(
         last_ns=sched.last_ns, elapsed_s=elapsed, max_late_us=sched.max_late_ns / 1000,
         refused={s.name: n for s, n in zip(specs, sched.refused)},
         records=records, wire_records=wire_records, events=list(runner.done), rx_stats=caps.stats(wires),
+        sent_ns={s.name: stamps for s, stamps in zip(specs, sched.stamps_ns or [])},
     )

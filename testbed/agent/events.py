@@ -22,17 +22,16 @@ does a full resync (dump rules and state, reconcile everything).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import select
 import socket
-import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Set
 
 from testbed import rawnl
 from testbed.errors import AgentError
+from testbed.inotify import IN_DELETE, IN_MOVED_FROM, DirWatch
 from testbed.nl import ns_socket
 from testbed.rawnl import NETNS_DIR
 
@@ -122,40 +121,21 @@ class LinkEvents:
 
 # --- namespace removal ---------------------------------------------------------
 
-IN_DELETE = 0x00000200
-IN_MOVED_FROM = 0x00000040
-IN_NONBLOCK = 0o4000
-IN_CLOEXEC = 0o2000000
-INOTIFY_EVENT = struct.Struct("=iIII")  # wd, mask, cookie, len
-
 
 class NetnsWatch:
     """Tells when a name under /run/netns disappears (``ip netns del``, ``testbed down``)."""
 
     def __init__(self, names: List[str]) -> None:
         self.names = set(names)
-        libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        if self.fd < 0:
-            raise AgentError(f"inotify_init1 failed: {os.strerror(ctypes.get_errno())}")
-        wd = libc.inotify_add_watch(self.fd, NETNS_DIR.encode(), IN_DELETE | IN_MOVED_FROM)
-        if wd < 0:
-            err = ctypes.get_errno()
-            os.close(self.fd)
-            raise AgentError(f"cannot watch {NETNS_DIR}: {os.strerror(err)}")
+        self.dir = DirWatch(NETNS_DIR, IN_DELETE | IN_MOVED_FROM, AgentError)
 
     def fileno(self) -> int:
-        return self.fd
+        return self.dir.fileno()
 
     def missing(self) -> List[str]:
         """Drain inotify and return the watched namespaces that no longer exist."""
-        while True:
-            try:
-                if not os.read(self.fd, 1 << 14):
-                    break
-            except BlockingIOError:
-                break
+        self.dir.drain()
         return sorted(n for n in self.names if not os.path.exists(os.path.join(NETNS_DIR, n)))
 
     def close(self) -> None:
-        os.close(self.fd)
+        self.dir.close()

@@ -9,6 +9,8 @@
            events of NIC n  -> drain them all -> react: the events' link messages laid
                                over the last reading, the change prepared for that state
                                sent in one sendmsg (reconcile.NicReconciler.react)
+                               (waiting and reacting at real-time priority, all else at
+                               normal: agent.priority)
            nothing queued   -> one step of background work when it is due (select's
                                timeout): verify the last fast reaction with a dump, then
                                prepare the changes for the states the bond may move to next
@@ -37,8 +39,10 @@ from pyroute2 import IPRoute
 
 from testbed import labstore, nlpipe
 from testbed.agent.events import LinkEvents, NetnsWatch
+from testbed.agent.priority import Priority
 from testbed.agent.reconcile import NicReconciler, Reaction, safe_call, safe_reconcile
 from testbed.agent.report import Reporter
+from testbed.agent.switch import SwitchReconciler
 from testbed.errors import AgentError
 from testbed.nl import netns_exists, open_ns
 from testbed.topology import Host, Topology
@@ -65,19 +69,16 @@ def process_age() -> float:
         return float("nan")
 
 
-class NicWatch:
-    """A NIC host: its link-event socket and its reconciler."""
+class Watch:
+    """A namespace the agent watches: its link-event socket and an IPRoute for the rules there."""
 
-    def __init__(self, host: Host) -> None:
-        self.host = host
-        self.events = LinkEvents(host.netns)
+    def __init__(self, netns: str) -> None:
+        self.events = LinkEvents(netns)
         try:
-            self.ipr = open_ipr(host.netns)
+            self.ipr = open_ipr(netns)
         except BaseException:
             self.events.close()
             raise
-        nlpipe.enable_ext_ack(self.ipr)  # once: the event path sends without toggling it
-        self.rec = NicReconciler(host, self.ipr, quiet=lambda: not self.events.pending())
 
     def fileno(self) -> int:
         return self.events.fileno()
@@ -85,6 +86,25 @@ class NicWatch:
     def close(self) -> None:
         self.events.close()
         self.ipr.close()
+
+
+class NicWatch(Watch):
+    """A NIC host: its namespace's link events and its reconciler."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host.netns)
+        self.host = host
+        nlpipe.enable_ext_ack(self.ipr)  # once: the event path sends without toggling it
+        self.rec = NicReconciler(host, self.ipr, quiet=lambda: not self.events.pending())
+
+
+class SwitchWatch(Watch):
+    """The switch's side of a NIC with ``partner_select: resilient``: link events of the switch namespace and
+    the reconciler of the partner bonds' tables (``agent.switch``)."""
+
+    def __init__(self, topo: Topology, host: Host) -> None:
+        super().__init__(topo.switch_netns)
+        self.rec = SwitchReconciler(host, topo.switch_netns, self.ipr)
 
 
 class Agent:
@@ -96,9 +116,12 @@ class Agent:
         if not self.hosts:
             raise AgentError(f"lab {lab}: no host has a NIC, nothing to offload")
         self.nics: List[NicWatch] = []
+        self.switch_hosts = [h for h in self.hosts if h.nic is not None and h.nic.resilient_switch]
+        self.switches: List[SwitchWatch] = []
         self.stop = False
         self.resync_all = False
         self._wake_r = self._wake_w = -1
+        self.priority = Priority.from_env()
 
     # -- signals --------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -122,7 +145,10 @@ class Agent:
         if reaction is None:
             return
         self.reporter.reaction(reaction)
-        self.reporter.write_status([n.rec for n in self.nics])
+        self._write_status()
+
+    def _write_status(self) -> None:
+        self.reporter.write_status([n.rec for n in self.nics], [w.rec for w in self.switches])
 
     def _check_netns(self, watch: NetnsWatch) -> None:
         gone = watch.missing()
@@ -137,19 +163,31 @@ class Agent:
         watch: Optional[NetnsWatch] = None
         t0 = time.monotonic()
         try:
-            watch = NetnsWatch([h.netns for h in self.hosts])
+            watch = NetnsWatch([h.netns for h in self.hosts]
+                               + ([self.topology.switch_netns] if self.switch_hosts else []))
             for host in self.hosts:
                 self.nics.append(NicWatch(host))
+                self.nics[-1].rec.slow_path = self.priority.normal
+            for host in self.switch_hosts:
+                self.switches.append(SwitchWatch(self.topology, host))
             self._check_netns(watch)
             for n in self.nics:
                 t = time.monotonic()
                 reaction = n.rec.reconcile("start", t, full=True)
                 self._record(reaction)
+            for w in self.switches:
+                reaction = w.rec.reconcile("start", time.monotonic())
+                self._record(reaction)
             # What start-up built (topology, plans, rules) lives as long as the agent: out of the
             # collector's generations, a full collection never scans it in the middle of a reaction.
             gc.freeze()
+            self.priority.fast()
+            self.priority.normal()
+            self.reporter.priority = self.priority.describe()
+            if self.priority.refused:
+                self.reporter.line(f"agent: reactions at normal priority: {self.priority.refused}")
             self.reporter.ready = True
-            self.reporter.write_status([n.rec for n in self.nics])
+            self._write_status()
             self.reporter.line(f"agent ready: lab {self.lab}, {len(self.nics)} NIC(s), pid {os.getpid()}; "
                                f"sockets + first reconcile {time.monotonic() - t0:.1f} s, process age "
                                f"{process_age():.1f} s")
@@ -170,6 +208,8 @@ class Agent:
         finally:
             for n in self.nics:
                 n.close()
+            for w in self.switches:
+                w.close()
             if watch is not None:
                 watch.close()
             signal.set_wakeup_fd(-1)
@@ -178,18 +218,39 @@ class Agent:
             for fd in (self._wake_r, self._wake_w):
                 os.close(fd)
 
+    def _react(self, n: NicWatch, t_event: float, watch: NetnsWatch) -> Optional[Reaction]:
+        """NIC ``n``'s queued events: the fast reaction, or a full reconcile when events were lost."""
+        batch = n.events.drain()
+        if batch.lost:
+            self.priority.normal()  # a full reconcile may take long
+            return safe_reconcile(n.rec, "ENOBUFS: events lost", t_event, full=True)
+        if not batch.messages:
+            return None
+        self._check_netns(watch)
+        trigger = ",".join(sorted(batch.names)) or "link event"
+        react = functools.partial(n.rec.react, trigger, t_event, batch.links, batch.names, batch.deleted)
+        return safe_call(n.rec, trigger, t_event, react)
+
     def _loop(self, watch: NetnsWatch) -> None:
         by_fd = {n.fileno(): n for n in self.nics}
-        fds = list(by_fd) + [watch.fileno(), self._wake_r]
+        switch_fd = {w.fileno(): w for w in self.switches}
+        fds = list(by_fd) + list(switch_fd) + [watch.fileno(), self._wake_r]
         while not self.stop:
             if self.resync_all:
                 self.resync_all = False
                 for n in self.nics:
                     self._record(safe_reconcile(n.rec, "SIGHUP", time.monotonic(), full=True))
+                for w in self.switches:
+                    self._record(w.rec.safe_reconcile("SIGHUP", time.monotonic()))
                 continue
             dues = [d for d in (n.rec.due_in() for n in self.nics) if d is not None]
+            self.priority.fast()  # woken, and reacting, ahead of the lab's processes
             readable, _, _ = select.select(fds, [], [], min(dues) if dues else None)
             t_event = time.monotonic()
+            reactions = [self._react(by_fd[fd], t_event, watch) for fd in readable if fd in by_fd]
+            self.priority.normal()  # the rest may take long
+            for reaction in reactions:
+                self._record(reaction)
             if not readable:
                 for n in self.nics:
                     if n.rec.busy():
@@ -204,15 +265,10 @@ class Agent:
             if watch.fileno() in readable:
                 self._check_netns(watch)
             for fd in readable:
-                n = by_fd.get(fd)
-                if n is None:
-                    continue
-                batch = n.events.drain()
-                if batch.lost:
-                    self._record(safe_reconcile(n.rec, "ENOBUFS: events lost", t_event, full=True))
-                elif batch.messages:
-                    self._check_netns(watch)
-                    trigger = ",".join(sorted(batch.names)) or "link event"
-                    react = functools.partial(n.rec.react, trigger, t_event, batch.links, batch.names,
-                                              batch.deleted)
-                    self._record(safe_call(n.rec, trigger, t_event, react))
+                w = switch_fd.get(fd)
+                if w is not None:  # the switch's tables: every change read and planned afresh
+                    batch = w.events.drain()
+                    if batch.lost or batch.messages:
+                        names = ",".join(sorted(batch.names)) or "link event"
+                        trigger = "ENOBUFS: events lost" if batch.lost else names
+                        self._record(w.rec.safe_reconcile(trigger, t_event))

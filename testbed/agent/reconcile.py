@@ -183,6 +183,9 @@ class NicReconciler:
         self._verify_at = 0.0  # time.monotonic() from which the verify may run
         self._limit: Optional[int] = None  # messages one buffer may hold (nlpipe.max_requests)
         self.stats = {"fast": 0, "precomputed": 0, "planned": 0, "read": 0, "verified": 0, "corrected": 0}
+        # called when a reaction leaves the fast path for the read path, which may take long: the
+        # agent's loop drops its real-time priority there (agent.priority)
+        self.slow_path: Callable[[], None] = lambda: None
 
     # -- kernel I/O -----------------------------------------------------------------
     def _present_devices(self, state: BondState) -> List[str]:
@@ -192,9 +195,7 @@ class NicReconciler:
         devs = self._present_devices(state)
         have = ops.clsact_blocks(self.ipr)
         want = rules_mod.bindings(self.nic)
-        for dev in devs:
-            if have.get(dev) != want[dev]:
-                ops.ensure_clsact(self.ipr, dev, *want[dev])
+        ops.ensure_clsacts(self.ipr, {dev: want[dev] for dev in devs if have.get(dev) != want[dev]}, have)
         return {inst.rule.key: inst.rule for inst in ops.dump(self.ipr, devs, rules_mod.BLOCKS)}
 
     def _phases(self, plan: rules_mod.Plan, add: List[Rule], replace: List[Rule],
@@ -324,10 +325,12 @@ class NicReconciler:
         None when nothing the rules depend on changed (a verify is still due).
         """
         if self.installed is None or self.links is None or self.plan is None or not self.trusted:
+            self.slow_path()
             return self.reconcile(trigger, t_event)
         t_read = time.monotonic()
         table = predict.overlay(self.links, self.nic, links, names, deleted)
         if table is None:
+            self.slow_path()
             return self.reconcile(trigger, t_event)
         self.links = table
         state = table.state
@@ -368,6 +371,7 @@ class NicReconciler:
         except NetlinkOpError as exc:
             self._forget()
             self._verify = None
+            self.slow_path()
             return self.reconcile(f"{trigger}; resync after: {exc.message}", t_event, full=True)
         done = time.monotonic()
         reaction.wall_ns = time.time_ns()

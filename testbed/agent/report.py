@@ -15,6 +15,7 @@ With ``--json-log`` each line is instead the reaction's JSON object (below).
       "lab": "ab", "pid": 4242, "started": "2025-01-01T12:00:00", "updated": "...",
       "ready": true,          # the first full reconcile of every NIC is done
       "running": true,        # false once the agent has exited
+      "priority": "realtime (SCHED_FIFO 1) for reactions",   # or "normal (why)": agent.priority
       "error": null,          # why it exited, if it did on an error
       "nics": {
         "server": {
@@ -66,7 +67,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, TextIO
+from typing import Any, Deque, Dict, List, Optional, Sequence, TextIO
 
 from testbed import labstore
 from testbed.agent.reconcile import NicReconciler, Reaction, stamp
@@ -91,6 +92,7 @@ class Reporter:
         self.ready = False
         self.running = True
         self.error: Optional[str] = None
+        self.priority: Optional[str] = None  # agent.priority.Priority.describe()
         self.reactions: Deque[Dict[str, Any]] = deque(maxlen=KEEP)
         self.per_nic: Dict[str, Deque[Dict[str, Any]]] = {}
 
@@ -113,10 +115,12 @@ class Reporter:
         self.reactions.append(d)
         self.per_nic.setdefault(r.host, deque(maxlen=KEEP)).append(d)
 
-    def write_status(self, nics: List[NicReconciler]) -> None:
+    def write_status(self, nics: List[NicReconciler], switches: Sequence[Any] = ()) -> None:
+        """``agent.json``: the NICs' tables and reactions; ``switches`` (``agent.switch.SwitchReconciler``):
+        the switch's resilient tables, under ``switches`` by NIC host."""
         data = {
             "lab": self.lab, "pid": os.getpid(), "started": self.started, "updated": _now(),
-            "ready": self.ready, "running": self.running, "error": self.error,
+            "ready": self.ready, "running": self.running, "error": self.error, "priority": self.priority,
             "nics": {},
             "reactions": list(self.reactions),
         }
@@ -124,6 +128,8 @@ class Reporter:
             entry = rec.status()
             entry["reactions"] = list(self.per_nic.get(rec.host.name, ()))
             data["nics"][rec.host.name] = entry
+        if switches:
+            data["switches"] = {sw.host.name: sw.status() for sw in switches}
         fd, tmp = tempfile.mkstemp(dir=labstore.lab_dir(self.lab), prefix=".agent.")
         try:
             with os.fdopen(fd, "w") as fh:

@@ -25,12 +25,14 @@ leads into a table held once. Layout (``block`` / ``chain`` / ``prio`` /
     chain 0  3    1+p  rx-on:<port>  indev <port> -> goto chain 2 | not receiving: rx-off:<port> -> chain 3
     chain 2  3    1+i  rx:<vf>       dst MAC == VF i -> redirect to its rep
     chain 2  4    1    rx:roce       IPv4 UDP 4791 to the bond address -> the RDMA rep
+    chain 2  4    2    rx:roce6      dual stack: IPv6 UDP 4791 to the bond's IPv6 address -> the RDMA rep
     chain 2  10+k 1    bcast:<k>     multicast dst -> mirror to VF reps (chunk k), then the bond
     chain 3  3    1+i  drop:<vf>     dst MAC == VF i -> drop
-    chain 3  4    1    drop:roce     IPv4 UDP 4791 to the bond address -> drop
+    chain 3  4    1    drop:roce     IPv4 UDP 4791 to the bond address -> drop (IPv6: drop:roce6, handle 2)
   port egress (pfX, its own): frames about to leave by this port = the eswitch's loopback
     chain 0  1    1+i  lb:<vf>       dst MAC == VF i -> redirect to its rep (bond -> VF, VF -> VF, RDMA -> VF)
     chain 0  2    1    lb:roce       dst bond MAC, IPv4 UDP 4791 to the bond address -> RDMA rep (VF -> RDMA)
+                                     (IPv6: lb:roce6, handle 2)
     chain 0  3    1    lb:bond       dst bond MAC -> mirred *ingress* redirect into the bond (VF -> host)
     chain 0  10+k 1    host-bcast:<k> src bond MAC, multicast dst -> mirror to VF reps (the host's and
                                      the RDMA function's ARP/ND reach the VFs), then the wire
@@ -82,7 +84,7 @@ from testbed import naming
 from testbed.agent import mapping
 from testbed.bond.ports import receiving_ports, usable_ports
 from testbed.bond.state import BondState
-from testbed.tc.rule import ETH_P_ARP, ETH_P_IP, ETH_P_SLOW, ROCEV2_PORT, Action, Match, Rule
+from testbed.tc.rule import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ETH_P_SLOW, ROCEV2_PORT, Action, Match, Rule
 from testbed.topology import Function, Nic
 
 IPPROTO_UDP = 17
@@ -174,9 +176,16 @@ def _replicate(base: Rule, match: Match, label: str, mirrors: Sequence[Action],
         k += 1
 
 
-def _roce_match(nic: Nic, dst_mac: Optional[str] = None) -> Match:
-    return Match(eth_type=ETH_P_IP, ip_proto=IPPROTO_UDP, dst_port=ROCEV2_PORT, dst_ip=str(nic.address.ip),
-                 dst_mac=dst_mac)
+def _roce_matches(nic: Nic, dst_mac: Optional[str] = None) -> List[Tuple[int, str, Match]]:
+    """RoCEv2 to the bond's address: ``(handle, label suffix, match)`` for IPv4 (handle 1, ``roce``) and, in a
+    dual-stack lab, IPv6 (handle 2, ``roce6``). One (prio, handle) pair per family: the filters share a
+    prio, each carries its own eth_type (the filter's protocol is ETH_P_ALL)."""
+    out = [(1, "roce", Match(eth_type=ETH_P_IP, ip_proto=IPPROTO_UDP, dst_port=ROCEV2_PORT,
+                             dst_ip=str(nic.address.ip), dst_mac=dst_mac))]
+    if nic.address6 is not None:
+        out.append((2, "roce6", Match(eth_type=ETH_P_IPV6, ip_proto=IPPROTO_UDP, dst_port=ROCEV2_PORT,
+                                      dst_ip=str(nic.address6.ip), dst_mac=dst_mac)))
+    return out
 
 
 def _to(port: Optional[str]) -> Action:
@@ -219,7 +228,8 @@ def _delivery_rules(nic: Nic, devices: Devices, vf_reps: List[Function]) -> List
                                        f"{tag}:{vf.name}"))
         if nic.rdma and _present(devices, nic.rdma.rep):
             act = Action("redirect", dev=nic.rdma.rep) if chain == CHAIN_RX else Action("drop")
-            rules.append(_in_block(BLOCK_PORTS, chain, PRIO_RX_ROCE, 1, _roce_match(nic), (act,), f"{tag}:roce"))
+            rules += [_in_block(BLOCK_PORTS, chain, PRIO_RX_ROCE, handle, match, (act,), f"{tag}:{what}")
+                      for handle, what, match in _roce_matches(nic)]
     if vf_reps:
         mirrors = [Action("mirror", dev=vf.rep) for vf in vf_reps]
         base = _in_block(BLOCK_PORTS, CHAIN_RX, PRIO_RX_BCAST, 1, Match(), (), "")
@@ -235,8 +245,9 @@ def _loopback_rules(nic: Nic, devices: Devices, port: str, vf_reps: List[Functio
             rules.append(Rule(dev=port, hook="egress", prio=PRIO_LB_VF, handle=1 + i, match=Match(dst_mac=vf.mac),
                               actions=(Action("redirect", dev=vf.rep),), label=f"lb:{vf.name}"))
     if nic.rdma and _present(devices, nic.rdma.rep):
-        rules.append(Rule(dev=port, hook="egress", prio=PRIO_LB_ROCE, handle=1, match=_roce_match(nic, nic.mac),
-                          actions=(Action("redirect", dev=nic.rdma.rep),), label="lb:roce"))
+        rules += [Rule(dev=port, hook="egress", prio=PRIO_LB_ROCE, handle=handle, match=match,
+                       actions=(Action("redirect", dev=nic.rdma.rep),), label=f"lb:{what}")
+                  for handle, what, match in _roce_matches(nic, nic.mac)]
     if _present(devices, nic.bond.name):
         rules.append(Rule(dev=port, hook="egress", prio=PRIO_LB_BOND, handle=1, match=Match(dst_mac=nic.mac),
                           actions=(Action("redirect", dev=nic.bond.name, ingress=True),), label="lb:bond"))

@@ -45,7 +45,7 @@ PRIMARY_RESELECT = _enum("always", "better", "failure")
 LACP_RATE = _enum("slow", "fast")
 ARP_VALIDATE = _enum("none", "active", "backup", "all", "filter", "filter_active", "filter_backup")
 ARP_ALL_TARGETS = _enum("any", "all")
-AD_SELECT = _enum("stable", "bandwidth", "count", "prio")  # prio: with actor_port_prio (Linux 6.18)
+AD_SELECT = _enum("stable", "bandwidth", "count", "prio")  # prio: Linux 6.18 (kfeatures.AD_SELECT_PRIO)
 FAIL_OVER_MAC = _enum("none", "active", "follow")
 LAG_MODES = ("balance-xor", "802.3ad")  # the modes with a transmit hash and a switch-side partner
 ARP_MODES = ("active-backup", "balance-xor")  # bond_options.c: the ARP/NS monitor is not for 802.3ad/tlb/alb
@@ -154,7 +154,7 @@ OPTIONS: Tuple[Option, ...] = (
     Option("arp_validate", "IFLA_BOND_ARP_VALIDATE", ARP_VALIDATE, modes=ARP_MODES),
     Option("arp_all_targets", "IFLA_BOND_ARP_ALL_TARGETS", ARP_ALL_TARGETS, modes=ARP_MODES),
     Option("ns_ip6_target", "IFLA_BOND_NS_IP6_TARGET", kind="ip6", modes=ARP_MODES),
-    Option("ad_select", "IFLA_BOND_AD_SELECT", AD_SELECT, modes=_AD, value_needs={"prio": "actor_port_prio"}),
+    Option("ad_select", "IFLA_BOND_AD_SELECT", AD_SELECT, modes=_AD, value_needs={"prio": "ad_select prio"}),
     Option("lacp_active", "IFLA_BOND_AD_LACP_ACTIVE", kind="bool", modes=_AD),
     Option("lacp_strict", "IFLA_BOND_LACP_STRICT", kind="bool", modes=_AD),
     Option("coupled_control", "IFLA_BOND_COUPLED_CONTROL", kind="bool", modes=_AD),

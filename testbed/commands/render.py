@@ -31,7 +31,10 @@ def render_status(data: Dict[str, Any]) -> str:
             continue
         b = h["bond"]
         out.append(f"host {h['name']} [{h['netns']}]: {b['name']} {b.get('mode')} {b['address']} "
-                   f"active={b.get('active_port') or '-'} offload={h['offload']['mode']}"
+                   + (f"{b['address6']} " if b.get("address6") else "")
+                   + f"active={b.get('active_port') or '-'} offload={h['offload']['mode']}"
+                   + {True: " (agent in step)", False: " (agent NOT in step with the bond)"}.get(
+                       h.get("offload_in_step"), "")
                    + (f" aggregator={b.get('ad_aggregator') if b.get('ad_aggregator') is not None else '-'}"
                       if "ad_aggregator" in b else ""))
         out += [port_line(p, b.get("active_port")) for p in b["ports"]]
@@ -42,6 +45,10 @@ def render_status(data: Dict[str, Any]) -> str:
         if table and table.get("mapping"):
             out.append("    mapping (bucket -> port): " + " ".join(f"{i}:{p}" for i, p in
                                                                     enumerate(table["mapping"])))
+        switches = agent.get("switches", {}) if isinstance(agent, dict) else {}
+        for bond, part in ((switches.get(h["name"]) or {}).get("partners") or {}).items():
+            out.append(f"    switch {bond} (resilient) bucket -> port: "
+                       + " ".join(f"{i}:{p or '-'}" for i, p in enumerate(part.get("table") or [])))
         if h.get("rules"):
             out.append("    rules:")
             for r in h["rules"]:

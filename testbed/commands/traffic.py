@@ -91,7 +91,7 @@ def cmd_failover(args: argparse.Namespace) -> int:
                       duration_s=args.duration, fail_at_s=args.fail_at, restore_after_s=args.restore_after,
                       flap=args.flap, directions=args.direction, flows=args.flows, compare_bond=not args.no_bond,
                       fault=args.fault, tolerance=_tolerance(args), pcap=args.pcap, attempts=args.attempts,
-                      agent=not args.without_agent)
+                      agent=not args.without_agent, family=args.ip)
     return _finish(args, res)
 
 
@@ -100,7 +100,7 @@ def cmd_rdma(args: argparse.Namespace) -> int:
     res = tr.rdma(target=args.target, fail=None if args.no_fail else args.fail, qps=args.qps, rate_pps=args.rate,
                   duration_s=args.duration, fail_at_s=args.fail_at, restore_after_s=args.restore_after,
                   directions=args.direction, compare_bond=not args.no_bond, fault=args.fault,
-                  tolerance=_tolerance(args), pcap=args.pcap, attempts=args.attempts)
+                  tolerance=_tolerance(args), pcap=args.pcap, attempts=args.attempts, family=args.ip)
     return _finish(args, res)
 
 
@@ -136,7 +136,7 @@ def cmd_verbs(args: argparse.Namespace) -> int:
     res = tr.verbs(target=args.target, fail=None if args.no_fail else args.fail, agent=not args.without_agent,
                    peer=args.peer, initiator=args.initiator, fail_at_s=args.fail_at,
                    restore_after_s=args.restore_after, rate=args.rate, size=args.size, ack_timeout=args.ack_timeout,
-                   retry=args.retry)
+                   retry=args.retry, family=args.ip or 4)
     return _finish(args, res)
 
 
@@ -166,12 +166,20 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--direction", choices=("rx", "tx", "both"), default="both",
                    help="rx: client -> target (RX steering), tx: target -> client (TX steering); default both")
     p.add_argument("--no-bond", action="store_true", help="no bond stream beside the targets' (no reference gap)")
+    family = p.add_mutually_exclusive_group()
+    family.add_argument("-4", "--ipv4", dest="ip", action="store_const", const=4,
+                        help="every stream over IPv4 (default: IPv4 where the target has it, else IPv6)")
+    family.add_argument("-6", "--ipv6", dest="ip", action="store_const", const=6,
+                        help="every stream over IPv6: targets, bond and peer by their IPv6 addresses (a "
+                             "dual-stack lab, `ipv6: true`); RDMA targets carry RoCEv2 over IPv6")
     p.add_argument("--allowance", type=float, default=50.0, metavar="MS",
                    help="slack around the bond's outage and the agent's reaction (default 50)")
     p.add_argument("--notice", type=float, default=150.0, metavar="MS",
-                   help="how long after the bond's outage the agent may hear of it (default 150)")
-    p.add_argument("--max-agent-latency", type=float, default=500.0, metavar="MS",
-                   help="the agent's event -> rules applied, per reaction (default 500, sized for a TCG guest)")
+                   help="how long after the bond's outage the agent may hear of it (default 150; with the "
+                        "ARP/NS monitor two arp_intervals more: it notifies late)")
+    p.add_argument("--max-agent-latency", type=float, default=1000.0, metavar="MS",
+                   help="the agent's event -> rules applied, per reaction (default 1000, sized for a loaded TCG "
+                        "guest; tens of ms on a quiet one)")
     p.add_argument("--max-send-late", type=float, default=250.0, metavar="MS",
                    help="a failed run whose sender fell further behind its schedule (an overloaded machine) "
                         "is run again (default 250)")
@@ -281,6 +289,9 @@ def register(sub: Any) -> None:
                    help="local ACK timeout 4.096 us x 2^T (default 16: 268 ms)")
     p.add_argument("--retry", type=int, default=6, metavar="N",
                    help="retry count 0..6 (default 6; 7 would mean retry forever in Soft-RoCE)")
+    p.add_argument("-6", "--ipv6", dest="ip", action="store_const", const=6,
+                   help="RoCEv2 over IPv6: RDMA CM resolves the target's and the peer's IPv6 addresses to the "
+                        "devices' IPv6 GIDs (a dual-stack lab; default: IPv4, IPv4-mapped GIDs)")
     _outputs(p)
     p.set_defaults(func=cmd_verbs)
 

@@ -53,6 +53,12 @@ class LagTopo(Topo):
             if host.name == SWITCH:
                 raise TopologyError(model.file, f"hosts.{host.name}",
                                     f"the name {SWITCH!r} is the Mininet switch's; rename the host")
+            if host.nic and host.nic.resilient_switch:
+                raise TopologyError(model.file, f"hosts.{host.name}.nic.partner_select",
+                                    "the Mininet CLI builds no resilient switch; `testbed up` does")
+        if model.subnet6 is not None:
+            raise TopologyError(model.file, "ipv6", "the Mininet CLI builds IPv4-only labs; `testbed up` builds "
+                                                    "a dual-stack one")
         self.addSwitch(SWITCH, cls=LinuxBridge, inNamespace=True, dpid=SWITCH_DPID)
         for host in model.hosts:
             if host.nic:

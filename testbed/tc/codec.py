@@ -37,43 +37,46 @@ import ipaddress
 import socket
 import struct
 from functools import lru_cache
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
-from testbed.tc import flower
+from testbed.tc import uapi
 from testbed.tc.canonical import FULL32, ZERO_MAC, invalid, parse_iface, parse_mac
 from testbed.tc.rule import ETH_P_ALL, ETH_P_IP, ETH_P_IPV6, FOREIGN, Action, Match, Rule
+
+if TYPE_CHECKING:
+    from testbed.tc import flower
 
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 ETH_P_8021Q = 0x8100
 ETH_P_8021AD = 0x88A8
-HOOKS = {"ingress": flower.INGRESS_PARENT, "egress": flower.EGRESS_PARENT}
+HOOKS = {"ingress": uapi.INGRESS_PARENT, "egress": uapi.EGRESS_PARENT}
 ACTION_KINDS = ("redirect", "mirror", "drop", "pass", "continue", "goto")
 IFNAMSIZ = 16  # with the NUL
 
 # (kind, ingress) -> (mirred eaction, verdict), as tc's m_mirred.c sets them
 MIRRED = {
-    ("redirect", False): (flower.TCA_EGRESS_REDIR, flower.TC_ACT_STOLEN),
-    ("mirror", False): (flower.TCA_EGRESS_MIRROR, flower.TC_ACT_PIPE),
-    ("redirect", True): (flower.TCA_INGRESS_REDIR, flower.TC_ACT_STOLEN),
-    ("mirror", True): (flower.TCA_INGRESS_MIRROR, flower.TC_ACT_PIPE),
+    ("redirect", False): (uapi.TCA_EGRESS_REDIR, uapi.TC_ACT_STOLEN),
+    ("mirror", False): (uapi.TCA_EGRESS_MIRROR, uapi.TC_ACT_PIPE),
+    ("redirect", True): (uapi.TCA_INGRESS_REDIR, uapi.TC_ACT_STOLEN),
+    ("mirror", True): (uapi.TCA_INGRESS_MIRROR, uapi.TC_ACT_PIPE),
 }
 # gact verdicts; "continue" (TC_ACT_UNSPEC) goes on with the next prio
-GACT = {"drop": flower.TC_ACT_SHOT, "pass": flower.TC_ACT_OK, "continue": flower.TC_ACT_UNSPEC}
+GACT = {"drop": uapi.TC_ACT_SHOT, "pass": uapi.TC_ACT_OK, "continue": uapi.TC_ACT_UNSPEC}
 
 
 def gact_verdict(a: Action) -> int:
     """tc_gact.action of a gact Action: GACT's verdict, or TC_ACT_GOTO_CHAIN | chain for ``goto``."""
     if a.kind == "goto":
-        return flower.TC_ACT_GOTO_CHAIN | (a.chain or 0)
+        return uapi.TC_ACT_GOTO_CHAIN | (a.chain or 0)
     return GACT[a.kind]
 
 
 def target(rule: Rule, dev_index: int) -> Tuple[int, int]:
     """(tcm_ifindex, tcm_parent) of a rule: its device and clsact hook, or its shared block."""
     if rule.block:
-        return flower.TCM_IFINDEX_MAGIC_BLOCK, rule.block
-    return dev_index, HOOKS.get(rule.hook, flower.INGRESS_PARENT)
+        return uapi.TCM_IFINDEX_MAGIC_BLOCK, rule.block
+    return dev_index, HOOKS.get(rule.hook, uapi.INGRESS_PARENT)
 
 
 # --- encode -----------------------------------------------------------------
@@ -107,7 +110,7 @@ def _check_header(rule: Rule) -> None:
     """Where the rule goes and what it is called: hook, block, prio, handle, chain, label."""
     if rule.hook not in HOOKS:
         raise invalid(rule, f"hook {rule.hook!r}", "use 'ingress' or 'egress'")
-    if not 0 <= rule.block < flower.TCM_IFINDEX_MAGIC_BLOCK:
+    if not 0 <= rule.block < uapi.TCM_IFINDEX_MAGIC_BLOCK:
         raise invalid(rule, "block out of range", "use a block index in 1..2^32-2 (0: on the device)")
     if rule.block and (rule.dev or rule.hook != "ingress"):
         raise invalid(rule, "a rule in a shared block has no device or hook (the binding decides)",
@@ -118,15 +121,15 @@ def _check_header(rule: Rule) -> None:
         raise invalid(rule, "prio out of range", "use a prio in 1..65535")
     if not 1 <= rule.handle <= 0x7FFFFFFF:
         raise invalid(rule, "handle out of range", "use a handle in 1..2^31-1")
-    if not 0 <= rule.chain <= flower.TC_ACT_EXT_VAL_MASK:
+    if not 0 <= rule.chain <= uapi.TC_ACT_EXT_VAL_MASK:
         raise invalid(rule, "chain out of range", "use a chain in 0..2^28-1 (the kernel's limit)")
     if rule.label == FOREIGN:
         raise invalid(rule, f"label {FOREIGN!r} is reserved for rules read back", "pick a label")
     cookie = rule.label.encode()
-    if len(cookie) > flower.TC_COOKIE_MAX_SIZE:
+    if len(cookie) > uapi.TC_COOKIE_MAX_SIZE:
         raise invalid(
             rule,
-            f"label is {len(cookie)} bytes, an action cookie holds {flower.TC_COOKIE_MAX_SIZE}",
+            f"label is {len(cookie)} bytes, an action cookie holds {uapi.TC_COOKIE_MAX_SIZE}",
             "shorten the label",
         )
 
@@ -134,8 +137,8 @@ def _check_header(rule: Rule) -> None:
 def _check_actions(rule: Rule) -> None:
     if rule.label and not rule.actions:
         raise invalid(rule, "a label needs an action to carry it", "add an action")
-    if len(rule.actions) > flower.TCA_ACT_MAX_PRIO:
-        raise invalid(rule, "too many actions", f"at most {flower.TCA_ACT_MAX_PRIO}")
+    if len(rule.actions) > uapi.TCA_ACT_MAX_PRIO:
+        raise invalid(rule, "too many actions", f"at most {uapi.TCA_ACT_MAX_PRIO}")
     for a in rule.actions:
         if a.kind not in ACTION_KINDS:
             raise invalid(rule, f"action {a.kind!r}", f"use one of {', '.join(ACTION_KINDS)}")
@@ -145,7 +148,7 @@ def _check_actions(rule: Rule) -> None:
             raise invalid(rule, f"action {a.kind} with ingress=True", "only mirred has ingress")
         if (a.kind == "goto") != (a.chain is not None):
             raise invalid(rule, f"action {a.kind} with chain={a.chain!r}", "only goto takes a chain")
-        if a.kind == "goto" and not rule.chain < a.chain <= flower.TC_ACT_EXT_VAL_MASK:  # type: ignore[operator]
+        if a.kind == "goto" and not rule.chain < a.chain <= uapi.TC_ACT_EXT_VAL_MASK:  # type: ignore[operator]
             raise invalid(rule, f"goto chain {a.chain} from chain {rule.chain}",
                           "jump forward only (no loops): a chain above the rule's, below 2^28")
 
@@ -274,11 +277,13 @@ def encode(rule: Rule, dev_index: int, ifindex: Callable[[str], int]) -> flower.
     """
     check(rule)
     options: List[Tuple[str, object]] = list(match_attrs(rule.match))
-    flags = flower.TCA_CLS_FLAGS_SKIP_HW if rule.skip_hw else 0
+    flags = uapi.TCA_CLS_FLAGS_SKIP_HW if rule.skip_hw else 0
     if flags:
         options.append(("TCA_FLOWER_FLAGS", flags))
     if rule.actions:
         options.append(("TCA_FLOWER_ACT", action_attrs(rule, ifindex)))
+    from testbed.tc import flower  # the reference encoder's classes (pyroute2); pack() needs none
+
     msg = flower.tcmsg()
     msg["family"] = socket.AF_UNSPEC
     msg["index"], msg["parent"] = target(rule, dev_index)
@@ -299,6 +304,8 @@ def encode_delete(rule: Rule, dev_index: int) -> flower.tcmsg:
     can be deleted too.  Handle 0 deletes the whole (prio, protocol)
     classifier instance -- how dump() reports classifiers of another kind.
     """
+    from testbed.tc import flower
+
     msg = flower.tcmsg()
     msg["family"] = socket.AF_UNSPEC
     msg["index"], msg["parent"] = target(rule, dev_index)
@@ -316,13 +323,13 @@ def encode_delete(rule: Rule, dev_index: int) -> flower.tcmsg:
 # assert byte equality with encode() for every key and action kind.
 
 _NESTED = 0x8000  # NLA_F_NESTED
-_OPT_TYPE = {name: num for num, name, _ in flower.options.nla_map}
+_OPT_TYPE = {name: num for num, name, _ in uapi.FLOWER_OPTIONS}
 _TCMSG = struct.Struct("=BBHIIII")
 _NLA = struct.Struct("=HH")
 NLA_FORMATS = {"be16": ">H", "uint8": "B", "uint32": "=I"}  # pyroute2 type -> struct
 STRING_FORMATS = ("asciiz",)
-_OPT_FMT = {name: NLA_FORMATS.get(fmt) for _, name, fmt in flower.options.nla_map}
-_STRING_OPTS = {name for _, name, fmt in flower.options.nla_map if fmt in STRING_FORMATS}
+_OPT_FMT = {name: NLA_FORMATS.get(fmt) for _, name, fmt in uapi.FLOWER_OPTIONS}
+_STRING_OPTS = {name for _, name, fmt in uapi.FLOWER_OPTIONS if fmt in STRING_FORMATS}
 MIRRED_PARMS = struct.Struct("=IIiiiiI")  # struct tc_mirred
 GACT_PARMS = struct.Struct("=IIiii")  # struct tc_gact
 
@@ -386,7 +393,7 @@ def pack(
         check(rule)
     parts = [_opt(name, value) for name, value in match_attrs(rule.match)]
     if rule.skip_hw:
-        parts.append(_opt("TCA_FLOWER_FLAGS", flower.TCA_CLS_FLAGS_SKIP_HW))
+        parts.append(_opt("TCA_FLOWER_FLAGS", uapi.TCA_CLS_FLAGS_SKIP_HW))
     if rule.actions:
         parts.append(_pack_actions(rule, ifindex))
     index, parent = target(rule, dev_index)

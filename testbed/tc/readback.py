@@ -23,7 +23,7 @@ import socket
 import struct
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from testbed.tc import flower
+from testbed.tc import uapi
 from testbed.tc.canonical import FULL32, canonical_match
 from testbed.tc.codec import (
     GACT,
@@ -76,7 +76,7 @@ _KNOWN_OPTIONS = {
     "TCA_FLOWER_INDEV",
 }
 _KNOWN_FLAGS = (
-    flower.TCA_CLS_FLAGS_SKIP_HW | flower.TCA_CLS_FLAGS_IN_HW | flower.TCA_CLS_FLAGS_NOT_IN_HW
+    uapi.TCA_CLS_FLAGS_SKIP_HW | uapi.TCA_CLS_FLAGS_IN_HW | uapi.TCA_CLS_FLAGS_NOT_IN_HW
 )
 
 
@@ -93,7 +93,7 @@ _KNOWN_FLAGS = (
 # actions a list of dicts (kind, parms, extra attr numbers, cookie, bytes,
 # packets).
 
-_OPT_NAME = {num: name for num, name, _ in flower.options.nla_map}
+_OPT_NAME = {num: name for num, name, _ in uapi.FLOWER_OPTIONS}
 _OPT_NUM = {name: num for num, name in _OPT_NAME.items()}
 _KNOWN_NUMS = {_OPT_NUM[name] for name in _KNOWN_OPTIONS}
 _ACT_OPTIONAL = {"gact": {1, 4}, "mirred": {1, 3}}  # TM and PAD: ignorable
@@ -168,7 +168,7 @@ def _name_str(buf: bytes, a: int) -> str:
 
 
 _OPT_READ = {}
-for _num, _name, _fmt in flower.options.nla_map:
+for _num, _name, _fmt in uapi.FLOWER_OPTIONS:
     if _fmt == "l2addr":
         _OPT_READ[_num] = _mac_str
     elif _fmt == "ip4addr":
@@ -258,8 +258,8 @@ def _build_actions(
                 actions.append(Action(GACT_BACK[parms["action"]]))
                 continue
             verdict = parms["action"] & FULL32
-            if a["kind"] == "gact" and verdict & ~flower.TC_ACT_EXT_VAL_MASK == flower.TC_ACT_GOTO_CHAIN:
-                actions.append(Action("goto", chain=verdict & flower.TC_ACT_EXT_VAL_MASK))
+            if a["kind"] == "gact" and verdict & ~uapi.TC_ACT_EXT_VAL_MASK == uapi.TC_ACT_GOTO_CHAIN:
+                actions.append(Action("goto", chain=verdict & uapi.TC_ACT_EXT_VAL_MASK))
                 continue
             key = (parms.get("eaction"), parms["action"])
             if a["kind"] == "mirred" and key in MIRRED_BACK:
@@ -310,7 +310,7 @@ def _build_match(options: Dict[str, object], foreign: List[str]) -> Match:
 def _build(plain: tuple, ifname: Mapping[int, str]) -> InstalledRule:
     (index, handle, parent, info), kind, chain, options, acts = plain
     foreign: List[str] = []
-    block = parent if index == flower.TCM_IFINDEX_MAGIC_BLOCK else 0
+    block = parent if index == uapi.TCM_IFINDEX_MAGIC_BLOCK else 0
     hook = "ingress" if block else _HOOK_OF.get(parent)
     if hook is None:
         foreign.append(f"parent {parent:#x}")
@@ -351,7 +351,7 @@ def _build(plain: tuple, ifname: Mapping[int, str]) -> InstalledRule:
     rule = Rule(
         match=match,
         actions=actions,
-        skip_hw=bool(flags & flower.TCA_CLS_FLAGS_SKIP_HW),  # type: ignore[operator]
+        skip_hw=bool(flags & uapi.TCA_CLS_FLAGS_SKIP_HW),  # type: ignore[operator]
         label=label,
         **base,
     )

@@ -76,7 +76,7 @@ so its losses are not its window either -- the windows are the event calls
 alone (widened by ``agent_allowance_ms``).
 
 Public API:
-    FailoverTolerance(agent_allowance_ms=50.0, agent_notice_ms=150.0, max_agent_latency_ms=500.0,
+    FailoverTolerance(agent_allowance_ms=50.0, agent_notice_ms=150.0, max_agent_latency_ms=1000.0,
                       window_ms=500.0, max_duplicated=0, max_reordered_in_flow=0,
                       max_send_late_ms=250.0)                                 frozen dataclass
     StreamMeta(name, target, kind, direction, flows)                      frozen dataclass
@@ -89,16 +89,17 @@ Public API:
         .negative_control, .to_dict(series=False)
     RdmaResult(FailoverResult)                                             kind "rdma"; .icrc_bad, .psn_errors
     SendTimes(record_lists, start_ns, rate_pps)(seq) -> ns                 send time of a sequence number
+                                                       (estimated: what a run without its send stamps has)
     evaluate_failover(metas, records, wire_records, *, ticks, rate_pps, start_ns, events,
                       failed_port, refused=None, reactions=(), extra_ms=0.0, expect_return=False,
-                      tolerance=FailoverTolerance(), wires_captured=True, agent=True)
+                      tolerance=FailoverTolerance(), wires_captured=True, agent=True, sent_ns=None)
         -> (list[StreamFigures], list[Check], series dict)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from testbed.verify import windows as tw
 from testbed.verify.checks import Check, check
@@ -130,8 +131,18 @@ class _Run:
     tol: FailoverTolerance
     agent: bool = True  # False: the negative control -- windows from the event calls alone
     interval_ns: int = 0  # the streams' packet spacing: how closely the bond's stream can show its outage's end
+    sent: Mapping[str, Sequence[int]] = field(default_factory=dict)  # stream -> its frame k's send stamp at [k]
 
     PRE_NS = 5_000_000  # 5 ms before an event: the threads read the clock separately
+
+    def send_time(self, name: str) -> Callable[[int], int]:
+        """Send time of a stream's frame by sequence number: the sender's own stamp where it kept them (with
+        130 streams a tick's frames go out tens of ms apart, so a lost frame was sent when its own stream sent
+        it, not when the tick began), else ``when`` (from what arrived anywhere)."""
+        stamps = self.sent.get(name)
+        if not stamps:
+            return self.when
+        return lambda seq: stamps[seq] if 0 <= seq < len(stamps) else self.when(seq)
 
 
 def evaluate_failover(
@@ -151,10 +162,12 @@ def evaluate_failover(
     tolerance: Optional[FailoverTolerance] = None,
     wires_captured: bool = True,
     agent: bool = True,
+    sent_ns: Optional[Mapping[str, Sequence[int]]] = None,
 ) -> Tuple[List[StreamFigures], List[Check], Dict[str, Any]]:
     """``events``: (name, start ns[, end ns]) in CLOCK_REALTIME -- names start with ``fail`` or ``restore``;
     ``extra_ms``: how much later than ``window_ms`` a repair's effect may come (the bond's updelay);
-    ``agent=False``: the negative control (see the module docstring)."""
+    ``agent=False``: the negative control (see the module docstring); ``sent_ns``: each stream's send stamps
+    by sequence number (``StreamsRun.sent_ns``) -- without them a lost frame's send time is estimated."""
     tolerance = tolerance or FailoverTolerance()
     spans = [(ev[1], ev[2] if len(ev) > 2 else ev[1]) for ev in events]
     fail = next((sp for ev, sp in zip(events, spans) if ev[0].startswith("fail")), None)
@@ -167,7 +180,7 @@ def evaluate_failover(
                 for m in metas},
                {m.direction: m for m in metas if m.kind == "bond"}, reactions,
                {m.name: sorted(r.tx_ns for r in records.get(m.name, ())) for m in metas if m.kind == "bond"},
-               extra_ms, tolerance, agent, int(1e9 / rate_pps) if rate_pps > 0 else 0)
+               extra_ms, tolerance, agent, int(1e9 / rate_pps) if rate_pps > 0 else 0, dict(sent_ns or {}))
     figures: List[StreamFigures] = []
     checks: List[Check] = []
     for m in metas:
@@ -197,7 +210,8 @@ def _classify(run: _Run, m: StreamMeta) -> Tuple[List[List[int]], List[Optional[
     tol, pre = run.tol, _Run.PRE_NS
     slack_ns = int(tol.agent_allowance_ms * 1e6)
     ref = run.bonds.get(m.direction) or next(iter(run.bonds.values()), None)
-    ref_runs = ([(run.when(a), run.when(b)) for a, b in run.reports[ref.name].lost_runs]
+    ref_when = run.send_time(ref.name) if ref is not None else run.when
+    ref_runs = ([(ref_when(a), ref_when(b)) for a, b in run.reports[ref.name].lost_runs]
                 if ref is not None and run.agent else [])
     windows = tw.bond_windows(ref_runs, run.spans, pre, run.posts)
     if run.agent:  # the bond's stream shows where its outage ended only to within its packet spacing: the
@@ -209,7 +223,7 @@ def _classify(run: _Run, m: StreamMeta) -> Tuple[List[List[int]], List[Optional[
             if m.offload else [None] * len(windows))
     pad = slack_ns if m.offload else pre
     in_bond = in_agent = beyond = 0
-    for t in tw.lost_times(run.reports[m.name].lost_runs, run.when):
+    for t in tw.lost_times(run.reports[m.name].lost_runs, run.send_time(m.name)):
         if any(lo - pre <= t <= hi + pad for lo, hi in windows):
             in_bond += 1
         elif any(d is not None and lo - pre <= t <= d + slack_ns for (lo, _), d in zip(windows, done)):

@@ -42,7 +42,7 @@ Public API:
     evaluate_phase(phase, direction, records, wire_records, *, sent, flows, expected_share, predicted=None,
                    tolerance, receiving=None, into=None) -> (PhaseFigures, list[Check])
     delivery(records, wire_records, *, sent, flows, receiving, into=None) -> dict    rx, what the NIC controls
-    evaluate_moves(direction, before, failed, restored, dead) -> (dict, list[Check])
+    evaluate_moves(direction, before, failed, restored, dead, resilient_switch=False) -> (dict, list[Check])
     DECIDED_BY = {"tx": "nic", "rx": "switch"}                    whose choice a direction's port is
 """
 
@@ -246,12 +246,17 @@ def evaluate_moves(
     failed: Optional[Mapping[int, str]],
     restored: Optional[Mapping[int, str]],
     dead: Optional[str],
+    resilient_switch: bool = False,
 ) -> Tuple[Dict[str, Any], List[Check]]:
     """tx (the NIC's table): only the dead port's flows move, and all return -- checks. rx (the switch's
     choice): the same figures, reported as the switch's (``switch_rehash``: flows moved off a surviving
-    port), no check; the NIC's part of rx is ``delivery``, per phase."""
+    port), no check; the NIC's part of rx is ``delivery``, per phase. With ``resilient_switch`` (the lab's
+    switch keeps a bucket table, ``partner_select: resilient``) rx is held to the tx rule as well."""
     by = DECIDED_BY.get(direction, "nic")
     out: Dict[str, Any] = {"decided_by": by}
+    if by == "switch":
+        out["switch_select"] = "resilient" if resilient_switch else "modulo"
+    checked = by != "switch" or resilient_switch
     checks: List[Check] = []
     if failed is not None and dead is not None:
         mv = moved_flows(before, failed, dead)
@@ -263,7 +268,7 @@ def evaluate_moves(
         }
         if by == "switch":
             out["failed"]["switch_rehash"] = len(mv.moved_unexpectedly)
-        else:
+        if checked:
             checks.append(check(f"{direction}: only the dead port's flows moved",
                                 f"{len(mv.moved)} of {on_dead} moved, {len(mv.moved_unexpectedly)} others moved",
                                 mv.ok and len(mv.moved) == on_dead,
@@ -273,7 +278,7 @@ def evaluate_moves(
         off = {f: (w, restored.get(f)) for f, w in before.items() if restored.get(f) != w}
         out["restored"] = {"returned": len(back), "of": len(before), "elsewhere": len(off),
                            "examples": {str(f): list(v) for f, v in list(off.items())[:MAX_LISTED]}}
-        if by != "switch":
+        if checked:
             checks.append(check(f"{direction}: every flow back on its port after the repair",
                                 f"{len(back)}/{len(before)}", not off and len(before) > 0, "all"))
     return out, checks

@@ -70,7 +70,7 @@ def _target(ctx: RunContext, plan: HashPlan) -> Target:
 def run(ctx: RunContext, plan: HashPlan) -> HashResult:
     t = _target(ctx, plan)
     host = t.host
-    client = stations.peer_station(ctx.topo, plan.peer)
+    client = stations.peer_station(ctx.topo, plan.peer, t.station.version)
     proto = "roce" if t.kind == "rdma" else "udp"
     ids = stream_ids(len(plan.directions))
     specs: List[StreamSpec] = []
@@ -104,7 +104,8 @@ def run(ctx: RunContext, plan: HashPlan) -> HashResult:
     moves: Dict[str, Dict[str, Any]] = {}
     for d in plan.directions:
         m = got.maps[d]
-        moves[d], cks = evaluate_moves(d, m["before"], m.get("failed"), m.get("restored"), dead)
+        moves[d], cks = evaluate_moves(d, m["before"], m.get("failed"), m.get("restored"), dead,
+                                       resilient_switch=host.nic.resilient_switch)
         got.checks += cks
     return HashResult(lab=ctx.topo.name, target=t.spec, flows=plan.flows, packets_per_flow=plan.packets_per_flow,
                       fail=f"{host.name}:{dead}" if dead else None, fault=plan.fault,
@@ -205,12 +206,14 @@ def _partner_prediction(ctx: RunContext, host: Host, specs: Sequence[StreamSpec]
     from traffic.bondhash import POLICIES as KNOWN
     from traffic.bondhash import predict_port
 
+    nic = host.nic
+    assert nic is not None
+    if nic.resilient_switch:  # the switch's table follows skb->hash: seeded per boot, not predicted
+        return {}
     partner = ctx.view.partner(host)
     live = ctx.view.partner_usable(host)
     if partner is None or not live or partner[2] not in KNOWN:
         return {}
-    nic = host.nic
-    assert nic is not None
     live_ordered = [p for p in nic.ports if p in live]
     return {s.name: {t.flow.flow_id: live_ordered[predict_port(partner[2], bytes(t.frame), len(live_ordered))]
                      for t in s.templates} for s in specs}

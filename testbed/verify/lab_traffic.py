@@ -28,10 +28,12 @@ Methods (tolerances are dataclasses with stated defaults; see the modules):
   ``targets`` takes ranges: ``["server:vf0-vf63"]`` (64 VFs), ``["server:vfs"]`` (every VF of the host).
   ``rate_pps=None``: 100 per stream, lowered for many streams so that all of them together send at
   most ``traffic.pacing.FRAME_BUDGET_PPS`` (400 frames/s: 64 VFs x 2 directions + the bond's run at
-  3 pps each).  ``agent=False`` is the negative control: the agent is stopped before the fault (and
-  left stopped) and the result passes when every offload stream lost packets beyond the bond's window.
+  3 pps each).  ``family=6`` runs every stream over IPv6 (a dual-stack lab), 4 over IPv4; None (the
+  default): IPv4 where a target has it, IPv6 for an IPv6-only VF.  ``agent=False`` is the negative
+  control: the agent is stopped before the fault (and left stopped) and the result passes when every
+  offload stream lost packets beyond the bond's window.
 - ``rdma(target="server:rdma0", fail="server:pf0", *, qps=4, ...) -> RdmaResult`` -- the same with
-  RoCEv2 (one flow per QP); ``fail=None`` checks integrity without a failure.
+  RoCEv2 (one flow per QP; ``family=6``: RoCEv2 over IPv6); ``fail=None`` checks integrity without a failure.
 - ``hash(flows=256, fail=None, *, target="server:vf0", directions=("rx", "tx"), packets_per_flow=4,
   rate_pps=400, restore=True, fault="carrier", tolerance=None, pcap=None, peer=None) -> HashResult``
   -- active-active labs (offload ``hash`` / ``vf-split``): phases before / failed / restored.
@@ -69,18 +71,20 @@ class LabTraffic:
                  fail_at_s: float = 1.0, restore_after_s: Optional[float] = None, flap: Optional[str] = None,
                  directions: Union[str, Sequence[str]] = DIRECTIONS, flows: int = 1, compare_bond: bool = True,
                  fault: str = "carrier", tolerance: Optional[FailoverTolerance] = None, pcap: Optional[str] = None,
-                 peer: Optional[str] = None, attempts: int = 2, agent: bool = True) -> FailoverResult:
+                 peer: Optional[str] = None, attempts: int = 2, agent: bool = True,
+                 family: Optional[int] = None) -> FailoverResult:
         plan = failover_run.FailoverPlan(
             tuple(targets or [target]), fail, rate_pps, duration_s, fail_at_s, restore_after_s, flap,
             context.directions(directions), flows, compare_bond, fault, tolerance or FailoverTolerance(), pcap, peer,
-            agent)
+            agent, family)
         return self._run(FailoverResult, plan, attempts)
 
     def rdma(self, target: str = "server:rdma0", fail: Optional[str] = "server:pf0", *, qps: int = 4,
              rate_pps: Optional[float] = None, duration_s: float = 3.0, fail_at_s: float = 1.0,
              restore_after_s: Optional[float] = None, directions: Union[str, Sequence[str]] = DIRECTIONS,
              compare_bond: bool = True, fault: str = "carrier", tolerance: Optional[FailoverTolerance] = None,
-             pcap: Optional[str] = None, peer: Optional[str] = None, attempts: int = 2) -> RdmaResult:
+             pcap: Optional[str] = None, peer: Optional[str] = None, attempts: int = 2,
+             family: Optional[int] = None) -> RdmaResult:
         t = stations.resolve_target(self.topo, target)
         if t.kind != "rdma":
             rdma = t.host.nic.rdma if t.host.nic else None
@@ -89,7 +93,8 @@ class LabTraffic:
                                                                               "(topology: rdma: true)")
         plan = failover_run.FailoverPlan(
             (target,), fail, rate_pps, duration_s, fail_at_s, restore_after_s, None,
-            context.directions(directions), qps, compare_bond, fault, tolerance or FailoverTolerance(), pcap, peer)
+            context.directions(directions), qps, compare_bond, fault, tolerance or FailoverTolerance(), pcap, peer,
+            family=family)
         return self._run(RdmaResult, plan, attempts)
 
     def verbs(self, target: str = "server:rdma0", fail: Optional[str] = "auto", *, agent: bool = True,

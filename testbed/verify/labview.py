@@ -11,7 +11,7 @@
   every frame *to* the NIC; reported as the NIC's port names.
 - ``agent_view``: the agent's typed status for the host (usable, mapping,
   reactions) -- ``None`` without an agent.
-- ``wait_settled``: until bond, partner and agent all use exactly the
+- ``wait_settled``: until bond, partner, agent (and a resilient switch's tables) all use exactly the
   expected ports (a deadline; says which of them did not).
 - ``reactions_since``: the agent's reactions finished after a moment.
 
@@ -20,8 +20,10 @@ Public API:
     .bond_usable(host) -> tuple[str, ...]
     .bond_receiving(host) -> tuple[str, ...]
     .port_carrier(host, port) -> bool
-    .partner(host) -> (switch netns, bond name, policy name) | None
-    .partner_usable(host) -> tuple[str, ...] | None
+    .partner(host) -> (switch netns, bond name, policy name) | None   (the first partner bond's)
+    .partner_nics(host) -> tuple[Nic, ...]                  the switch's partner bonds (``topology.partner_nics``)
+    .partner_usable(host) -> tuple[str, ...] | None       with two partners: the one facing the NIC's aggregator
+    .switch_table_usable(host) -> tuple[str, ...] | None   ports a resilient switch's tables point at
     .agent_view(host) -> agent.status.NicStatus | None
     .wait_settled(host, usable, timeout=30.0) -> None          WaitTimeout naming what lagged
     .reactions_since(host, t_ns) -> list[dict]
@@ -32,7 +34,6 @@ Public API:
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from testbed import naming
@@ -40,7 +41,7 @@ from testbed.agent import status as agent_status
 from testbed.bond import options
 from testbed.errors import UsageError, WaitTimeout
 from testbed.nl import open_ns, wait_until
-from testbed.topology import Host, Nic
+from testbed.topology import Host, Nic, partner_nics
 
 
 class LabView:
@@ -53,14 +54,10 @@ class LabView:
             raise UsageError(f"lab {self.topo.name}: host {host.name} has no NIC")
         return host.nic
 
-    def partner_nic(self, host: Host) -> Optional[Nic]:
-        """The switch-side partner bond as a Nic-shaped object (for the agent's pure state functions)."""
-        nic = self._nic(host)
-        if nic.bond.mode == "active-backup":
-            return None
-        ports = tuple(naming.switch_port(host.name, p) for p in nic.ports)
-        bond = dataclasses.replace(nic.bond, name=naming.partner_bond(host.name))
-        return dataclasses.replace(nic, ports=ports, bond=bond, vfs=(), rdma=None)
+    def partner_nics(self, host: Host) -> Tuple[Nic, ...]:
+        """The switch-side partner bonds (``topology.partner_nics``); UsageError for a host without a NIC."""
+        self._nic(host)
+        return partner_nics(host)
 
     def bond_usable(self, host: Host) -> Tuple[str, ...]:
         from testbed.bond.ports import usable_ports
@@ -88,9 +85,11 @@ class LabView:
             return read_state(ipr, nic, host.netns).port(port).carrier
 
     def partner(self, host: Host) -> Optional[Tuple[str, str, str]]:
-        pn = self.partner_nic(host)
-        if pn is None:
+        """The first partner bond's (switch netns, name, transmit hash policy); None without one."""
+        pns = self.partner_nics(host)
+        if not pns:
             return None
+        pn = pns[0]
         ns = self.topo.switch_netns
         with open_ns(ns) as ipr:
             policy = options.get(ipr, pn.bond.name, "xmit_hash_policy", ns)
@@ -100,12 +99,34 @@ class LabView:
         from testbed.bond.ports import usable_ports
         from testbed.bond.state import read_state
 
-        pn = self.partner_nic(host)
-        if pn is None:
+        pns = self.partner_nics(host)
+        if not pns:
             return None
         back = {naming.switch_port(host.name, p): p for p in self._nic(host).ports}
         with open_ns(self.topo.switch_netns) as ipr:
-            return tuple(back[p] for p in usable_ports(pn, read_state(ipr, pn, self.topo.switch_netns)))
+            each = [tuple(back[p] for p in usable_ports(pn, read_state(ipr, pn, self.topo.switch_netns)))
+                    for pn in pns]
+        if len(each) == 1:
+            return each[0]
+        # Two partner switches: the one facing the NIC's selected aggregator. Linux bonding leaves the ports
+        # of an aggregator it stops using in sync (it only disables them), so the other switch may keep
+        # distributing on its link, and the NIC drops what arrives there (seen on 7.3: a partner still
+        # using pf1 for minutes after the NIC reselected pf2 + pf3).
+        nic_uses = set(self.bond_usable(host))
+        facing = [u for u in each if nic_uses & set(u)] or each
+        return tuple(p for u in facing for p in u)
+
+    def switch_table_usable(self, host: Host) -> Optional[Tuple[str, ...]]:
+        """The NIC ports the switch's resilient tables point at (``agent.json`` ``switches``, sorted); None
+        when the switch selects by its bond's own hash or the lab has no agent."""
+        nic = self._nic(host)
+        if not nic.resilient_switch or not self.lab.agent:
+            return None
+        st = agent_status.read(self.topo.name)
+        entry = ((st.raw.get("switches") or {}).get(host.name) or {}) if st is not None else {}
+        back = {naming.switch_port(host.name, p): p for p in nic.ports}
+        partners = entry.get("partners") or {}
+        return tuple(sorted({back[p] for part in partners.values() for p in part.get("table") or () if p in back}))
 
     def agent_view(self, host: Host) -> Optional[agent_status.NicStatus]:
         if not self.lab.agent:
@@ -124,6 +145,7 @@ class LabView:
             seen["partner"] = None if partner is None else tuple(sorted(partner))
             agent = self.agent_view(host)
             seen["agent"] = None if agent is None else tuple(sorted(agent.usable))
+            seen["switch table"] = self.switch_table_usable(host)
             return all(v is None or v == want for v in seen.values())
 
         what = f"{host.name}: bond, switch partner and agent to use {list(want)}"

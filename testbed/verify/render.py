@@ -191,12 +191,17 @@ def render_hash(r: Any, verbose: bool = False) -> str:
             lines.append(f"{ph.phase} {ph.direction}: not delivered exactly once {dl['examples_not_once']}; "
                          f"on ports not receiving {dl['examples_off_receiving']}")
     for d, mv in r.moves.items():
-        switch = mv.get("decided_by") == "switch"
+        resilient = mv.get("switch_select") == "resilient"  # the switch's table: judged like the NIC's
+        switch = mv.get("decided_by") == "switch" and not resilient
         f = mv.get("failed")
         if f and switch:
             lines.append(f"{d}: after the failure {f['moved']} of {f['flows_on_dead_port']} flows of {f['dead']} "
                          f"moved; switch's figure (its own rehash, not judged): {f['switch_rehash']} flows "
                          f"moved off a surviving port")
+        elif f and resilient:
+            lines.append(f"{d}: after the failure {f['moved']} of {f['flows_on_dead_port']} flows of {f['dead']} "
+                         f"moved; the switch's resilient table moved {f['switch_rehash']} flows off a surviving "
+                         f"port")
         elif f:
             lines.append(f"{d}: after the failure {f['moved']} of {f['flows_on_dead_port']} flows of {f['dead']} "
                          f"moved, {f['moved_unexpectedly']} other flows moved")

@@ -8,6 +8,9 @@ a user names on the command line:
 - ``server:rdma0`` the RDMA function (its namespace; the bond's MAC and address, RoCEv2)
 - ``server:bond``  the bond itself (``bond0`` in the host's namespace): kernel traffic, the reference
 
+Which address a station carries (``family``): 4 or 6, or None for IPv4 where the
+endpoint has it and IPv6 otherwise (an IPv6-only VF of a dual-stack lab).
+
 Several at once (``expand_targets``): ``server:vf0-vf63`` is every VF of
 ``server`` from ``vf0`` to ``vf63`` in the NIC's order, ``server:vfs``
 every VF of it.
@@ -19,9 +22,9 @@ capture tells which port carried each frame.
 Public API:
     Station(label, netns, ifname, mac, ip)                       frozen dataclass (traffic.streams)
     Target(spec, kind, host, station, function)                  frozen dataclass; kind "vf" | "rdma" | "bond"
-    resolve_target(topo, spec) -> Target
+    resolve_target(topo, spec, family=None) -> Target
     expand_targets(topo, specs) -> list[str]                     ranges and ``HOST:vfs`` spelled out, in order
-    peer_station(topo, name=None) -> Station                     a plain host (the first, or by name)
+    peer_station(topo, name=None, family=4) -> Station           a plain host (the first, or by name)
     wires(topo, host) -> dict[str, str]                          switch-side port -> host port
     port_endpoint(topo, spec) -> (Host, port)                    "server:pf0" checked against the topology
 """
@@ -29,7 +32,7 @@ Public API:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from testbed import naming
 from testbed.errors import UsageError
@@ -61,18 +64,28 @@ def _nic_host(topo: Topology, name: str, spec: str) -> Host:
     return host
 
 
-def resolve_target(topo: Topology, spec: str) -> Target:
+def _ip(topo: Topology, what: str, owner: Any, family: Optional[int]) -> str:
+    """``owner``'s address of ``family`` (``Host.ip`` / ``Function.ip``), as text; UsageError if it has none."""
+    addr = owner.ip(family)
+    if addr is None:
+        fix = (f"target it over IPv{6 if family == 4 else 4}, or give it an address"
+               if owner.ip(None) is not None else "give it an address")
+        raise UsageError(f"lab {topo.name}: {what} has no IPv{family} address",
+                         fix=fix + ("" if topo.subnet6 or family == 4 else " (a dual-stack lab: `ipv6: true`)"))
+    return str(addr.ip)
+
+
+def resolve_target(topo: Topology, spec: str, family: Optional[int] = None) -> Target:
     hname, item = split_endpoint(spec)
     host = _nic_host(topo, hname, spec)
     nic = host.nic
     assert nic is not None
     if item in BOND_ALIASES:
-        st = Station("bond", host.netns, nic.bond.name, nic.mac, str(nic.address.ip))
+        st = Station("bond", host.netns, nic.bond.name, nic.mac, _ip(topo, f"{hname}:bond", host, family))
         return Target(f"{hname}:bond", "bond", host, st)
     for fn in nic.functions:
         if fn.name == item:
-            addr = fn.address if fn.address is not None else nic.address
-            st = Station(fn.name, fn.netns, fn.name, fn.mac, str(addr.ip))
+            st = Station(fn.name, fn.netns, fn.name, fn.mac, _ip(topo, f"{hname}:{fn.name}", fn, family))
             return Target(f"{hname}:{fn.name}", fn.kind, host, st, fn)
     names = [fn.name for fn in nic.functions] + ["bond"]
     raise UsageError(f"lab {topo.name}: {spec}: host {hname} has no VF or RDMA function {item!r}",
@@ -116,7 +129,7 @@ def expand_targets(topo: Topology, specs: Sequence[str]) -> List[str]:
     return out
 
 
-def peer_station(topo: Topology, name: Optional[str] = None) -> Station:
+def peer_station(topo: Topology, name: Optional[str] = None, family: int = 4) -> Station:
     """The plain host at the other end of the streams (``client`` in every shipped topology)."""
     plain = [h for h in topo.hosts if h.nic is None]
     if name is not None:
@@ -126,7 +139,7 @@ def peer_station(topo: Topology, name: Optional[str] = None) -> Station:
         raise UsageError(f"lab {topo.name}: no {what} to exchange traffic with",
                          fix="add e.g. `client: {address: 198.18.0.100/24}` to the topology")
     h = plain[0]
-    return Station(h.name, h.netns, naming.HOST_IF, h.mac, str(h.address.ip))
+    return Station(h.name, h.netns, naming.HOST_IF, h.mac, _ip(topo, h.name, h, family))
 
 
 def wires(topo: Topology, host: Host) -> Dict[str, str]:

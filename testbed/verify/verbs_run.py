@@ -129,7 +129,7 @@ def _device(topo: Any, owner: str, what: str) -> VerbsDevice:
 def run_verbs(lab: Any, target: str = "server:rdma0", *, peer: Optional[str] = None, initiator: str = "peer",
               fail: Optional[str] = "auto", fail_at_s: float = 2.0, restore_after_s: Optional[float] = None,
               tail_s: float = 2.0, agent: bool = True, rate: float = 200.0, size: int = 1024, depth: int = 16,
-              ack_timeout: int = 16, retry: int = 6, window_ms: float = 1000.0,
+              ack_timeout: int = 16, retry: int = 6, window_ms: float = 1000.0, family: int = 4,
               progress: Progress = _quiet) -> VerbsResult:
     topo = lab.topo
     if initiator not in ("peer", "target"):
@@ -138,10 +138,12 @@ def run_verbs(lab: Any, target: str = "server:rdma0", *, peer: Optional[str] = N
         raise UsageError(f"ack timeout {ack_timeout}, retry {retry}, rate {rate}, fail at {fail_at_s} s",
                          fix="ack timeout 1..31, retry 0..6 (Soft-RoCE retries forever at 7), rate > 0, "
                              "fail at >= 0.5 s")
-    t = stations.resolve_target(topo, target)
+    if family not in (4, 6):
+        raise UsageError(f"IP version {family}", fix="4 (RoCEv2 GIDs IPv4-mapped) or 6 (the devices' IPv6 GIDs)")
+    t = stations.resolve_target(topo, target, family)  # RDMA CM resolves the GIDs from these addresses
     if t.kind == "bond":
         raise UsageError(f"{target}: the bond is kernel traffic, not an RDMA device", fix="use server:rdma0 or a VF")
-    pst = stations.peer_station(topo, peer)
+    pst = stations.peer_station(topo, peer, family)
     dev_t = _device(topo, t.spec, "target")
     dev_p = _device(topo, pst.label, "peer")
     host = t.host
@@ -181,7 +183,7 @@ def run_verbs(lab: Any, target: str = "server:rdma0", *, peer: Optional[str] = N
     port: Optional[str] = None
     with RoceWires(topo.switch_netns, {p: sw for sw, p in wires.items()}, {t.station.ip, pst.ip}) as cap, \
             UdpProbe(pst.netns, host.netns, str(host.nic.address.ip)) as bond_rx, \
-            UdpProbe(host.netns, pst.netns, pst.ip) as bond_tx:
+            UdpProbe(host.netns, pst.netns, stations.peer_station(topo, peer, 4).ip) as bond_tx:
         try:
             progress(f"starting the RDMA programs: listen on {dev_t.name} ({t.station.ip}), connect from "
                      f"{dev_p.name} ({pst.ip})")

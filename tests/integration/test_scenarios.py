@@ -111,8 +111,9 @@ class TestActiveBackup:
     @pytest.mark.parametrize("updelay", [0, 200, 2000])
     def test_mode1_recovery_when_the_other_port_fails(self, shared_lab, updelay):
         """pf0 fails; 1 s later it comes back *and* pf1 fails.  With no other port up the bond takes pf0
-        at once whatever updelay says (bonding.txt 13.1), and the VF's rules must follow."""
-        r = failover_with_updelay(shared_lab, updelay, target="server:vf0", fail="server:pf0",
+        at once whatever updelay says (bonding.txt 13.1), and the VF's and the RDMA function's rules must
+        follow."""
+        r = failover_with_updelay(shared_lab, updelay, targets=["server:vf0", "server:rdma0"], fail="server:pf0",
                                   restore_after_s=1.0, flap="server:pf1", duration_s=3.5)
         assert r.passed, explain(r)
         for s in r.streams:

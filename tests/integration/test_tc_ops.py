@@ -34,7 +34,7 @@ from typing import Dict, Iterator, List, Tuple
 import pytest
 from pyroute2 import IPRoute, netns
 
-from testbed.errors import NetlinkOpError, WaitTimeout
+from testbed.errors import ConflictError, NetlinkOpError, WaitTimeout
 from testbed.nl import wait_until
 from testbed.tc import canonical, ops
 from testbed.tc.rule import (
@@ -380,6 +380,23 @@ BLOCK_RULES = [
     Rule("", 1, 2, Match(indev="t1", eth_type=ETH_P_EXP), (Action("drop"),), block=BLOCK, label="t1-drop"),
     Rule("", 2, 1, Match(eth_type=ETH_P_EXP), (Action("pass"),), block=BLOCK, chain=5, label="chain5"),
 ]
+
+
+def test_ensure_clsacts_binds_many_at_once_rebinds_and_names_a_conflict(lab: Lab) -> None:
+    """The agent's resync binds every device with ``ensure_clsacts``: the missing clsacts added in one batch,
+    one bound otherwise rebound, a device whose ffff: is another qdisc refused by name."""
+    for a, b in (("u0", "v0"), ("u1", "v1"), ("w0", "w1")):
+        lab.ipr.link("add", ifname=a, kind="veth", peer={"ifname": b})
+    ops.ensure_clsact(lab.ipr, "v0")  # its own blocks: must be rebound
+    want = {"u0": (9, 0), "u1": (9, 0), "v0": (9, 0), "v1": (0, 0)}
+    ops.ensure_clsacts(lab.ipr, want, ops.clsact_blocks(lab.ipr))
+    blocks = ops.clsact_blocks(lab.ipr)
+    assert {dev: blocks.get(dev) for dev in want} == want
+    ops.ensure_clsacts(lab.ipr, want, blocks)  # idempotent
+    assert ops.clsact_blocks(lab.ipr) == blocks
+    subprocess.run(["tc", "-n", lab.ns, "qdisc", "add", "dev", "w0", "ingress"], check=True)
+    with pytest.raises(ConflictError, match="w0: qdisc ffff: is 'ingress'"):
+        ops.ensure_clsacts(lab.ipr, {"w0": (9, 0)}, ops.clsact_blocks(lab.ipr))
 
 
 def test_shared_block_with_indev_and_goto_chain(lab: Lab) -> None:

@@ -260,9 +260,12 @@ def test_a_foreseen_failover_is_one_sendmsg_of_the_prepared_buffer(lab):
     before = rec.plan
     assert (("pf1",), ("pf1",)) in rec.prepared and (("pf2",), ("pf2",)) in rec.prepared
     sent, read = len(kernel.sends), len(reads)
+    slow = []
+    rec.slow_path = lambda: slow.append(1)
     ns.fail("pf0", active="pf1")
     r = rec.react("pf0,pf1,bond0", 0.0, ns.events("pf0", "pf1", "bond0"), ["pf0", "pf1", "bond0"])
     assert r is not None and r.path == "precomputed" and not r.full and r.usable == ("pf1",)
+    assert slow == []  # the whole reaction at the agent's real-time priority
     assert len(kernel.sends) == sent + 1 and len(reads) == read  # one sendmsg, no dump
     assert kernel.holds(truth(nic, ns)) and rec.plan is truth(nic, ns)
     assert (r.added, r.replaced, r.deleted) == (1, 3, 1) and "[precomputed]" in r.text()
@@ -342,9 +345,12 @@ def test_events_after_a_busy_reading_take_the_read_path(lab):
     rec.reconcile("SIGHUP", 0.0, full=True)
     quiet["now"] = True
     read = len(reads)
+    slow = []
+    rec.slow_path = lambda: slow.append(1)
     ns.fail("pf0", active="pf1")
     r = rec.react("bond0", 0.0, ns.events("bond0"), ["bond0"])
     assert r.path == "read" and len(reads) == read + 1 and kernel.holds(truth(nic, ns))
+    assert slow == [1]  # told before the read path: the agent leaves real-time priority for it
 
 
 def test_a_new_interface_falls_back_to_the_read_path(lab):
@@ -359,9 +365,11 @@ def test_a_kernel_error_on_the_fast_path_resyncs(lab):
     nic, ns, kernel, rec, _, _ = lab()
     key = next(k for k, r in kernel.rules.items() if r.label == "arp:pf1")
     del kernel.rules[key]
+    slow = []
+    rec.slow_path = lambda: slow.append(1)
     ns.fail("pf0", active="pf1")
     r = rec.react("bond0", 0.0, ns.events("bond0"), ["bond0"])
-    assert r.full and "resync after" in r.trigger and "ENOENT" in r.trigger
+    assert r.full and "resync after" in r.trigger and "ENOENT" in r.trigger and slow == [1]
     assert kernel.holds(truth(nic, ns)) and rec.resyncs == 2
 
 

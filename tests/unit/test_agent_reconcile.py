@@ -149,11 +149,13 @@ hosts:
                         lambda ipr, nic, netns=None: LinkTable(state=now["state"], links={}, index={}))
     monkeypatch.setattr(ops, "clsact_blocks", lambda ipr: dict(bound))
 
-    def ensure(ipr, dev, ingress_block=0, egress_block=0):
-        calls.append(("bind", dev, ingress_block, egress_block))
-        bound[dev] = (ingress_block, egress_block)
+    def ensure(ipr, want, have):
+        assert have == bound, "binds against the one qdisc dump it read"
+        for dev, (ingress_block, egress_block) in want.items():
+            calls.append(("bind", dev, ingress_block, egress_block))
+            bound[dev] = (ingress_block, egress_block)
 
-    monkeypatch.setattr(ops, "ensure_clsact", ensure)
+    monkeypatch.setattr(ops, "ensure_clsacts", ensure)
     monkeypatch.setattr(ops, "dump",
                         lambda ipr, devs, blocks=(): calls.append(("dump", tuple(devs), tuple(blocks))) or [])
     monkeypatch.setattr(ops, "apply", lambda ipr, add=(), replace=(), delete=(), links=None: calls.append(

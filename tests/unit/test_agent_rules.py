@@ -37,11 +37,16 @@ SYNC_ONLY = 0x0F
 
 
 def make_nic(bond_mode: str, offload: Optional[str] = None, ports: int = 2, vfs: int = 2, rdma: bool = True,
-             buckets: int = 16, primary: Optional[str] = None) -> Nic:
+             buckets: int = 16, primary: Optional[str] = None, dual: bool = False) -> Nic:
+    """A NIC host's NIC; ``dual``: a dual-stack lab whose last VF is IPv6-only."""
     bond = f"{{mode: {bond_mode}, miimon: 10" + (f", primary: {primary}" if primary else "") + "}"
     off = f"{{mode: {offload}, buckets: {buckets}}}" if offload else "{}"
+    if dual and vfs:
+        vfs = "[" + ", ".join(f"{{name: vf{i}" + (", address: none}" if i == vfs - 1 else "}")
+                              for i in range(vfs)) + "]"
     text = f"""
 name: t
+ipv6: {str(dual).lower()}
 hosts:
   server:
     nic:
@@ -200,9 +205,19 @@ def frames(nic: Nic) -> Dict[str, Dict[str, object]]:
         "roce": dict(eth_type=0x0800, ip_proto=17, dst_ip=str(nic.address.ip), dst_port=4791, dst_mac=nic.mac,
                      src_mac=CLIENT_MAC),
     }
-    for vf in nic.vfs:
-        out[vf.name] = dict(eth_type=0x0800, ip_proto=17, dst_ip=str(vf.address.ip), dst_port=9, dst_mac=vf.mac,
+    if nic.address6 is not None:
+        out["bond6"] = dict(eth_type=0x86DD, ip_proto=17, dst_ip=str(nic.address6.ip), dst_port=9, dst_mac=nic.mac,
                             src_mac=CLIENT_MAC)
+        out["roce6"] = dict(eth_type=0x86DD, ip_proto=17, dst_ip=str(nic.address6.ip), dst_port=4791,
+                            dst_mac=nic.mac, src_mac=CLIENT_MAC)
+        out["ns"] = dict(eth_type=0x86DD, ip_proto=58, dst_ip="ff02::1:ff00:1", dst_mac="33:33:ff:00:00:01",
+                         src_mac=CLIENT_MAC)  # a neighbour solicitation for the bond's address
+        out["roce4-to-v6"] = dict(eth_type=0x0800, ip_proto=17, dst_ip=str(nic.address6.ip), dst_port=4791,
+                                  dst_mac=nic.mac, src_mac=CLIENT_MAC)  # a key of the wrong family: no match
+    for vf in nic.vfs:
+        ip = vf.ip()
+        out[vf.name] = dict(eth_type=0x86DD if ip.version == 6 else 0x0800, ip_proto=17, dst_ip=str(ip.ip),
+                            dst_port=9, dst_mac=vf.mac, src_mac=CLIENT_MAC)
     return out
 
 
@@ -293,11 +308,11 @@ def check_plan(nic: Nic, state: BondState, plan: rules.Plan, usable: Tuple[str, 
             continue
         for what, f in frames(nic).items():
             verdict, mirrors = classify(chains2, {**f, "indev": p})
-            if what in ("lacp", "arp-bond", "bond"):
+            if what in ("lacp", "arp-bond", "bond", "bond6", "roce4-to-v6"):
                 want = ("pass", Counter())
-            elif what in ("mcast", "bcast-arp"):
+            elif what in ("mcast", "bcast-arp", "ns"):
                 want = ("pass", reps if p in receiving else Counter())
-            elif what == "roce":
+            elif what in ("roce", "roce6"):
                 if nic.rdma and nic.rdma.rep in devs:
                     want = (("redirect", nic.rdma.rep, False) if p in receiving else "drop", Counter())
                 else:
@@ -321,7 +336,10 @@ def check_plan(nic: Nic, state: BondState, plan: rules.Plan, usable: Tuple[str, 
             assert lb["lb:bond"].actions == (Action("redirect", nic.bond.name, ingress=True),)
             assert lb["lb:bond"].match.dst_mac == nic.mac
         if nic.rdma and nic.rdma.rep in devs:
-            assert lb["lb:roce"].prio < lb["lb:bond"].prio if "lb:bond" in lb else True
+            for name in ("lb:roce", "lb:roce6") if nic.address6 else ("lb:roce",):
+                assert lb[name].prio < lb["lb:bond"].prio if "lb:bond" in lb else True
+                assert lb[name].actions == (Action("redirect", nic.rdma.rep),) and lb[name].match.dst_mac == nic.mac
+            assert ("lb:roce6" in lb) == (nic.address6 is not None)
         host_b = [r for r in eg if r.label.startswith("host-bcast:")]
         if vf_reps:
             check_chain(host_b, reps)
@@ -384,6 +402,35 @@ def test_every_port_state_combination(bond_mode, offload, ports, vfs, rdma):
         assert rules.plan(nic, state) == plan  # pure: same state, same plan
         n += 1
     assert n >= 2 ** ports
+
+
+@pytest.mark.parametrize("bond_mode,offload,ports", [SHAPES[0], SHAPES[-1], ("balance-xor", "vf-split", 3)])
+def test_dual_stack_every_port_state(bond_mode, offload, ports):
+    """A dual-stack lab: RoCEv2 over IPv6 to the bond's IPv6 address is steered to the RDMA function (and
+    dropped on a port that does not receive) like IPv4; an IPv6-only VF gets its frames by its MAC; neighbour
+    solicitations reach every VF as ARP does."""
+    nic = make_nic(bond_mode, offload, ports=ports, vfs=3, dual=True)
+    assert nic.vfs[-1].address is None and nic.vfs[-1].address6 is not None
+    for conds, active, state in states_for(nic):
+        plan = rules.plan(nic, state)
+        check_plan(nic, state, plan, oracle_usable(nic, conds, active), oracle_receiving(nic, conds, active))
+    plan = rules.plan(nic, bond_state(nic, [port(p, "up") for p in nic.ports], active=nic.ports[0]))
+    v6 = [r for r in plan.rules if r.label.endswith("roce6")]
+    assert sorted(r.label for r in v6) == sorted(["drop:roce6", "rx:roce6"] + ["lb:roce6"] * ports)
+    assert all(r.match.dst_ip == str(nic.address6.ip) and r.handle == 2 for r in v6)
+
+
+def test_dual_stack_failover_changes_as_many_rules_as_ipv4():
+    """The IPv6 rules are per function, the same in every state: a failover changes what it changes in an
+    IPv4-only lab."""
+    def changes(nic: Nic) -> int:
+        up = bond_state(nic, [port(p, "up") for p in nic.ports], active="pf0")
+        down = bond_state(nic, [port("pf0", "down", active=False)] + [port(p, "up") for p in nic.ports[1:]],
+                          active="pf1")
+        a, b = set(rules.plan(nic, up).rules), set(rules.plan(nic, down).rules)
+        return len(a ^ b)
+
+    assert changes(make_nic("active-backup", vfs=3, dual=True)) == changes(make_nic("active-backup", vfs=3))
 
 
 @pytest.mark.parametrize("vfs", [31, 32, 33, 40, 64])

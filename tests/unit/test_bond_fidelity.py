@@ -193,9 +193,12 @@ def test_what_is_encoded_decodes_back_by_user_name():
         "IFLA_BOND_AD_INFO_AGGREGATOR": 5, "IFLA_BOND_AD_INFO_PARTNER_MAC": "02:00:00:00:00:01"}
 
 
-ALL_BUT = frozenset(n for n in bond_kernel.kfeatures.BOND_OPTION_NAMES if n not in ("lacp_strict", "actor_port_prio"))
-KERNELS = {"6.12.117+deb12-amd64": ALL_BUT, "7.3.4+deb13-amd64": frozenset(bond_kernel.kfeatures.BOND_OPTION_NAMES),
-           "6.1.0-56-amd64": ALL_BUT - {"coupled_control"}}
+# as read from Debian's modules: 6.1 and 6.12 have every option name but lacp_strict (actor_port_prio and
+# coupled_control backported), and their ad_select takes no prio; 7.3 has everything
+EVERY = frozenset(bond_kernel.kfeatures.BOND_OPTION_NAMES) | {bond_kernel.kfeatures.AD_SELECT_PRIO}
+ALL_BUT = EVERY - {"lacp_strict", bond_kernel.kfeatures.AD_SELECT_PRIO}
+KERNELS = {"6.12.117+deb12-amd64": ALL_BUT, "7.3.4+deb13-amd64": EVERY,
+           "6.1.0-56-amd64": ALL_BUT - {"coupled_control"}}  # a 6.1 without the coupled_control backport
 
 
 @pytest.fixture
@@ -212,11 +215,11 @@ def test_an_option_the_kernel_lacks_is_refused_with_one_line_naming_it_the_kerne
     msg = str(exc.value)
     assert "\n" not in msg and exc.value.exit_code == 4
     assert msg.startswith("lacp.yaml: hosts.server.nic.bond.ad_select: prio: the running kernel "
-                          "(6.12.117+deb12-amd64) has no bonding option actor_port_prio (and 2 more)"), msg
+                          "(6.12.117+deb12-amd64) has no bonding option ad_select prio (and 1 more)"), msg
     assert "`testbed vm --kernel 7.3`" in msg
     assert [p for p, _ in bond_kernel.missing(topo, KERNELS["6.1.0-56-amd64"])] == [
         "hosts.server.nic.bond.ad_select: prio", "hosts.server.nic.bond.lacp_strict",
-        "hosts.server.nic.bond.coupled_control", "hosts.server.nic.bond.ports.pf1.ad_actor_port_prio"]
+        "hosts.server.nic.bond.coupled_control"]
     bond_kernel.require(topo, "7.3.4+deb13-amd64", KERNELS.__getitem__, modules)  # 7.3 has them all
     bond_kernel.require(topo, "6.1.0-56-amd64", lambda r: frozenset(), modules)  # unreadable: the kernel decides
 
@@ -330,3 +333,34 @@ def test_pyroute2_reads_our_change_bond_as_what_it_would_have_sent():
     assert msg["index"] == 7 and info.get_attr("IFLA_INFO_KIND") == "bond"
     assert data.get_attr("IFLA_BOND_MIIMON") == 0
     assert data.get_attr("IFLA_BOND_ARP_IP_TARGET") == ["198.18.0.100"]
+
+
+def test_status_says_whether_the_agent_is_in_step_with_the_bond():
+    """``status``: per NIC host, whether the agent programs the ports the bond uses now (``offload_in_step``),
+    shown in the text too; None (not shown) without an agent's entry for the host."""
+    from testbed.commands.render import render_status
+    from testbed.status import mark_in_step
+
+    def status(agent_usable):
+        host = {"name": "server", "netns": "ab-server", "offload": {"mode": "active-backup", "buckets": 16},
+                "bond": {"name": "bond0", "mode": "active-backup", "address": "198.18.0.1/24", "active_port": "pf1",
+                         "usable_ports": ["pf1"], "ports": []}, "vfs": [], "rdma": None, "rules": []}
+        agent = None if agent_usable is None else {"nics": {"server": {"usable": agent_usable}}}
+        st = {"lab": "ab", "state": "up", "file": "ab.yaml",
+              "hosts": [host, {"name": "client", "netns": "ab-client", "interface": {"name": "eth0"}}],
+              "agent": agent}
+        mark_in_step(st)
+        return st
+
+    assert status(["pf1"])["hosts"][0]["offload_in_step"] is True
+    assert "(agent in step)" in render_status(status(["pf1"]))
+    lagging = status(["pf0"])
+    assert lagging["hosts"][0]["offload_in_step"] is False and "offload_in_step" not in lagging["hosts"][1]
+    assert "(agent NOT in step with the bond)" in render_status(lagging)
+    assert status(None)["hosts"][0]["offload_in_step"] is None
+    assert "in step" not in render_status(status(None))
+    resilient = status(["pf1"])
+    resilient["agent"]["switches"] = {"server": {"partner_select": "resilient", "partners": {
+        "server-lag": {"usable": ["server-pf1"], "table": ["server-pf1", "server-pf1"]}}}}
+    assert "    switch server-lag (resilient) bucket -> port: 0:server-pf1 1:server-pf1" in \
+        render_status(resilient).splitlines()

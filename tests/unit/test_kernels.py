@@ -78,7 +78,24 @@ def install(root: Path, release: str, *, image: str = "boot", options=("mode", "
 def test_bond_options_reads_the_modules_rodata(tmp_path, suffix):
     install(tmp_path, "7.3.4+deb13-amd64", options=("mode", "lacp_strict", "actor_port_prio"), suffix=suffix)
     got = kfeatures.bond_options("7.3.4+deb13-amd64", str(tmp_path))
-    assert got == {"mode", "lacp_strict", "actor_port_prio"}
+    assert got == {"mode", "lacp_strict", "actor_port_prio", kfeatures.AD_SELECT_PRIO}  # no BTF: paired
+
+
+def test_ad_select_prio_is_read_from_the_btf_enum_not_from_actor_port_prio(tmp_path):
+    """Debian's 6.1 and 6.12 carry actor_port_prio but their ad_select takes no prio; the module's BTF names
+    the enum members (BOND_AD_PRIO only where it does). Without BTF, actor_port_prio is the guess."""
+    moddir = tmp_path / "lib/modules/6.12.0-1/kernel/drivers/net/bonding"
+    moddir.mkdir(parents=True)
+    rodata = b"\0mode\0actor_port_prio\0"
+    (moddir / "bonding.ko").write_bytes(elf({".rodata": rodata, ".BTF": b"\0BOND_AD_COUNT\0"}))
+    assert kfeatures.bond_options("6.12.0-1", str(tmp_path)) == {"mode", "actor_port_prio"}
+    kfeatures.bond_options.cache_clear()
+    (moddir / "bonding.ko").write_bytes(elf({".rodata": rodata, ".BTF": b"\0BOND_AD_COUNT\0BOND_AD_PRIO\0"}))
+    assert kfeatures.bond_options("6.12.0-1", str(tmp_path)) == {"mode", "actor_port_prio", kfeatures.AD_SELECT_PRIO}
+    kfeatures.bond_options.cache_clear()
+    (moddir / "bonding.ko").write_bytes(elf({".rodata": rodata}))
+    assert kfeatures.AD_SELECT_PRIO in kfeatures.bond_options("6.12.0-1", str(tmp_path))
+    kfeatures.bond_options.cache_clear()
 
 
 def test_bond_options_ignores_names_outside_rodata_and_unknown_words(tmp_path):

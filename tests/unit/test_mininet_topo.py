@@ -82,3 +82,10 @@ def test_custom_file_as_mn_loads_it():
     finally:
         os.chdir(cwd)
     assert topo.model.name == "mnz" and sorted(topo.hosts()) == ["client", "server"]
+
+
+@pytest.mark.parametrize("name,where", [("dual-stack", r"ipv6: the Mininet CLI builds IPv4-only labs"),
+                                        ("lacp-4port-resilient", r"partner_select: the Mininet CLI builds no")])
+def test_what_the_mininet_cli_does_not_build_is_refused(name, where):
+    with pytest.raises(TopologyError, match=where):
+        LagTopo(path(name))

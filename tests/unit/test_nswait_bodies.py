@@ -69,3 +69,38 @@ def test_lost_events_resync_from_the_kernels_ids(monkeypatch):
     waiter.pending = {5: "lab-vf0", 7: "lab-vf1"}
     nswait.NetnsDeletion._resync(waiter)
     assert waiter.pending == {5: "lab-vf0"}
+
+
+def test_the_destruction_deadline_grows_with_the_namespaces(monkeypatch):
+    """The kernel destroys removed namespaces batch after batch: a 256-VF lab's 260 get far more than a
+    small lab's 15 s (130 of them took longer than that on 6.12 in a loaded TCG guest), and ``delete_netns``
+    waits by that deadline."""
+    from testbed import teardown
+
+    assert teardown.destroy_deadline(4) == 16.0
+    assert teardown.destroy_deadline(260) == 80.0
+    waited = []
+
+    class Waiter:
+        pending = {i: f"ns{i}" for i in range(260)}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def arm(self, paths):
+            list(paths)
+
+        def wait(self, timeout):
+            waited.append(timeout)
+            return 0.0
+
+    monkeypatch.setattr(teardown, "NetnsDeletion", Waiter)
+    monkeypatch.setattr(teardown.netns, "remove", lambda name: None)
+    lines = []
+    names = [f"ns{i}" for i in range(260)]
+    assert teardown.delete_netns(names, "delete namespace", lines.append) == names
+    assert waited == [80.0]
+    assert "waiting for the kernel to destroy 260 namespaces" in lines

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import xml.etree.ElementTree as ET
 
 from testbed import pytest_plugin
@@ -133,3 +134,54 @@ def test_results_of_a_shared_lab_go_to_the_test_that_made_them():
     pytest_plugin.attach_results(second, [SharedLab], seen)
     assert [name for name, _ in first.user_properties] == ["testbed.hash"]
     assert second.user_properties == [("testbed.failover", '{"kind": "failover", "n": 2}')]
+
+
+def test_lane_budget_shortens_or_stops_tests_near_the_guests_deadline():
+    budget = pytest_plugin.lane_budget
+    assert budget(None, 1000.0, 300.0) is None  # not in the lane, or no --timeout
+    assert budget(2000.0, 1000.0, 300.0) is None  # 850 s left: the test's own 300 s is tighter
+    assert budget(1000.0 + 150 + 200.5, 1000.0, 300.0) == 200.0  # 200 s left: that is its deadline
+    assert budget(1000.0 + 150 + 200, 1000.0, None) == 200.0  # no deadline of its own
+    assert budget(1000.0 + 150 + 29, 1000.0, 300.0) == 0.0  # too little to start a test
+    assert budget(900.0, 1000.0, 300.0) == 0.0  # already past it
+
+
+def test_tests_after_the_lanes_deadline_fail_at_once_with_the_fix(pytester, monkeypatch):
+    """The session ends by itself and writes its JUnit file: nothing started late runs."""
+    log = pytester.path / "ran.txt"
+    pytester.makepyfile(f"""
+        import pytest
+
+        @pytest.fixture(scope="module")
+        def expensive():
+            with open({str(log)!r}, "a") as fh:
+                fh.write("fixture\\n")
+
+        def test_a(expensive):
+            pass
+
+        def test_b(expensive):
+            pass
+    """)
+    monkeypatch.setenv(pytest_plugin.DEADLINE_ENV, str(int(time.time()) + 100))  # < reserve + min
+    xml = pytester.path / "junit.xml"
+    result = pytester.runpytest_inprocess(f"--junitxml={xml}", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=2)
+    out = result.stdout.str()
+    assert "not run: the guest's --timeout ends in" in out and "TESTBED_VM_TIMEOUT" in out
+    assert not log.exists()  # the module's fixture was never set up
+    assert len(ET.parse(xml).getroot().iter("testcase").__next__().findall("error")) == 1
+
+
+def test_a_test_near_the_lanes_deadline_gets_a_shorter_timeout(pytester, monkeypatch):
+    pytester.makepyfile("""
+        def test_deadline(request):
+            marker = request.node.get_closest_marker("timeout")
+            print("TIMEOUT", marker.args[0] if marker else None)
+    """)
+    pytester.makeini("[pytest]\ntimeout = 300\n")
+    monkeypatch.setenv(pytest_plugin.DEADLINE_ENV, str(int(time.time()) + 150 + 120))
+    result = pytester.runpytest_inprocess("-s", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    got = float(re.search(r"TIMEOUT (\S+)", result.stdout.str()).group(1))
+    assert 100 <= got <= 120

@@ -47,15 +47,26 @@ def test_address_neighbour_and_clsact():
     from pyroute2.netlink.rtnl.ndmsg import ndmsg
     from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
-    msg = decode(ifaddrmsg, rtnlmsg.RTM_NEWADDR, rtnlmsg.addr_v4(5, ipaddress.ip_interface("198.18.1.1/23")))
+    msg = decode(ifaddrmsg, rtnlmsg.RTM_NEWADDR, rtnlmsg.addr(5, ipaddress.ip_interface("198.18.1.1/23")))
     assert (msg["family"], msg["prefixlen"], msg["index"]) == (2, 23, 5)
     assert msg.get_attr("IFA_LOCAL") == msg.get_attr("IFA_ADDRESS") == "198.18.1.1"
-    body = rtnlmsg.addr_v4(5, ipaddress.ip_interface("198.18.1.1/23"))
-    assert rtnlmsg.ifaddr_v4(rawnl.header(len(body), rtnlmsg.RTM_NEWADDR, 0, 1) + body) == "198.18.1.1/23"
-    body = rtnlmsg.neigh_v4(3, ipaddress.ip_address("198.18.0.9"), "02:00:00:00:00:09")
+    body = rtnlmsg.addr(5, ipaddress.ip_interface("198.18.1.1/23"))
+    assert rtnlmsg.ifaddr(rawnl.header(len(body), rtnlmsg.RTM_NEWADDR, 0, 1) + body) == "198.18.1.1/23"
+    body = rtnlmsg.neigh(3, ipaddress.ip_address("198.18.0.9"), "02:00:00:00:00:09")
     msg = decode(ndmsg, rtnlmsg.RTM_NEWNEIGH, body)
     assert (msg["family"], msg["ifindex"], msg["state"]) == (2, 3, rtnlmsg.NUD_PERMANENT)
     assert msg.get_attr("NDA_DST") == "198.18.0.9" and msg.get_attr("NDA_LLADDR") == "02:00:00:00:00:09"
+    body = rtnlmsg.addr(5, ipaddress.ip_interface("2001:2::7/64"))
+    assert rtnlmsg.ifaddr(rawnl.header(len(body), rtnlmsg.RTM_NEWADDR, 0, 1) + body) == "2001:2::7/64"
+    link_local = bytearray(rtnlmsg.addr(5, ipaddress.ip_interface("fe80::1/64")))
+    link_local[3] = 253  # ifa_scope: RT_SCOPE_LINK, as the kernel reports a link-local address
+    assert rtnlmsg.ifaddr(rawnl.header(len(link_local), rtnlmsg.RTM_NEWADDR, 0, 1) + bytes(link_local)) is None
+    msg = decode(ifaddrmsg, rtnlmsg.RTM_NEWADDR, rtnlmsg.addr(5, ipaddress.ip_interface("2001:2::7/64")))
+    assert (msg["family"], msg["prefixlen"], msg["index"], msg["flags"]) == (10, 64, 5, rtnlmsg.IFA_F_NODAD)
+    assert msg.get_attr("IFA_ADDRESS") == "2001:2::7"
+    msg = decode(ndmsg, rtnlmsg.RTM_NEWNEIGH, rtnlmsg.neigh(3, ipaddress.ip_address("2001:2::9"), "02:00:00:00:00:09"))
+    assert (msg["family"], msg["ifindex"], msg["state"]) == (10, 3, rtnlmsg.NUD_PERMANENT)
+    assert msg.get_attr("NDA_DST") == "2001:2::9" and msg.get_attr("NDA_LLADDR") == "02:00:00:00:00:09"
     msg = decode(tcmsg, rtnlmsg.RTM_NEWQDISC, rtnlmsg.clsact(9))
     assert (msg["index"], msg["handle"], msg["parent"]) == (9, 0xFFFF0000, 0xFFFFFFF1)
     assert msg.get_attr("TCA_KIND") == "clsact"

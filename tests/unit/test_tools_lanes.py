@@ -30,6 +30,7 @@ case "$1 $2" in
     rel=$(basename "$5")
     marks=$(printf "%s\n" "$@" | grep -x "integration.*" | tr " " _)
     echo "$rel start $(date +%s%N) $marks" >>"$d/fake.log"
+    echo "$rel $7" >>"$d/timeouts.log"
     sleep 0.6
     echo "$rel end $(date +%s%N)" >>"$d/fake.log"
     st=$(head -n 1 "$d/plan-$rel"); sed -i 1d "$d/plan-$rel"
@@ -52,18 +53,18 @@ def repo(tmp_path):
     return tmp_path
 
 
-def run_tools_test(repo: Path, lanes=None) -> subprocess.CompletedProcess:
-    env = {"PATH": os.environ["PATH"], "HOME": "/"}
+def run_tools_test(repo: Path, lanes=None, **more: str) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ["PATH"], "HOME": "/", **more}
     if lanes is not None:
         env["TESTBED_LANES"] = str(lanes)
     return subprocess.run([str(repo / "tools" / "test")], capture_output=True, text=True, env=env, timeout=60,
                           cwd=repo)
 
 
-def run(repo: Path, plans, lanes=None):
+def run(repo: Path, plans, lanes=None, **env: str):
     for rel, statuses in plans.items():
         (repo / f"plan-{rel}").write_text("".join(f"{s}\n" for s in statuses))
-    res = run_tools_test(repo, lanes)
+    res = run_tools_test(repo, lanes, **env)
     log = [line.split() for line in (repo / "fake.log").read_text().splitlines()]
     return res, log
 
@@ -103,3 +104,26 @@ def test_by_default_one_guest_runs_at_a_time(repo):
 def test_a_bad_lane_count_is_refused(repo):
     res = run_tools_test(repo, "two")
     assert res.returncode == 2 and "TESTBED_LANES=two" in res.stderr
+
+
+def guest_timeouts(repo: Path):
+    return dict(line.split() for line in (repo / "timeouts.log").read_text().splitlines())
+
+
+def test_each_guest_gets_what_is_left_of_the_budget_less_a_share_per_kernel_to_come(repo):
+    res, _log = run(repo, {"7.3": [0], "6.12": [0], "6.1": [0]}, TESTBED_BUDGET="3000", TESTBED_VM_SHARE="1000")
+    assert res.returncode == 0, res.stderr
+    got = {rel: int(t) for rel, t in guest_timeouts(repo).items()}
+    assert 990 <= got["7.3"] <= 1000  # two kernels still to come
+    assert 1990 <= got["6.12"] <= 2000  # the time 7.3 did not need goes to those after it
+    assert 2990 <= got["6.1"] <= 3000
+    res, _log = run(repo, {"7.3": [0], "6.12": [0], "6.1": [0]}, TESTBED_BUDGET="1000")
+    assert set(guest_timeouts(repo).values()) >= {"900"}  # never under 900 s
+
+
+def test_a_fixed_guest_limit_and_bad_budgets(repo):
+    res, _log = run(repo, {"7.3": [0], "6.12": [0], "6.1": [0]}, TESTBED_VM_TIMEOUT="1234")
+    assert res.returncode == 0, res.stderr
+    assert set(guest_timeouts(repo).values()) == {"1234"}
+    res = run_tools_test(repo, TESTBED_BUDGET="85m")
+    assert res.returncode == 2 and "not '85m'" in res.stderr

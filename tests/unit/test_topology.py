@@ -211,3 +211,55 @@ def test_many_vfs_topology():
     assert topo.name == "mv" and len(server.nic.vfs) == loader.MAX_VFS and server.nic.rdma is not None
     assert topo.subnet == ipaddress.ip_network("198.18.0.0/23")
     assert topo.plain_host().address.ip == ipaddress.ip_address("198.18.1.2")
+
+
+def test_dual_stack_addresses():
+    """``ipv6: true``: every host, bond (shared by the RDMA function) and VF gets an IPv6 address, given ones
+    first and the rest the next free of subnet6 (default 2001:2::/64); ``address: none`` makes a VF IPv6-only;
+    without ``ipv6`` nothing has one."""
+    t = loader.loads("""
+name: t
+ipv6: true
+hosts:
+  client: {}
+  server:
+    nic:
+      bond: {mode: active-backup}
+      vfs: [{name: vf0}, {name: vf1, address: none}, {name: vf2, address6: "2001:2::1/64"}]
+      rdma: true
+""")
+    nic = t.host("server").nic
+    assert t.subnet6 == ipaddress.IPv6Network(loader.DEFAULT_SUBNET6)
+    assert str(t.host("client").address6) == "2001:2::2/64"  # ::1 is vf2's, given
+    assert str(nic.address6) == str(t.host("server").address6) == "2001:2::3/64"
+    assert [str(f.address6) for f in nic.functions] == ["2001:2::4/64", "2001:2::5/64", "2001:2::1/64",
+                                                         "2001:2::3/64"]
+    assert nic.vfs[1].address is None and nic.vfs[1].ip() == nic.vfs[1].address6
+    assert nic.vfs[0].ip() == nic.vfs[0].address and nic.vfs[0].ip(6) == nic.vfs[0].address6
+    plain = loader.loads("name: t\nhosts:\n  client: {}\n")
+    assert plain.subnet6 is None and plain.host("client").address6 is None
+    other = loader.loads("name: t\nipv6: true\nsubnet6: 'fd00:1::/120'\nhosts:\n  client: {}\n")
+    assert str(other.host("client").address6) == "fd00:1::1/120"
+
+
+def test_two_partner_switches_split_the_ports():
+    """``partners: 2`` (802.3ad): the first half of the ports (rounded up) to one partner bond, the rest to the
+    other (``server-lag``, ``server-lag1``); the verifications read both partner bonds."""
+    from testbed.verify.labview import LabView
+
+    def nic(ports: int, partners: int = 2):
+        return loader.loads(f"name: t\nhosts:\n  server:\n    nic: {{ports: {ports}, partners: {partners}, "
+                            "bond: {mode: 802.3ad}}\n").host("server")
+
+    assert nic(4).nic.partner_groups == (("pf0", "pf1"), ("pf2", "pf3"))
+    assert nic(3).nic.partner_groups == (("pf0", "pf1"), ("pf2",))
+    assert nic(2, 1).nic.partner_groups == (("pf0", "pf1"),)
+    host = nic(4)
+
+    class FakeLab:
+        topo = loader.loads("name: t\nhosts:\n  client: {}\n")
+
+    pns = LabView(FakeLab()).partner_nics(host)
+    assert [(p.bond.name, p.ports) for p in pns] == [("server-lag", ("server-pf0", "server-pf1")),
+                                                     ("server-lag1", ("server-pf2", "server-pf3"))]
+    assert naming.partner_bond("server") == "server-lag"

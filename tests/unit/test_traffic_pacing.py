@@ -26,6 +26,19 @@ def test_paced_lanes_interleave_tick_by_tick_on_schedule():
     # tick 19 is due 19 ms after the origin: the loop never sends before its deadline
     assert b[-1][1] - sched.start_ns >= 19_000_000
     assert sched.elapsed_s >= 0.019 and sched.refused == [0, 0]
+    assert sched.stamps_ns is None, "stamps are kept only when asked (an unpaced sender sends millions)"
+
+
+def test_recorded_stamps_are_each_frames_own_send_time_refused_ones_too():
+    a = []
+
+    def refusing(_buf):
+        raise OSError(errno.ENOBUFS, "a dead path")
+
+    sched = run_schedule([Lane(a.append, [stamp]), Lane(refusing, [stamp])], count=5, rate_pps=1000.0, record=True)
+    assert sched.stamps_ns is not None and list(sched.stamps_ns[0]) == [t for _, t in a]
+    assert len(sched.stamps_ns[1]) == 5 and sched.refused == [0, 5]
+    assert all(t1 >= t0 for t0, t1 in zip(sched.stamps_ns[0], sched.stamps_ns[1])), "lane 1 goes after lane 0"
 
 
 def test_a_refused_frame_is_counted_and_other_errors_raise():

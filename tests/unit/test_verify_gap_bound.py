@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from testbed.topology import Bond
-from testbed.verify.bounds import GapBound, failure_bound, judge_gaps
+from testbed.verify.bounds import GapBound, failure_bound, judge_gaps, notice_ms
 
 
 def test_carrier_fault_mii_monitor_is_miimon_plus_downdelay():
@@ -49,3 +49,17 @@ def test_gaps_are_judged_per_stream_and_for_bond_and_offload():
     assert (out["bond_within"], out["offload_within"]) == (True, False)
     out = judge_gaps(b, {"vf0 rx": ("vf", 15.0)})
     assert (out["bond_within"], out["offload_within"]) == (None, True)
+
+
+def test_the_agents_notice_grows_with_the_arp_monitor_only():
+    """The ARP/NS monitor notifies netlink late, so the judge lets the agent hear of a failover two ARP
+    intervals later than with miimon; a miimon bond keeps the tolerance as given."""
+    assert notice_ms(Bond(mode="active-backup", miimon=10), 150.0) == 150.0
+    arp = Bond(mode="active-backup", miimon=0, settings=(("arp_interval", 100), ("arp_ip_target", ("198.18.0.100",))))
+    assert notice_ms(arp, 150.0) == 350.0
+    assert notice_ms(arp, 500.0) == 700.0
+
+
+def test_the_arp_bound_reads_a_topologys_bond_options():
+    arp = Bond(mode="active-backup", miimon=0, settings=(("arp_interval", 100), ("arp_missed_max", 3)))
+    assert failure_bound(arp, "carrier", 100.0).ms == 300.0

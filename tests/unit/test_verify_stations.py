@@ -56,3 +56,35 @@ def test_peer_wires_and_ports():
         stations.port_endpoint(t, "server:pf7")
     with pytest.raises(UsageError, match="no plain host named 'other' to exchange"):
         stations.peer_station(t, "other")
+
+
+def test_dual_stack_stations_pick_the_family():
+    """``family`` None: IPv4 where the endpoint has it, else IPv6 (the IPv6-only VF); 4 or 6 as asked, with a
+    one-line error naming the endpoint that lacks it."""
+    t = topo("dual-stack")
+    assert stations.resolve_target(t, "server:vf0").station.ip == "198.18.0.11"
+    assert stations.resolve_target(t, "server:vf0", 6).station.ip == "2001:2::11"
+    assert stations.resolve_target(t, "server:vf1").station.ip == "2001:2::12"  # IPv6 only
+    assert stations.resolve_target(t, "server:rdma0", 6).station.ip == "2001:2::1"  # the bond's
+    assert stations.resolve_target(t, "server:bond", 6).station.ip == "2001:2::1"
+    assert stations.peer_station(t, family=6).ip == "2001:2::100"
+    assert stations.peer_station(t).ip == "198.18.0.100"
+    with pytest.raises(UsageError) as info:
+        stations.resolve_target(t, "server:vf1", 4)
+    assert "server:vf1 has no IPv4 address" in info.value.message and "IPv6" in info.value.fix
+    with pytest.raises(UsageError) as info:
+        stations.resolve_target(topo("active-backup"), "server:vf0", 6)
+    assert "has no IPv6 address" in info.value.message and "ipv6: true" in info.value.fix
+
+
+def test_failover_streams_pair_each_target_with_the_peer_of_its_family():
+    from testbed.verify import failover_run
+
+    t = topo("dual-stack")
+    tgts = failover_run.targets(t, ["server:vf0", "server:vf1"], True)
+    assert [x.station.ip for x in tgts] == ["198.18.0.11", "2001:2::12", "198.18.0.1"]
+    clients = {v: stations.peer_station(t, family=v) for v in (4, 6)}
+    specs, _ = failover_run.stream_specs(tgts, clients, ("rx", "tx"), 1)
+    for s in specs:
+        assert (":" in s.tx.ip) == (":" in s.rx.ip), s.name
+    assert [x.station.ip for x in failover_run.targets(t, ["server:vf0"], True, 6)] == ["2001:2::11", "2001:2::1"]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from testbed import loader, naming, rdma
+from testbed import kfeatures, loader, naming, rdma
 from testbed.errors import CapabilityError, TopologyError
 from testbed.verify import verbs
 from traffic import rocewire, stamps, verbs_peer
@@ -75,15 +75,15 @@ def test_device_names_say_their_lab():
 
 def test_require_refuses_old_kernel_before_anything(monkeypatch):
     t = loader.loads(BASE)
-    monkeypatch.setattr(rdma.kfeatures, "has", lambda f, *a, **k: f == "rxe")
-    monkeypatch.setattr(rdma.kfeatures, "running_release", lambda: "6.1.0-56-amd64")
+    monkeypatch.setattr(kfeatures, "has", lambda f, *a, **k: f == "rxe")
+    monkeypatch.setattr(kfeatures, "running_release", lambda: "6.1.0-56-amd64")
     with pytest.raises(CapabilityError) as err:
         rdma.require(t)
     msg = str(err.value)
     assert err.value.exit_code == 4
     assert "server:rdma0" in msg and "6.1.0-56-amd64" in msg and "initial namespace" in msg
     assert "Linux 7.1" in msg and "--kernel 7.3" in msg
-    monkeypatch.setattr(rdma.kfeatures, "has", lambda f, *a, **k: True)
+    monkeypatch.setattr(kfeatures, "has", lambda f, *a, **k: True)
     rdma.require(t)  # a capable kernel: nothing to say
     rdma.require(loader.load("topologies/active-backup.yaml"))
 
@@ -204,6 +204,12 @@ def test_parse_roce():
     assert rocewire.parse_roce(eth + ip + udp + b"\x00" * 12) == ("198.18.0.100", "198.18.0.1")
     assert rocewire.parse_roce(eth + ip + struct.pack("!HHHH", 49152, 5201, 20, 0) + b"\x00" * 12) is None
     assert rocewire.parse_roce(b"\x00" * 60) is None
+    eth6 = b"\x02" * 12 + b"\x86\xdd"
+    ip6 = struct.pack("!IHBB16s16s", 0x60000000, 8 + 12, 17, 64, socket.inet_pton(socket.AF_INET6, "2001:2::100"),
+                      socket.inet_pton(socket.AF_INET6, "2001:2::1"))
+    assert rocewire.parse_roce(eth6 + ip6 + udp + b"\x00" * 12) == ("2001:2::100", "2001:2::1")
+    icmp6 = ip6[:6] + bytes([58]) + ip6[7:]
+    assert rocewire.parse_roce(eth6 + icmp6 + udp + b"\x00" * 12) is None
 
 
 def test_peer_args():
@@ -227,8 +233,8 @@ def test_with_verbs_for_the_demo():
 def test_demo_says_why_it_skipped_real_rdma(monkeypatch):
     from testbed import demo
 
-    monkeypatch.setattr(rdma.kfeatures, "has", lambda f, *a, **k: False)
-    monkeypatch.setattr(rdma.kfeatures, "running_release", lambda: "6.1.0-56-amd64")
+    monkeypatch.setattr(kfeatures, "has", lambda f, *a, **k: False)
+    monkeypatch.setattr(kfeatures, "running_release", lambda: "6.1.0-56-amd64")
     t = loader.load("topologies/active-backup.yaml")
     same, why = demo._with_verbs(t)
     assert same is t and "6.1.0-56-amd64" in why and "Linux 7.1" in why and "skipped real RDMA" in why

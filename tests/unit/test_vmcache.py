@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -35,6 +36,8 @@ def test_build_packs_the_lanes_imports_once(tmp_path, monkeypatch):
         roots = json.load(tar.extractfile(vmcache.MANIFEST))
     assert os.path.join(ROOT, "testbed") in roots
     assert os.path.join(ROOT, "testbed", "agent", "loop.py").lstrip("/") in names
+    loop_pyc = importlib.util.cache_from_source(os.path.join(ROOT, "testbed", "agent", "loop.py"))
+    assert loop_pyc.lstrip("/") in names  # compiled, whatever PYTHONDONTWRITEBYTECODE says
     assert any(n.endswith("pyroute2/__init__.py") for n in names)
     assert not any(n.startswith(os.path.join(ROOT, "tests").lstrip("/")) for n in names)
     mtime = os.stat(path).st_mtime_ns
@@ -47,3 +50,21 @@ def test_build_is_skipped_when_disabled_or_impossible(tmp_path, monkeypatch, cap
     monkeypatch.delenv(vmcache.ENV_OFF)
     assert vmcache.build(str(tmp_path / "no-python"), ROOT) is None
     assert "no import cache for the guest" in capsys.readouterr().err
+
+
+def test_build_packs_compiled_project_modules(tmp_path, monkeypatch):
+    """A fresh clone on a machine with PYTHONDONTWRITEBYTECODE=1 has no .pyc files: the
+    cache compiles them, so no guest process compiles the project under TCG."""
+    proj = tmp_path / "proj"
+    (proj / "testbed").mkdir(parents=True)
+    (proj / "traffic").mkdir()
+    (proj / "testbed" / "__init__.py").write_text("")
+    (proj / "testbed" / "mod.py").write_text("X = 1\n")
+    (proj / "traffic" / "__init__.py").write_text("")
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    vmcache.compile_project(sys.executable, str(proj))
+    pyc = importlib.util.cache_from_source(str(proj / "testbed" / "mod.py"))
+    assert os.path.isfile(pyc)
+    mtime = os.stat(pyc).st_mtime_ns
+    vmcache.compile_project(sys.executable, str(proj))  # fresh ones are left as they are
+    assert os.stat(pyc).st_mtime_ns == mtime
