@@ -101,9 +101,13 @@ def test_sequenced_stream_arrives_clean() -> None:
             rx.wait_count(2000, timeout_s=10 * SLOW)
         stats = rx.stats()
     assert sent.sent == 2000
-    # 2000 packets at 5000 pps: 0.4 s; a stall of the (loaded) machine may add some
-    assert 0.4 * SLOW * 0.99 < sent.elapsed_s < 0.4 * SLOW * 1.3, sent
-    assert abs(sent.rate_pps - RATE) < RATE * 0.25, sent
+    # 2000 packets at 5000 pps: 0.4 s. The machine running this may stall (CI's is itself a VM whose
+    # CPU is taken from outside: a 6.12 guest once saw a 511 ms stall here); a stall shows as the
+    # sender's lateness against its schedule, which it then catches up, so every bound on time below
+    # allows for the sender's measured worst lateness and nothing more
+    late_s = sent.max_late_us / 1e6
+    assert 0.4 * SLOW * 0.99 < sent.elapsed_s < 0.4 * SLOW * 1.3 + late_s, sent
+    assert RATE * 0.75 * 0.4 * SLOW / (0.4 * SLOW + late_s) < sent.rate_pps < RATE * 1.25, sent
     recs = rx.records
     report = analyze_stream(recs, expected=2000)
     assert (report.lost, report.duplicated, report.reordered, report.reordered_in_flow) == (0, 0, 0, 0)
@@ -113,7 +117,7 @@ def test_sequenced_stream_arrives_clean() -> None:
     assert [r.seq for r in recs] == list(range(2000))
     assert all(r.flow_id == r.seq % 8 for r in recs)
     # kernel rx stamps follow the sender's tx stamps (same CLOCK_REALTIME) within a second
-    assert all(0 < r.rx_ns - r.tx_ns < 1_000_000_000 for r in recs)
+    assert all(0 < r.rx_ns - r.tx_ns < 1_000_000_000 + late_s * 1e9 for r in recs)
     # deadline pacing: no packet leaves before its slot (tx_ns is carried in the packet),
     # and the typical spacing is the interval (the median shrugs off a stall's catch-up)
     interval = 1e9 / RATE
@@ -122,9 +126,9 @@ def test_sequenced_stream_arrives_clean() -> None:
     median = spacing[len(spacing) // 2]
     if SLOW == 1:  # a TCG guest starved by its host sends much of the stream in catch-up bursts
         assert abs(median - interval) < interval * 0.05, median
-    # paced at 200 us, the largest inter-arrival gap is a scheduling hiccup, not a stall
-    # (tens of ms happen when this 2-core box is loaded)
-    assert report.largest_gap_ms < 50 * SLOW, report
+    # paced at 200 us, the largest inter-arrival gap is a scheduling hiccup (tens of ms happen when
+    # this 2-core box is loaded) or a stall the sender measured as lateness, nothing the path added
+    assert report.largest_gap_ms < 50 * SLOW + late_s * 1e3, (report, sent)
     assert stats["socket_drops"] == 0
 
 
@@ -136,7 +140,9 @@ def test_duration_mode_and_unpaced_burst() -> None:
             burst = tx.send(templates, count=5000, first_seq=paced.sent)
             rx.wait_count(paced.sent + 5000, timeout_s=10 * SLOW)
     assert paced.sent == 400
-    assert burst.sent == 5000 and burst.rate_pps > 10_000 / SLOW, burst  # ~200k on an idle host
+    # unpaced: no schedule to be late against, and faster than the paced run (~200k pps on an idle
+    # host; a TCG guest whose receiver shares the CPU managed 988 pps once, against the paced 200)
+    assert burst.sent == 5000 and burst.max_late_us == 0 and burst.rate_pps > 2 * paced.rate_pps, (burst, paced)
     report = analyze_stream(rx.records, expected=5400)
     assert report.clean, report
 
@@ -245,7 +251,8 @@ def test_run_stream_measures_an_outage_made_by_a_timed_event() -> None:
     # of the shrink call and the start of the restore call, so the gap around the event
     # covers that window; it begins no earlier than the shrink call and ends soon after
     # the restore call (the pyroute2 calls take from 1 to ~70 ms here)
-    slack = 20_000_000 * SLOW  # 20 ms: the sender may be descheduled on a loaded box
+    # 20 ms: the sender may be descheduled on a loaded box; a longer stall shows as its lateness
+    slack = 20_000_000 * SLOW + int(run.sent.max_late_us * 1000)
     assert shrink.ns - slack <= r.event_gap_start_ns <= shrink.end_ns + 1_000_000, (r, run.events)
     assert restore.ns <= r.event_gap_end_ns <= restore.end_ns + slack, (r, run.events)
     per_ms = RATE / 1000
