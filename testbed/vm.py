@@ -63,6 +63,7 @@ INSTALL = {
 GUEST_INIT_FAILED = 125  # guest-init could not prepare the guest (like env(1)'s 125)
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEADLINE_ENV = "TESTBED_VM_DEADLINE"  # in the guest: when --timeout kills it (Unix time)
+ACCEL_ENV = "TESTBED_VM_ACCEL"  # in the guest: "kvm" or "tcg", the accelerator it was booted under
 PASSTHROUGH_ENV = ("CI",)  # copied into the guest, with every TESTBED_* variable
 # vng hands the guest its command base64-encoded on the kernel command line, which
 # holds 2047 bytes on x86; a longer one hangs the boot without a word.
@@ -246,6 +247,7 @@ def run_in_vm(
     if hot:
         host_env[vmcache.ENV] = hot
     choice = choose_accel(accel, tools.qemu, kern.path)
+    host_env[ACCEL_ENV] = choice.accel  # a test scales its rates for TCG by it, not by a timing guess
     print(f"testbed vm: booting {kern.version} under {choice.accel.upper()}{choice.describe()}...",
           file=sys.stderr, flush=True)
     if timeout is not None:  # the guest's pytest ends its tests in time (pytest_plugin)

@@ -22,7 +22,8 @@ and shared with the host.  The working directory is kept.  Before COMMAND runs,
 the guest loads bonding (max_bonds=0, so no stray bond0), cls_flower,
 act_mirred, act_gact, sch_ingress, veth and act_skbedit when present; it runs
 as root with this Python first on PATH, this testbed on PYTHONPATH,
-TESTBED_IN_VM=1 set, and the host's CI and TESTBED_* variables copied.
+TESTBED_IN_VM=1 and TESTBED_VM_ACCEL (kvm or tcg) set, and the host's CI and
+TESTBED_* variables copied.
 COMMAND's output streams through live and its exit status becomes testbed's.
 
 Import cache: the guest reads files over 9p without a page cache, which under
