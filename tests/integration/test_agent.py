@@ -141,6 +141,14 @@ class View:
     def tx_table(self) -> Dict[int, Tuple[Optional[str], int]]:
         return {i.rule.match.hash: (i.rule.actions[0].dev, i.packets) for i in self.entries()}
 
+    def table_ports(self) -> set:
+        """The ports the TX table's entries point to."""
+        return {port for port, _ in self.tx_table().values()}
+
+    def table_packets(self) -> int:
+        """Packets counted by all the TX table's entries."""
+        return sum(packets for _, packets in self.tx_table().values())
+
     def active(self) -> Optional[str]:
         return read_state(self.ipr, self.host.nic).active
 
@@ -382,7 +390,7 @@ def test_hash_failure_moves_only_the_dead_ports_buckets(aah):
     try:
         # the counts below start from a settled table: in a lab just brought up, a port the bond
         # takes a moment later re-points buckets, and a replaced entry's counter starts again at 0
-        wait_until(lambda: {p for p, _ in v.tx_table().values()} == set(server.nic.ports), 30,
+        wait_until(lambda: v.table_ports() == set(server.nic.ports), 30,
                    "both ports in the TX table of the lab just brought up")
         assert v.wrong() == []
         # vf0 resolves the client's address first: datagrams sent while ARP is pending wait in a
@@ -392,10 +400,10 @@ def test_hash_failure_moves_only_the_dead_ports_buckets(aah):
 
         def flows(tag: str) -> None:
             tx.send(str(client.address.ip), 20000, n=256, ports=256)  # 256 flows: one datagram each
-            wait_until(lambda: sum(p for _, p in v.tx_table().values()) >= counted + 256, 10,
+            wait_until(lambda: v.table_packets() >= counted + 256, 10,
                        f"256 flows through vf0's TX table ({tag})")
 
-        counted = sum(p for _, p in v.tx_table().values())
+        counted = v.table_packets()
         flows("both ports")
         t0 = v.tx_table()
         native = {e: port for e, (port, _) in t0.items()}
@@ -403,7 +411,7 @@ def test_hash_failure_moves_only_the_dead_ports_buckets(aah):
         assert used == set(server.nic.ports), f"both ports carry flows: {t0}"
         dead = server.nic.ports[1]
         wire.set_wire(aah.name, server.name, dead, up=False)
-        wait_until(lambda: {p for p, _ in v.tx_table().values()} == {server.nic.ports[0]}, 10,
+        wait_until(lambda: v.table_ports() == {server.nic.ports[0]}, 10,
                    f"the agent to move {dead}'s buckets")
         t1 = v.tx_table()
         for e, (port, packets) in t1.items():

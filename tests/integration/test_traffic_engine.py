@@ -110,9 +110,9 @@ def test_sequenced_stream_arrives_clean() -> None:
     # CPU is taken from outside: a 6.12 guest once saw a 511 ms stall here); a stall shows as the
     # sender's lateness against its schedule, which it then catches up, so every bound on time below
     # allows for the sender's measured worst lateness and nothing more
-    late_s = sent.max_late_us / 1e6
-    assert 0.4 * SLOW * 0.99 < sent.elapsed_s < 0.4 * SLOW * 1.3 + late_s, sent
-    assert RATE * 0.75 * 0.4 * SLOW / (0.4 * SLOW + late_s) < sent.rate_pps < RATE * 1.25, sent
+    span_s, late_s = 2000 / RATE, sent.max_late_us / 1e6
+    assert span_s * 0.99 < sent.elapsed_s < span_s * 1.3 + late_s, sent
+    assert RATE * 0.75 * span_s / (span_s + late_s) < sent.rate_pps < RATE * 1.25, sent
     recs = rx.records
     report = analyze_stream(recs, expected=2000)
     assert (report.lost, report.duplicated, report.reordered, report.reordered_in_flow) == (0, 0, 0, 0)
